@@ -1,0 +1,181 @@
+//! The kernel command line: `batching=on|off`, `log=LEVEL`, `test=NAME`.
+//!
+//! Parsing never fails: an unknown option or a malformed value becomes a
+//! [`Warning`] that names it, and the default stays in force, so a typo costs
+//! a line of output rather than a boot.
+
+/// How verbose the kernel log is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "error" => Self::Error,
+            "warn" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// The longest test name kept.
+pub const MAX_TEST_NAME: usize = 32;
+
+/// The kernel's configuration, from the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub batching: bool,
+    pub log_level: LogLevel,
+    test: [u8; MAX_TEST_NAME],
+    test_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { batching: true, log_level: LogLevel::Info, test: [0; MAX_TEST_NAME], test_len: 0 }
+    }
+}
+
+impl Config {
+    /// The in-QEMU test to run (`test=NAME`), if any.
+    pub fn test(&self) -> Option<&str> {
+        (self.test_len > 0).then(|| core::str::from_utf8(&self.test[..self.test_len]).unwrap_or(""))
+    }
+
+    pub fn test_bytes(&self) -> [u8; MAX_TEST_NAME] {
+        self.test
+    }
+}
+
+/// Something on the command line that was not understood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning<'a> {
+    /// `name` (with or without `=value`) is not an option of this kernel.
+    UnknownOption(&'a str),
+    /// `name=value` where value is not one the option accepts.
+    BadValue { option: &'a str, value: &'a str, expected: &'static str },
+}
+
+impl core::fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Warning::UnknownOption(name) => {
+                write!(f, "unknown command-line option '{name}' ignored")
+            }
+            Warning::BadValue { option, value, expected } => write!(
+                f,
+                "command-line option '{option}' has malformed value '{value}' \
+                 (expected {expected}); using the default"
+            ),
+        }
+    }
+}
+
+/// Parse `cmdline`, calling `warn` for each option that is not understood.
+pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config {
+    let mut config = Config::default();
+    for word in cmdline.split_ascii_whitespace() {
+        let (option, value) = match word.split_once('=') {
+            Some((o, v)) => (o, Some(v)),
+            None => (word, None),
+        };
+        match (option, value) {
+            ("batching", Some("on")) => config.batching = true,
+            ("batching", Some("off")) => config.batching = false,
+            ("batching", v) => warn(Warning::BadValue {
+                option,
+                value: v.unwrap_or(""),
+                expected: "on or off",
+            }),
+            ("log", v) => match v.and_then(LogLevel::parse) {
+                Some(level) => config.log_level = level,
+                None => warn(Warning::BadValue {
+                    option,
+                    value: v.unwrap_or(""),
+                    expected: "error, warn, info, debug or trace",
+                }),
+            },
+            ("test", Some(name))
+                if !name.is_empty()
+                    && name.len() <= MAX_TEST_NAME
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                config.test[..name.len()].copy_from_slice(name.as_bytes());
+                config.test_len = name.len();
+            }
+            ("test", v) => warn(Warning::BadValue {
+                option,
+                value: v.unwrap_or(""),
+                expected: "a name of at most 32 letters, digits, '_' or '-'",
+            }),
+            _ => warn(Warning::UnknownOption(word)),
+        }
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(line: &str) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        let config = parse(line, |w| warnings.push(w.to_string()));
+        (config, warnings)
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, w) = parse_all("");
+        assert!(c.batching);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.test(), None);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn every_option() {
+        let (c, w) = parse_all("  batching=off log=trace   test=page_fault ");
+        assert!(!c.batching);
+        assert_eq!(c.log_level, LogLevel::Trace);
+        assert_eq!(c.test(), Some("page_fault"));
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn unknown_option_is_named_and_the_rest_still_applies() {
+        let (c, w) = parse_all("frobnicate=yes batching=off quiet");
+        assert!(!c.batching);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("'frobnicate=yes'"), "{}", w[0]);
+        assert!(w[1].contains("'quiet'"), "{}", w[1]);
+    }
+
+    #[test]
+    fn malformed_values_keep_the_default() {
+        let (c, w) = parse_all("batching=maybe log=loud batching log");
+        assert!(c.batching);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(w.len(), 4);
+        assert!(w[0].contains("'batching'") && w[0].contains("'maybe'"), "{}", w[0]);
+        assert!(w[1].contains("'loud'"), "{}", w[1]);
+    }
+
+    #[test]
+    fn hostile_test_names_are_refused() {
+        for bad in ["test=", "test=a/b", "test=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "test=é"] {
+            let (c, w) = parse_all(bad);
+            assert_eq!(c.test(), None, "{bad}");
+            assert_eq!(w.len(), 1, "{bad}");
+        }
+    }
+}

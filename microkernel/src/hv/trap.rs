@@ -1,0 +1,130 @@
+//! Context-switching family, the trap path: one entry stub per vector, the
+//! common save/restore code, and the frame layout they share.
+//!
+//! Every trap (exception, interrupt) enters through `trap_common`, which
+//! saves the general registers on the current kernel stack, swaps GS when the
+//! trap came from ring 3, and calls the kernel's `trap_dispatch`. The
+//! dispatcher returns the frame to resume, which may belong to another thread:
+//! that is how a context switch happens. The return path restores that
+//! frame and leaves with IRETQ.
+
+use core::arch::global_asm;
+
+/// The registers saved on a trap, lowest address first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Each stub is padded to 16 bytes, so stub `n` is at `trap_stubs + 16 n`.
+const STUB_SIZE: u64 = 16;
+
+unsafe extern "C" {
+    static trap_stubs: u8;
+}
+
+/// The entry address for `vector`.
+pub fn stub_address(vector: u8) -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    let base = unsafe { &trap_stubs as *const u8 as u64 };
+    base + u64::from(vector) * STUB_SIZE
+}
+
+// Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a
+// zero so that every frame has the same layout.
+global_asm!(
+    r#"
+    .section .text.trap, "ax"
+    .balign 16
+    .global trap_stubs
+trap_stubs:
+    .set vec, 0
+    .rept 256
+    .balign 16
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    push 0
+    .endif
+    push vec
+    jmp trap_common
+    .set vec, vec + 1
+    .endr
+
+    .balign 16
+trap_common:
+    test qword ptr [rsp + 24], 3        /* CS of the interrupted code */
+    jz 1f
+    swapgs
+1:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    cld
+    call trap_dispatch
+    mov rsp, rax                        /* the frame to resume */
+    .global trap_return
+trap_return:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    test qword ptr [rsp + 24], 3
+    jz 2f
+    swapgs
+2:
+    add rsp, 16                         /* vector and error code */
+    iretq
+"#
+);

@@ -1,0 +1,6 @@
+//! The kernel's host-testable logic: pure functions with no hardware access,
+//! shared by the kernel binary (`main.rs`) and `cargo test -p microkernel`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod cmdline;
+pub mod physmem;

@@ -1,0 +1,52 @@
+//! Memory: the physical frame allocator, the kernel's page tables and
+//! address-space layout, kernel stacks with guard pages, and the heap.
+//!
+//! Virtual layout (the kernel half is shared by every address space):
+//!
+//! ```text
+//! 0x0000_0000_0000_0000 .. 0x0000_7FFF_FFFF_FFFF  user space (per server)
+//! 0xFFFF_8000_0000_0000 ..                        direct map of physical memory (RW, NX)
+//! 0xFFFF_C000_0000_0000 ..                        kernel stacks, each under a guard page
+//! 0xFFFF_D000_0000_0000 ..                        device memory the kernel maps (local APIC)
+//! 0xFFFF_FFFF_8000_0000 ..                        kernel image: text RX, rodata R, data RW+NX
+//! ```
+
+pub mod frames;
+pub mod heap;
+pub mod paging;
+pub mod stacks;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const PAGE_SIZE: u64 = 4096;
+/// Where all of physical memory is mapped once the kernel's tables are live.
+pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
+pub const KERNEL_STACKS_BASE: u64 = 0xFFFF_C000_0000_0000;
+pub const KERNEL_MMIO_BASE: u64 = 0xFFFF_D000_0000_0000;
+pub const KERNEL_BASE: u64 = boot::KERNEL_BASE;
+
+/// How physical memory is reached right now: through the boot identity map
+/// (offset 0) until the kernel's own tables are live, then the direct map.
+static PHYS_ACCESS_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// A kernel pointer to physical address `phys`.
+pub fn phys_to_virt(phys: u64) -> *mut u8 {
+    (phys + PHYS_ACCESS_OFFSET.load(Ordering::Relaxed)) as *mut u8
+}
+
+fn set_phys_access_offset(offset: u64) {
+    PHYS_ACCESS_OFFSET.store(offset, Ordering::Relaxed);
+}
+
+/// The physical address of a kernel image address.
+pub fn image_virt_to_phys(virt: u64) -> u64 {
+    virt - KERNEL_BASE
+}
+
+pub const fn align_up(value: u64, align: u64) -> u64 {
+    (value + align - 1) & !(align - 1)
+}
+
+pub const fn align_down(value: u64, align: u64) -> u64 {
+    value & !(align - 1)
+}

@@ -1,0 +1,102 @@
+//! What the kernel does with a trap once `hv::trap` has saved the frame:
+//! CPU exceptions are reported (a kernel fault is fatal and ends the machine
+//! with a failing status), interrupts are acknowledged.
+//!
+//! Context: trap context, interrupts masked; must not allocate or block.
+
+use crate::hv::trap::TrapFrame;
+use crate::{console, exit, hv, kprintln};
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "non-maskable interrupt",
+    "breakpoint",
+    "overflow",
+    "bound range exceeded",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack-segment fault",
+    "general protection fault",
+    "page fault",
+    "reserved (15)",
+    "x87 floating-point error",
+    "alignment check",
+    "machine check",
+    "SIMD floating-point error",
+    "virtualization exception",
+    "control protection exception",
+    "reserved (22)",
+    "reserved (23)",
+    "reserved (24)",
+    "reserved (25)",
+    "reserved (26)",
+    "reserved (27)",
+    "hypervisor injection exception",
+    "VMM communication exception",
+    "security exception",
+    "reserved (31)",
+];
+
+/// The name of exception `vector`.
+pub fn exception_name(vector: u64) -> &'static str {
+    EXCEPTION_NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// Called by `hv::trap` for every trap; returns the frame to resume.
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
+    match frame.vector {
+        0..=31 => kernel_fault(frame),
+        _ => {
+            // No device interrupts are routed yet; a stray one is logged.
+            log::debug!("unexpected interrupt vector {}", frame.vector);
+        }
+    }
+    frame
+}
+
+/// A CPU exception in the kernel: report everything and end the machine.
+fn kernel_fault(frame: &TrapFrame) -> ! {
+    // SAFETY: this path never returns to the interrupted code, so a console
+    // lock it may have held can be broken.
+    unsafe { console::force_unlock() };
+    let cr2 = hv::paging::fault_address();
+    kprintln!();
+    kprintln!(
+        "KERNEL FAULT: exception {} ({}) error code {:#x} at RIP {:#018x}",
+        frame.vector,
+        exception_name(frame.vector),
+        frame.error_code,
+        frame.rip
+    );
+    if frame.vector == 14 {
+        kprintln!("  CR2 {:#018x} ({})", cr2, describe_page_fault(frame.error_code));
+    } else {
+        kprintln!("  CR2 {cr2:#018x}");
+    }
+    dump_frame(frame);
+    exit::failure()
+}
+
+fn describe_page_fault(code: u64) -> &'static str {
+    match (code & 1 != 0, code & 2 != 0, code & 0x10 != 0) {
+        (_, _, true) => "instruction fetch",
+        (false, false, _) => "read of a non-present page",
+        (false, true, _) => "write to a non-present page",
+        (true, false, _) => "read: protection violation",
+        (true, true, _) => "write: protection violation",
+    }
+}
+
+pub fn dump_frame(f: &TrapFrame) {
+    kprintln!("  RSP {:#018x}  RFLAGS {:#010x}  CS {:#x}  SS {:#x}", f.rsp, f.rflags, f.cs, f.ss);
+    kprintln!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
+    kprintln!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
+    kprintln!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", f.r9, f.r10, f.r11, f.r12);
+    kprintln!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", f.r13, f.r14, f.r15);
+}

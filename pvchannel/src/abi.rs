@@ -1,0 +1,224 @@
+//! The kernel's system-call ABI: numbers, argument conventions and errors.
+//!
+//! This is the one definition both sides use: the kernel decodes with it, the
+//! user-space runtime encodes with it.
+//!
+//! # Calling convention
+//! `syscall` with the number in `rax` and up to six arguments in `rdi`, `rsi`,
+//! `rdx`, `r10`, `r8`, `r9`. The result comes back in `rax`: a non-negative
+//! value is success, a negative value is `-(Error as i64)`. `rcx` and `r11`
+//! are clobbered by the instruction itself; every other register is preserved.
+
+/// System-call numbers.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Syscall {
+    /// `exit(code)`: end the calling server. Never returns.
+    Exit = 0,
+    /// `yield()`: give up the rest of the time slice.
+    Yield = 1,
+    /// `wait(mask, timeout_ns) -> pending`: block until one of the notification
+    /// sources in `mask` is pending (or `timeout_ns` passes, 0 = forever), then
+    /// return and clear the pending bits that are in `mask`.
+    Wait = 2,
+    /// `notify(channel_handle)`: ring the doorbell of the peer on a channel.
+    Notify = 3,
+    /// `channel_info(handle, out_ptr) -> 0`: describe a channel the manifest
+    /// granted: where its ring pages are mapped and which notification bit
+    /// it raises. Writes a [`ChannelInfo`] to `out_ptr`.
+    ChannelInfo = 4,
+    /// `irq_bind(line) -> notification_bit`: take delivery of a granted IRQ line.
+    IrqBind = 5,
+    /// `irq_ack(line)`: the handler is done; the line may fire again.
+    IrqAck = 6,
+    /// `ioport_enable(first_port, count)`: open granted ports in this
+    /// server's I/O permission bitmap.
+    IoPortEnable = 7,
+    /// `mmio_map(phys, len) -> user_addr`: map a granted MMIO region.
+    MmioMap = 8,
+    /// `counters(out_ptr, len) -> written`: copy the kernel's counters.
+    Counters = 9,
+    /// `log(ptr, len)`: write a line to the kernel log (debug output before
+    /// the console server is up).
+    Log = 10,
+    /// `boot_info(out_ptr, len) -> written`: the boot configuration a server
+    /// needs (batching on or off, TSC frequency, test name).
+    BootInfo = 11,
+}
+
+impl Syscall {
+    /// The number of system calls; numbers at or above this are invalid.
+    pub const COUNT: usize = 12;
+
+    /// Decode a raw number from `rax`.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            0 => Self::Exit,
+            1 => Self::Yield,
+            2 => Self::Wait,
+            3 => Self::Notify,
+            4 => Self::ChannelInfo,
+            5 => Self::IrqBind,
+            6 => Self::IrqAck,
+            7 => Self::IoPortEnable,
+            8 => Self::MmioMap,
+            9 => Self::Counters,
+            10 => Self::Log,
+            11 => Self::BootInfo,
+            _ => return None,
+        })
+    }
+
+    /// A short name for statistics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Exit => "exit",
+            Self::Yield => "yield",
+            Self::Wait => "wait",
+            Self::Notify => "notify",
+            Self::ChannelInfo => "channel_info",
+            Self::IrqBind => "irq_bind",
+            Self::IrqAck => "irq_ack",
+            Self::IoPortEnable => "ioport_enable",
+            Self::MmioMap => "mmio_map",
+            Self::Counters => "counters",
+            Self::Log => "log",
+            Self::BootInfo => "boot_info",
+        }
+    }
+}
+
+/// Errors a system call returns, as `-(error as i64)` in `rax`.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The system-call number is not one the kernel knows.
+    NoSuchSyscall = 1,
+    /// A pointer argument is unmapped, not user memory, or not writable
+    /// where the call writes.
+    BadAddress = 2,
+    /// A handle names no channel, IRQ or region this server holds.
+    BadHandle = 3,
+    /// A length or count is impossible (too large, zero where not allowed,
+    /// misaligned).
+    BadSize = 4,
+    /// The manifest does not grant this server what it asked for.
+    Denied = 5,
+    /// An argument is out of its range.
+    InvalidArgument = 6,
+    /// The resource is already taken (an IRQ line bound twice).
+    Busy = 7,
+    /// The kernel ran out of memory for this request.
+    OutOfMemory = 8,
+    /// A wait ended because its timeout passed.
+    TimedOut = 9,
+}
+
+impl Error {
+    /// Every error, for decoding and tests.
+    pub const ALL: [Error; 9] = [
+        Error::NoSuchSyscall,
+        Error::BadAddress,
+        Error::BadHandle,
+        Error::BadSize,
+        Error::Denied,
+        Error::InvalidArgument,
+        Error::Busy,
+        Error::OutOfMemory,
+        Error::TimedOut,
+    ];
+
+    /// The value placed in `rax`.
+    pub const fn to_return(self) -> i64 {
+        -(self as i64)
+    }
+
+    /// Decode a raw `rax` value: `Ok(value)` or the error it names.
+    /// An unknown negative value decodes as `InvalidArgument` rather than
+    /// panicking, so a newer kernel never crashes an older server.
+    pub fn decode(rax: i64) -> Result<u64, Error> {
+        if rax >= 0 {
+            return Ok(rax as u64);
+        }
+        let code = rax.unsigned_abs() as i64;
+        Err(Self::ALL
+            .iter()
+            .copied()
+            .find(|e| *e as i64 == code)
+            .unwrap_or(Error::InvalidArgument))
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::NoSuchSyscall => "no such system call",
+            Error::BadAddress => "bad address",
+            Error::BadHandle => "bad handle",
+            Error::BadSize => "bad size",
+            Error::Denied => "denied by the manifest",
+            Error::InvalidArgument => "invalid argument",
+            Error::Busy => "busy",
+            Error::OutOfMemory => "out of memory",
+            Error::TimedOut => "timed out",
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What `channel_info` writes: where a channel's shared ring memory is
+/// mapped in the caller's address space, and its notification bit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// User virtual address of the shared region (page aligned).
+    pub base: u64,
+    /// Length of the shared region in bytes (a multiple of 4096).
+    pub len: u64,
+    /// The bit in the `wait` mask that the peer's `notify` sets.
+    pub notify_bit: u32,
+    /// 1 if the caller is the channel's provider (server side), 0 if a client.
+    pub is_provider: u32,
+}
+
+/// What `boot_info` writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootInfo {
+    /// 1 if batching is on (`batching=on`), 0 if off.
+    pub batching: u32,
+    /// The server's index in the manifest.
+    pub server_index: u32,
+    /// TSC frequency in Hz, 0 if the kernel could not calibrate it.
+    pub tsc_hz: u64,
+    /// The `test=NAME` option, NUL padded (empty when not testing).
+    pub test_name: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_number_round_trips() {
+        for raw in 0..Syscall::COUNT as u64 {
+            let call = Syscall::from_raw(raw).expect("numbers below COUNT decode");
+            assert_eq!(call as u64, raw);
+        }
+        assert_eq!(Syscall::from_raw(Syscall::COUNT as u64), None);
+        assert_eq!(Syscall::from_raw(u64::MAX), None);
+    }
+
+    #[test]
+    fn errors_round_trip_through_rax() {
+        for e in Error::ALL {
+            assert_eq!(Error::decode(e.to_return()), Err(e));
+        }
+        assert_eq!(Error::decode(42), Ok(42));
+        assert_eq!(Error::decode(-1000), Err(Error::InvalidArgument));
+        assert_eq!(Error::decode(i64::MIN), Err(Error::InvalidArgument));
+    }
+}
