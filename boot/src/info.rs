@@ -117,7 +117,11 @@ pub enum BootError {
 }
 
 impl BootInfo {
-    const EMPTY_REGION: MemoryRegion = MemoryRegion { start: 0, len: 0, kind: MemoryKind::Reserved };
+    const EMPTY_REGION: MemoryRegion = MemoryRegion {
+        start: 0,
+        len: 0,
+        kind: MemoryKind::Reserved,
+    };
 
     pub const fn empty() -> Self {
         Self {
@@ -216,14 +220,21 @@ impl BootInfo {
             );
         }
         for i in 0..u64::from(start.nr_modules) {
-            let entry: HvmModlistEntry =
-                read_struct(read, start.modlist_paddr + i * size_of::<HvmModlistEntry>() as u64);
-            info.push_module(Module { start: entry.paddr, len: entry.size });
+            let entry: HvmModlistEntry = read_struct(
+                read,
+                start.modlist_paddr + i * size_of::<HvmModlistEntry>() as u64,
+            );
+            info.push_module(Module {
+                start: entry.paddr,
+                len: entry.size,
+            });
         }
         if start.version >= 1 {
             for i in 0..u64::from(start.memmap_entries) {
-                let entry: HvmMemmapEntry =
-                    read_struct(read, start.memmap_paddr + i * size_of::<HvmMemmapEntry>() as u64);
+                let entry: HvmMemmapEntry = read_struct(
+                    read,
+                    start.memmap_paddr + i * size_of::<HvmMemmapEntry>() as u64,
+                );
                 info.push_region(MemoryRegion {
                     start: entry.addr,
                     len: entry.size,
@@ -284,7 +295,8 @@ mod tests {
         fn put<T: Copy>(&mut self, at: usize, value: T) {
             let size = size_of::<T>();
             // SAFETY: reading the bytes of a POD value.
-            let bytes = unsafe { core::slice::from_raw_parts((&value as *const T).cast::<u8>(), size) };
+            let bytes =
+                unsafe { core::slice::from_raw_parts((&value as *const T).cast::<u8>(), size) };
             self.0[at..at + size].copy_from_slice(bytes);
         }
         fn reader(&self) -> impl Fn(u64, &mut [u8]) + '_ {
@@ -309,10 +321,34 @@ mod tests {
                 reserved: 0,
             },
         );
-        m.put(0x200, HvmModlistEntry { paddr: 0x80_0000, size: 12345, cmdline_paddr: 0, reserved: 0 });
+        m.put(
+            0x200,
+            HvmModlistEntry {
+                paddr: 0x80_0000,
+                size: 12345,
+                cmdline_paddr: 0,
+                reserved: 0,
+            },
+        );
         m.0[0x300..0x300 + 12].copy_from_slice(b"batching=off");
-        m.put(0x400, HvmMemmapEntry { addr: 0, size: 0x9fc00, kind: 1, reserved: 0 });
-        m.put(0x418, HvmMemmapEntry { addr: 0x10_0000, size: 0x7ef_0000, kind: 1, reserved: 0 });
+        m.put(
+            0x400,
+            HvmMemmapEntry {
+                addr: 0,
+                size: 0x9fc00,
+                kind: 1,
+                reserved: 0,
+            },
+        );
+        m.put(
+            0x418,
+            HvmMemmapEntry {
+                addr: 0x10_0000,
+                size: 0x7ef_0000,
+                kind: 1,
+                reserved: 0,
+            },
+        );
         m
     }
 
@@ -321,7 +357,13 @@ mod tests {
         let m = sample();
         let info = BootInfo::parse(0x100, &m.reader()).unwrap();
         assert_eq!(info.cmdline(), "batching=off");
-        assert_eq!(info.modules(), &[Module { start: 0x80_0000, len: 12345 }]);
+        assert_eq!(
+            info.modules(),
+            &[Module {
+                start: 0x80_0000,
+                len: 12345
+            }]
+        );
         assert_eq!(info.memory_map().len(), 2);
         assert_eq!(info.memory_map()[1].start, 0x10_0000);
         assert_eq!(info.usable_bytes(), 0x9fc00 + 0x7ef_0000);
@@ -332,7 +374,10 @@ mod tests {
     fn rejects_bad_magic() {
         let mut m = sample();
         m.put(0x100, 0xdead_beef_u32);
-        assert!(matches!(BootInfo::parse(0x100, &m.reader()), Err(BootError::BadMagic(0xdead_beef))));
+        assert!(matches!(
+            BootInfo::parse(0x100, &m.reader()),
+            Err(BootError::BadMagic(0xdead_beef))
+        ));
     }
 
     #[test]

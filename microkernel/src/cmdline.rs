@@ -41,7 +41,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { batching: true, log_level: LogLevel::Info, test: [0; MAX_TEST_NAME], test_len: 0 }
+        Self {
+            batching: true,
+            log_level: LogLevel::Info,
+            test: [0; MAX_TEST_NAME],
+            test_len: 0,
+        }
     }
 }
 
@@ -62,7 +67,11 @@ pub enum Warning<'a> {
     /// `name` (with or without `=value`) is not an option of this kernel.
     UnknownOption(&'a str),
     /// `name=value` where value is not one the option accepts.
-    BadValue { option: &'a str, value: &'a str, expected: &'static str },
+    BadValue {
+        option: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
 }
 
 impl core::fmt::Display for Warning<'_> {
@@ -71,7 +80,11 @@ impl core::fmt::Display for Warning<'_> {
             Warning::UnknownOption(name) => {
                 write!(f, "unknown command-line option '{name}' ignored")
             }
-            Warning::BadValue { option, value, expected } => write!(
+            Warning::BadValue {
+                option,
+                value,
+                expected,
+            } => write!(
                 f,
                 "command-line option '{option}' has malformed value '{value}' \
                  (expected {expected}); using the default"
@@ -107,7 +120,9 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
             ("test", Some(name))
                 if !name.is_empty()
                     && name.len() <= MAX_TEST_NAME
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
             {
                 config.test[..name.len()].copy_from_slice(name.as_bytes());
                 config.test_len = name.len();
@@ -166,13 +181,22 @@ mod tests {
         assert!(c.batching);
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(w.len(), 4);
-        assert!(w[0].contains("'batching'") && w[0].contains("'maybe'"), "{}", w[0]);
+        assert!(
+            w[0].contains("'batching'") && w[0].contains("'maybe'"),
+            "{}",
+            w[0]
+        );
         assert!(w[1].contains("'loud'"), "{}", w[1]);
     }
 
     #[test]
     fn hostile_test_names_are_refused() {
-        for bad in ["test=", "test=a/b", "test=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "test=é"] {
+        for bad in [
+            "test=",
+            "test=a/b",
+            "test=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "test=é",
+        ] {
             let (c, w) = parse_all(bad);
             assert_eq!(c.test(), None, "{bad}");
             assert_eq!(w.len(), 1, "{bad}");

@@ -22,7 +22,10 @@ pub fn run_early(name: &str) -> bool {
             true
         }
         "invalid_opcode" => {
-            kprintln!("ktest: executing ud2 at {:#018x}", invalid_opcode as *const () as u64);
+            kprintln!(
+                "ktest: executing ud2 at {:#018x}",
+                invalid_opcode as *const () as u64
+            );
             invalid_opcode();
             true
         }

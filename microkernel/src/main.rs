@@ -32,7 +32,7 @@ mod kernel {
 
     use crate::hv::{self, cpu};
     use crate::memory::{self, frames, heap, paging};
-    use crate::{console, exit, ktest, kprintln};
+    use crate::{console, exit, kprintln, ktest};
 
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -96,7 +96,10 @@ mod kernel {
             .map(|r| PhysRange::new(r.start, r.end()));
         let free = free_ranges(usable, &reserved);
         if free.dropped_bytes > 0 {
-            log::warn!("memory map too fragmented: {} KiB left unused", free.dropped_bytes / 1024);
+            log::warn!(
+                "memory map too fragmented: {} KiB left unused",
+                free.dropped_bytes / 1024
+            );
         }
         frames::init(free);
         let direct_map = match paging::init_kernel_space(info) {
@@ -108,7 +111,10 @@ mod kernel {
         };
         let heap_bytes = (info.usable_bytes() / 16).clamp(1 << 20, 16 << 20);
         if heap::init(heap_bytes).is_none() {
-            log::error!("no contiguous {} KiB for the kernel heap", heap_bytes / 1024);
+            log::error!(
+                "no contiguous {} KiB for the kernel heap",
+                heap_bytes / 1024
+            );
             exit::failure();
         }
         log::debug!("direct map covers {} MiB", direct_map >> 20);
@@ -129,7 +135,12 @@ mod kernel {
             on_off(features.smap),
             on_off(features.x2apic),
             on_off(features.tsc_deadline),
-            features.tsc_hz.map_or("uncalibrated".into(), |hz| alloc::format!("{} MHz", hz / 1_000_000)),
+            features
+                .tsc_hz
+                .map_or("uncalibrated".into(), |hz| alloc::format!(
+                    "{} MHz",
+                    hz / 1_000_000
+                )),
         );
         kprintln!("  batching:   {}", on_off(config.batching));
         for (i, m) in info.modules().iter().enumerate() {
@@ -138,7 +149,10 @@ mod kernel {
 
         if let Some(test) = config.test() {
             if !ktest::run_early(test) && !ktest::SCENARIOS.contains(&test) {
-                log::warn!("test={test}: no such test scenario (known: {:?})", ktest::SCENARIOS);
+                log::warn!(
+                    "test={test}: no such test scenario (known: {:?})",
+                    ktest::SCENARIOS
+                );
             }
         }
         idle(config.test())

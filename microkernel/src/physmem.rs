@@ -64,7 +64,11 @@ const PAGE: u64 = 4096;
 /// The page-aligned parts of `usable` that overlap none of `reserved`, in
 /// ascending order.
 pub fn free_ranges(usable: impl Iterator<Item = PhysRange>, reserved: &[PhysRange]) -> FreeRanges {
-    let mut out = FreeRanges { ranges: [PhysRange::new(0, 0); MAX_RANGES], count: 0, dropped_bytes: 0 };
+    let mut out = FreeRanges {
+        ranges: [PhysRange::new(0, 0); MAX_RANGES],
+        count: 0,
+        dropped_bytes: 0,
+    };
     for region in usable {
         // Shrink to whole pages inside the region.
         let start = region.start.checked_add(PAGE - 1).map(|s| s & !(PAGE - 1));
@@ -75,7 +79,10 @@ pub fn free_ranges(usable: impl Iterator<Item = PhysRange>, reserved: &[PhysRang
         let mut n = 1;
         // Cut every reserved span out of the pieces we have so far.
         for cut in reserved {
-            let cut = PhysRange::new(cut.start & !(PAGE - 1), cut.end.saturating_add(PAGE - 1) & !(PAGE - 1));
+            let cut = PhysRange::new(
+                cut.start & !(PAGE - 1),
+                cut.end.saturating_add(PAGE - 1) & !(PAGE - 1),
+            );
             let mut next = [PhysRange::new(0, 0); MAX_RANGES];
             let mut m = 0;
             for piece in &work[..n] {
@@ -86,8 +93,15 @@ pub fn free_ranges(usable: impl Iterator<Item = PhysRange>, reserved: &[PhysRang
                     }
                     continue;
                 }
-                for part in [PhysRange::new(piece.start, cut.start), PhysRange::new(cut.end, piece.end)] {
-                    if !part.is_empty() && part.start >= piece.start && part.end <= piece.end && m < MAX_RANGES {
+                for part in [
+                    PhysRange::new(piece.start, cut.start),
+                    PhysRange::new(cut.end, piece.end),
+                ] {
+                    if !part.is_empty()
+                        && part.start >= piece.start
+                        && part.end <= piece.end
+                        && m < MAX_RANGES
+                    {
                         next[m] = part;
                         m += 1;
                     }
@@ -119,10 +133,16 @@ mod tests {
         let initrd = r(0x700_0000, 0x700_1001);
         let low = r(0, 0x10_0000);
         let free = free_ranges(usable.into_iter(), &[low, kernel, initrd]);
-        assert_eq!(free.as_slice(), &[r(0x34_6000, 0x700_0000), r(0x700_2000, 0x800_0000)]);
+        assert_eq!(
+            free.as_slice(),
+            &[r(0x34_6000, 0x700_0000), r(0x700_2000, 0x800_0000)]
+        );
         for range in free.as_slice() {
             for reserved in [low, kernel, initrd] {
-                assert!(!range.overlaps(&reserved), "{range:?} overlaps {reserved:?}");
+                assert!(
+                    !range.overlaps(&reserved),
+                    "{range:?} overlaps {reserved:?}"
+                );
             }
         }
     }
@@ -131,7 +151,10 @@ mod tests {
     fn unaligned_regions_shrink_to_whole_pages() {
         let free = free_ranges([r(0x1001, 0x5fff)].into_iter(), &[]);
         assert_eq!(free.as_slice(), &[r(0x2000, 0x5000)]);
-        let free = free_ranges([r(0x1001, 0x1fff), r(u64::MAX - 10, u64::MAX)].into_iter(), &[]);
+        let free = free_ranges(
+            [r(0x1001, 0x1fff), r(u64::MAX - 10, u64::MAX)].into_iter(),
+            &[],
+        );
         assert!(free.as_slice().is_empty());
     }
 

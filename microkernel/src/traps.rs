@@ -44,7 +44,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// The name of exception `vector`.
 pub fn exception_name(vector: u64) -> &'static str {
-    EXCEPTION_NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+    EXCEPTION_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
 
 /// Called by `hv::trap` for every trap; returns the frame to resume.
@@ -75,7 +78,11 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
         frame.rip
     );
     if frame.vector == 14 {
-        kprintln!("  CR2 {:#018x} ({})", cr2, describe_page_fault(frame.error_code));
+        kprintln!(
+            "  CR2 {:#018x} ({})",
+            cr2,
+            describe_page_fault(frame.error_code)
+        );
     } else {
         kprintln!("  CR2 {cr2:#018x}");
     }
@@ -94,9 +101,38 @@ fn describe_page_fault(code: u64) -> &'static str {
 }
 
 pub fn dump_frame(f: &TrapFrame) {
-    kprintln!("  RSP {:#018x}  RFLAGS {:#010x}  CS {:#x}  SS {:#x}", f.rsp, f.rflags, f.cs, f.ss);
-    kprintln!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-    kprintln!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
-    kprintln!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", f.r9, f.r10, f.r11, f.r12);
-    kprintln!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", f.r13, f.r14, f.r15);
+    kprintln!(
+        "  RSP {:#018x}  RFLAGS {:#010x}  CS {:#x}  SS {:#x}",
+        f.rsp,
+        f.rflags,
+        f.cs,
+        f.ss
+    );
+    kprintln!(
+        "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    kprintln!(
+        "  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}",
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8
+    );
+    kprintln!(
+        "  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}",
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12
+    );
+    kprintln!(
+        "  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}",
+        f.r13,
+        f.r14,
+        f.r15
+    );
 }

@@ -43,8 +43,10 @@ struct TssBlock {
     io_bitmap: [u8; IO_BITMAP_BYTES + 1],
 }
 
-static mut TSS_BLOCK: TssBlock =
-    TssBlock { tss: TaskStateSegment::new(), io_bitmap: [0xFF; IO_BITMAP_BYTES + 1] };
+static mut TSS_BLOCK: TssBlock = TssBlock {
+    tss: TaskStateSegment::new(),
+    io_bitmap: [0xFF; IO_BITMAP_BYTES + 1],
+};
 
 static mut GDT: GlobalDescriptorTable<8> = GlobalDescriptorTable::new();
 
@@ -62,8 +64,15 @@ struct Gate {
 }
 
 impl Gate {
-    const MISSING: Gate =
-        Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attr: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
 
     /// A present 64-bit interrupt gate (IF cleared on entry), DPL 0.
     fn interrupt(handler: u64, ist: u8) -> Gate {
@@ -198,5 +207,7 @@ pub fn set_kernel_stack(top: u64) {
 pub fn set_io_bitmap(bitmap: &[u8; IO_BITMAP_BYTES]) {
     // SAFETY: as for `set_kernel_stack`; the CPU reads the bitmap only while
     // ring-3 code executes IN/OUT, never during this copy.
-    unsafe { (&mut (*addr_of_mut!(TSS_BLOCK)).io_bitmap)[..IO_BITMAP_BYTES].copy_from_slice(bitmap) };
+    unsafe {
+        (&mut (*addr_of_mut!(TSS_BLOCK)).io_bitmap)[..IO_BITMAP_BYTES].copy_from_slice(bitmap)
+    };
 }

@@ -39,7 +39,9 @@ pub unsafe fn enable() {
 
 #[inline]
 pub fn save_and_disable() -> Saved {
-    let saved = Saved { were_enabled: are_enabled() };
+    let saved = Saved {
+        were_enabled: are_enabled(),
+    };
     disable();
     saved
 }

@@ -120,7 +120,11 @@ fn detect_backend() -> Backend {
 fn detect_features(backend: Backend) -> CpuFeatures {
     let leaf1 = __cpuid(1);
     let max_leaf = __cpuid(0).eax;
-    let leaf7 = if max_leaf >= 7 { __cpuid_count(7, 0) } else { __cpuid(0) };
+    let leaf7 = if max_leaf >= 7 {
+        __cpuid_count(7, 0)
+    } else {
+        __cpuid(0)
+    };
     let max_ext = __cpuid(0x8000_0000).eax;
     let invariant_tsc = max_ext >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0;
     let mut tsc_hz = None;
@@ -130,7 +134,10 @@ fn detect_features(backend: Backend) -> CpuFeatures {
             tsc_hz = Some(u64::from(l.ecx) * u64::from(l.ebx) / u64::from(l.eax));
         }
     }
-    if tsc_hz.is_none() && matches!(backend, Backend::Kvm(_)) && __cpuid(0x4000_0000).eax >= 0x4000_0010 {
+    if tsc_hz.is_none()
+        && matches!(backend, Backend::Kvm(_))
+        && __cpuid(0x4000_0000).eax >= 0x4000_0010
+    {
         let khz = __cpuid(0x4000_0010).eax;
         if khz != 0 {
             tsc_hz = Some(u64::from(khz) * 1000);

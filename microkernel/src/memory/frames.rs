@@ -27,8 +27,14 @@ static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 pub fn init(ranges: FreeRanges) {
     let total = ranges.total_bytes() / PAGE_SIZE;
     let next = ranges.as_slice().first().map_or(0, |r| r.start);
-    *FRAMES.lock() =
-        Some(FrameAllocator { ranges, range_index: 0, next, free_list: None, total, in_use: 0 });
+    *FRAMES.lock() = Some(FrameAllocator {
+        ranges,
+        range_index: 0,
+        next,
+        free_list: None,
+        total,
+        in_use: 0,
+    });
 }
 
 impl FrameAllocator {
@@ -66,7 +72,11 @@ impl FrameAllocator {
     fn free(&mut self, frame: u64) {
         // SAFETY: the caller gave the frame back; nothing else uses it, so
         // its first word may hold the list link.
-        unsafe { phys_to_virt(frame).cast::<u64>().write(self.free_list.unwrap_or(0)) };
+        unsafe {
+            phys_to_virt(frame)
+                .cast::<u64>()
+                .write(self.free_list.unwrap_or(0))
+        };
         self.free_list = Some(frame);
         self.in_use -= 1;
     }

@@ -18,7 +18,10 @@ pub fn init(bytes: u64) -> Option<u64> {
     let frames = bytes.div_ceil(PAGE_SIZE);
     let phys = frames::alloc_contiguous(frames)?;
     // SAFETY: the frames are ours for good and mapped through the direct map.
-    unsafe { HEAP.lock().init(phys_to_virt(phys), (frames * PAGE_SIZE) as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(phys), (frames * PAGE_SIZE) as usize)
+    };
     Some(frames * PAGE_SIZE)
 }
 

@@ -7,14 +7,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult, UnmapError};
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags as Flags, PhysFrame,
-    Size2MiB, Size4KiB, Translate,
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags as Flags,
+    PhysFrame, Size2MiB, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::{
-    KERNEL_MMIO_BASE, KERNEL_STACKS_BASE, PAGE_SIZE, PHYS_OFFSET, align_down, align_up, frames, image_virt_to_phys,
-    phys_to_virt, set_phys_access_offset,
+    KERNEL_MMIO_BASE, KERNEL_STACKS_BASE, PAGE_SIZE, PHYS_OFFSET, align_down, align_up, frames,
+    image_virt_to_phys, phys_to_virt, set_phys_access_offset,
 };
 use crate::hv;
 use boot::{BootInfo, MemoryKind};
@@ -89,7 +89,12 @@ impl AddressSpace {
         let offset = phys_to_virt(0) as u64;
         // SAFETY: `root` is a live table reached through the physical access
         // window, and `&mut self` makes this the only mapper over it.
-        unsafe { OffsetPageTable::new(&mut *phys_to_virt(self.root).cast::<PageTable>(), VirtAddr::new(offset)) }
+        unsafe {
+            OffsetPageTable::new(
+                &mut *phys_to_virt(self.root).cast::<PageTable>(),
+                VirtAddr::new(offset),
+            )
+        }
     }
 
     fn table_flags(flags: Flags) -> Flags {
@@ -104,7 +109,13 @@ impl AddressSpace {
         // a new mapping of a fresh page cannot alias anything the kernel uses
         // unless the caller maps such a frame, which kernel code does not.
         let flush = unsafe {
-            self.mapper().map_to_with_table_flags(page, frame, flags | Flags::PRESENT, Self::table_flags(flags), &mut Frames)
+            self.mapper().map_to_with_table_flags(
+                page,
+                frame,
+                flags | Flags::PRESENT,
+                Self::table_flags(flags),
+                &mut Frames,
+            )
         }?;
         flush.ignore();
         hv::paging::flush_page(virt);
@@ -139,9 +150,11 @@ impl AddressSpace {
                 hv::paging::flush_page(virt);
                 Some(frame.start_address().as_u64())
             }
-            Err(UnmapError::PageNotMapped | UnmapError::ParentEntryHugePage | UnmapError::InvalidFrameAddress(_)) => {
-                None
-            }
+            Err(
+                UnmapError::PageNotMapped
+                | UnmapError::ParentEntryHugePage
+                | UnmapError::InvalidFrameAddress(_),
+            ) => None,
         }
     }
 
@@ -163,7 +176,11 @@ impl AddressSpace {
     /// The physical address and flags behind `virt`, if mapped.
     pub fn translate(&mut self, virt: u64) -> Option<(u64, Flags)> {
         match self.mapper().translate(VirtAddr::new(virt)) {
-            TranslateResult::Mapped { frame, offset, flags } => Some((frame.start_address().as_u64() + offset, flags)),
+            TranslateResult::Mapped {
+                frame,
+                offset,
+                flags,
+            } => Some((frame.start_address().as_u64() + offset, flags)),
             _ => None,
         }
     }
@@ -171,7 +188,9 @@ impl AddressSpace {
 
 /// The kernel's own address space.
 pub fn kernel_space() -> AddressSpace {
-    AddressSpace { root: KERNEL_ROOT.load(Ordering::Relaxed) }
+    AddressSpace {
+        root: KERNEL_ROOT.load(Ordering::Relaxed),
+    }
 }
 
 /// Top-level slots the kernel half uses; their next-level tables are made at
@@ -194,7 +213,10 @@ pub fn init_kernel_space(info: &BootInfo) -> Result<u64, MapError> {
     let mut mapped_end = 0u64;
     let global_nx = Flags::WRITABLE | Flags::NO_EXECUTE | Flags::GLOBAL;
     for region in info.memory_map() {
-        if matches!(region.kind, MemoryKind::Reserved | MemoryKind::Unusable | MemoryKind::Other(_)) {
+        if matches!(
+            region.kind,
+            MemoryKind::Reserved | MemoryKind::Unusable | MemoryKind::Other(_)
+        ) {
             continue;
         }
         let huge = Size2MiB::SIZE;

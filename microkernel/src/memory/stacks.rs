@@ -20,7 +20,10 @@ struct Slots {
     free: Vec<u64>,
 }
 
-static SLOTS: Mutex<Slots> = Mutex::new(Slots { next: 0, free: Vec::new() });
+static SLOTS: Mutex<Slots> = Mutex::new(Slots {
+    next: 0,
+    free: Vec::new(),
+});
 
 /// A kernel stack; dropping it unmaps it and frees its frames.
 #[derive(Debug)]
@@ -41,7 +44,11 @@ impl KernelStack {
         let mut space = kernel_space();
         for page in 0..STACK_PAGES {
             let frame = frames::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
-            space.map(stack.bottom() + page * PAGE_SIZE, frame, Flags::WRITABLE | Flags::NO_EXECUTE | Flags::GLOBAL)?;
+            space.map(
+                stack.bottom() + page * PAGE_SIZE,
+                frame,
+                Flags::WRITABLE | Flags::NO_EXECUTE | Flags::GLOBAL,
+            )?;
         }
         Ok(stack)
     }

@@ -1,0 +1,188 @@
+//! The harness for the in-QEMU tests: build the image once, boot it with
+//! `test=NAME` and other options, and hand back what the serial port printed
+//! and how QEMU ended. Each test in `tests/tests/` is an ordinary cargo test.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use xtask::build::Image;
+use xtask::qemu;
+pub use xtask::qemu::{Accel, EXIT_FAILURE, EXIT_SUCCESS, Machine};
+
+/// The image under test: the one `cargo xtask test` built (named in the
+/// environment), or built here when the tests run on their own.
+pub fn image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        match (
+            std::env::var_os("MICROKERNEL_KERNEL"),
+            std::env::var_os("MICROKERNEL_INITRD"),
+        ) {
+            (Some(kernel), Some(initrd)) => Image {
+                kernel: PathBuf::from(kernel),
+                initrd: PathBuf::from(initrd),
+            },
+            _ => {
+                qemu::ensure_qemu().expect("QEMU is needed for the in-QEMU tests");
+                xtask::build::all().expect("building the image")
+            }
+        }
+    })
+}
+
+/// One boot of the system.
+pub struct Boot {
+    pub config: qemu::Config,
+    pub input: Vec<u8>,
+    pub timeout: Duration,
+}
+
+impl Boot {
+    pub fn new(accel: Accel) -> Self {
+        Self {
+            config: qemu::Config::new(accel),
+            input: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A scenario: `test=NAME` on the command line.
+    pub fn test(accel: Accel, name: &str) -> Self {
+        Self::new(accel).cmdline(&format!("test={name}"))
+    }
+
+    pub fn cmdline(mut self, options: &str) -> Self {
+        if !self.config.cmdline.is_empty() {
+            self.config.cmdline.push(' ');
+        }
+        self.config.cmdline.push_str(options);
+        self
+    }
+
+    pub fn memory(mut self, mb: u32) -> Self {
+        self.config.memory_mb = mb;
+        self
+    }
+
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.config.machine = machine;
+        self
+    }
+
+    pub fn input(mut self, bytes: &[u8]) -> Self {
+        self.input = bytes.to_vec();
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn run(&self) -> Run {
+        let captured = qemu::run_captured(&self.config, image(), &self.input, self.timeout)
+            .expect("running QEMU");
+        Run {
+            cmdline: self.config.cmdline.clone(),
+            accel: self.config.accel,
+            captured,
+        }
+    }
+}
+
+/// What one boot printed and how it ended.
+pub struct Run {
+    pub cmdline: String,
+    pub accel: Accel,
+    pub captured: qemu::Captured,
+}
+
+impl Run {
+    pub fn output(&self) -> &str {
+        &self.captured.output
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "[{} \"{}\": status {:?}{}]\n{}",
+            self.accel,
+            self.cmdline,
+            self.captured.status,
+            if self.captured.timed_out {
+                ", timed out"
+            } else {
+                ""
+            },
+            self.captured.output
+        )
+    }
+
+    /// The kernel ended the machine reporting success.
+    pub fn assert_success(&self) -> &Self {
+        assert_eq!(
+            self.captured.status,
+            Some(EXIT_SUCCESS),
+            "expected success\n{}",
+            self.context()
+        );
+        self
+    }
+
+    /// The kernel ended the machine reporting failure.
+    pub fn assert_failure(&self) -> &Self {
+        assert_eq!(
+            self.captured.status,
+            Some(EXIT_FAILURE),
+            "expected a failing status\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn assert_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.output().contains(needle),
+            "expected output to contain {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn assert_lacks(&self, needle: &str) -> &Self {
+        assert!(
+            !self.output().contains(needle),
+            "expected output not to contain {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    /// The first line that contains `needle`.
+    pub fn line(&self, needle: &str) -> &str {
+        self.output()
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line contains {needle:?}\n{}", self.context()))
+    }
+
+    /// The hexadecimal number that follows `label` on the first line with it.
+    pub fn hex_after(&self, label: &str) -> u64 {
+        let line = self.line(label);
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        let token = rest.split_whitespace().next().unwrap_or("");
+        let token = token
+            .trim_start_matches("0x")
+            .trim_end_matches([',', ')', ':']);
+        u64::from_str_radix(token, 16)
+            .unwrap_or_else(|_| panic!("no hex number after {label:?} in {line:?}"))
+    }
+}
+
+/// Run `f` on KVM, or say clearly why it is skipped.
+pub fn on_kvm(name: &str, f: impl FnOnce()) {
+    match qemu::kvm_unusable_reason() {
+        None => f(),
+        Some(reason) => eprintln!("SKIPPED {name} on KVM: {reason}"),
+    }
+}

@@ -1,0 +1,99 @@
+//! Building the bare-metal parts: the kernel ELF and the initrd image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace_root;
+
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// What `build` produced.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// rust-toolchain.toml names the target, but rustup does not add it to a
+/// toolchain that is already installed: add it when it is missing.
+pub fn ensure_target() -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .arg("--print")
+        .arg("sysroot")
+        .current_dir(workspace_root())
+        .output();
+    if let Ok(out) = sysroot {
+        let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if Path::new(&root).join("lib/rustlib").join(TARGET).exists() {
+            return Ok(());
+        }
+    }
+    eprintln!("xtask: adding the {TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .current_dir(workspace_root())
+        .status()
+        .context("running rustup (is it installed?)")?;
+    if !status.success() {
+        bail!("`rustup target add {TARGET}` failed");
+    }
+    Ok(())
+}
+
+/// Build the kernel (release profile: the debug build is too slow under TCG).
+pub fn kernel() -> Result<PathBuf> {
+    ensure_target()?;
+    let status = cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "microkernel",
+            "--target",
+            TARGET,
+        ])
+        .status()
+        .context("running cargo build for the kernel")?;
+    if !status.success() {
+        bail!("building the kernel failed");
+    }
+    Ok(workspace_root()
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join("microkernel"))
+}
+
+/// Pack the initrd: a tar archive of the files the kernel reads at boot.
+pub fn initrd(files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
+    let path = workspace_root().join("target").join("initrd.tar");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut archive = tar::Builder::new(file);
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, name, bytes.as_slice())
+            .with_context(|| format!("adding {name}"))?;
+    }
+    archive.finish()?;
+    Ok(path)
+}
+
+/// Build everything QEMU needs.
+pub fn all() -> Result<Image> {
+    let kernel = kernel()?;
+    let initrd = initrd(&[])?;
+    Ok(Image { kernel, initrd })
+}

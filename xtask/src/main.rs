@@ -1,0 +1,207 @@
+//! `cargo xtask`: build the kernel and initrd, run them in QEMU, run the tests.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use xtask::qemu::{self, Accel, Machine};
+use xtask::{build, workspace_root};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test the microkernel",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel ELF and the initrd image (into target/).
+    Build,
+    /// Build everything and boot it in QEMU, serial console on this terminal.
+    /// Leave QEMU with Ctrl-A X.
+    Run(RunArgs),
+    /// Run the host tests, then the in-QEMU tests, with cargo's test summary.
+    Test(TestArgs),
+    /// Boot with a GDB server on localhost:1234, paused at the first
+    /// instruction, and print the gdb command that attaches to it.
+    Gdb(RunArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Use KVM (fails if /dev/kvm is not usable). Default: KVM when usable, else TCG.
+    #[arg(long, conflicts_with = "tcg")]
+    kvm: bool,
+    /// Use TCG, QEMU's software emulation, even when KVM is usable.
+    #[arg(long)]
+    tcg: bool,
+    /// Batch ring crossings (on) or pay one crossing per request (off).
+    #[arg(long, value_enum, default_value = "on")]
+    batching: OnOff,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=65536))]
+    memory: u32,
+    /// The QEMU machine.
+    #[arg(long, value_enum, default_value = "microvm")]
+    machine: Machine,
+    /// More kernel command-line options, e.g. "log=debug".
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Arguments passed to QEMU as they are (after `--`).
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Only the host tests (no QEMU).
+    #[arg(long)]
+    host_only: bool,
+    /// Extra arguments for the test binaries, e.g. a name filter.
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+fn choose_accel(args: &RunArgs) -> Result<Accel> {
+    if args.tcg {
+        eprintln!("xtask: accelerator TCG (as asked)");
+        return Ok(Accel::Tcg);
+    }
+    match qemu::kvm_unusable_reason() {
+        None => {
+            eprintln!("xtask: accelerator KVM (/dev/kvm is usable)");
+            Ok(Accel::Kvm)
+        }
+        Some(reason) if args.kvm => bail!("--kvm asked for, but {reason}"),
+        Some(reason) => {
+            eprintln!("xtask: accelerator TCG ({reason})");
+            Ok(Accel::Tcg)
+        }
+    }
+}
+
+fn qemu_config(args: &RunArgs) -> Result<qemu::Config> {
+    let mut config = qemu::Config::new(choose_accel(args)?);
+    config.machine = args.machine;
+    config.memory_mb = args.memory;
+    let batching = if args.batching == OnOff::On {
+        "on"
+    } else {
+        "off"
+    };
+    config.cmdline = format!("batching={batching} {}", args.cmdline)
+        .trim()
+        .to_string();
+    config.extra_args = args.qemu_args.clone();
+    Ok(config)
+}
+
+fn run(args: &RunArgs, gdb: bool) -> Result<ExitCode> {
+    qemu::ensure_qemu()?;
+    let image = build::all()?;
+    let mut config = qemu_config(args)?;
+    if gdb {
+        config.extra_args.extend(["-s".into(), "-S".into()]);
+        eprintln!(
+            "xtask: QEMU waits for GDB on localhost:1234. In another terminal:\n    gdb {} -ex 'target remote localhost:1234'",
+            image.kernel.display()
+        );
+    }
+    // Interactive: Ctrl-A X leaves QEMU, Ctrl-A C reaches its monitor.
+    config.interactive = !gdb;
+    let mut cmd = config.command(&image);
+    eprintln!(
+        "xtask: {} MiB, machine {:?}, cmdline \"{}\"",
+        config.memory_mb, config.machine, config.cmdline
+    );
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", qemu::QEMU))?;
+    let (ok, why) = qemu::describe_exit(status);
+    eprintln!("xtask: {why}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The host-testable crates (the kernel's pure logic is its library).
+const HOST_TEST_PACKAGES: &[&str] = &["pvchannel", "boot", "microkernel", "xtask"];
+
+fn test(args: &TestArgs) -> Result<ExitCode> {
+    let mut host = cargo();
+    host.arg("test");
+    for p in HOST_TEST_PACKAGES {
+        host.args(["--package", p]);
+    }
+    host.arg("--lib").arg("--bins").arg("--tests");
+    if !args.test_args.is_empty() {
+        host.arg("--").args(&args.test_args);
+    }
+    eprintln!("xtask: host tests");
+    if !host.status().context("running cargo test")?.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.host_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    qemu::ensure_qemu()?;
+    let image = build::all()?;
+    eprintln!("xtask: in-QEMU tests");
+    let mut guest = cargo();
+    guest.args(["test", "--package", "tests"]);
+    guest
+        .env("MICROKERNEL_KERNEL", &image.kernel)
+        .env("MICROKERNEL_INITRD", &image.initrd);
+    if !args.test_args.is_empty() {
+        guest.arg("--").args(&args.test_args);
+    }
+    Ok(if guest.status().context("running cargo test")?.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Build => build::all().map(|image| {
+            println!(
+                "kernel: {}\ninitrd: {}",
+                image.kernel.display(),
+                image.initrd.display()
+            );
+            ExitCode::SUCCESS
+        }),
+        Cmd::Run(args) => run(&args, false),
+        Cmd::Gdb(args) => run(&args, true),
+        Cmd::Test(args) => test(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
