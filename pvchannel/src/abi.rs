@@ -169,8 +169,16 @@ impl core::fmt::Display for Error {
     }
 }
 
+/// The longest service or server name, in bytes (NUL padded on the wire).
+pub const NAME_LEN: usize = 16;
+
 /// What `channel_info` writes: where a channel's shared ring memory is
 /// mapped in the caller's address space, and its notification bit.
+///
+/// A server's channel handles are numbered from 0: first one per service it
+/// uses (in manifest order), then one per client of each service it
+/// provides (in manifest order). `channel_info` on a handle past the last
+/// returns `Error::BadHandle`, which is how a server counts its channels.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -182,6 +190,92 @@ pub struct ChannelInfo {
     pub notify_bit: u32,
     /// 1 if the caller is the channel's provider (server side), 0 if a client.
     pub is_provider: u32,
+    /// The service name, NUL padded.
+    pub service: [u8; NAME_LEN],
+    /// The peer server's name, NUL padded.
+    pub peer: [u8; NAME_LEN],
+}
+
+/// A NUL-padded name as a string (invalid UTF-8 reads as empty).
+pub fn name_str(name: &[u8]) -> &str {
+    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    core::str::from_utf8(&name[..len]).unwrap_or("")
+}
+
+/// User address-space layout: the same in every server, so that the kernel
+/// and the runtime agree on it without passing it around.
+pub mod layout {
+    /// Where server images are linked (their ELF segments must lie in
+    /// `[IMAGE_BASE, IMAGE_END)`).
+    pub const IMAGE_BASE: u64 = 0x0040_0000;
+    pub const IMAGE_END: u64 = 0x4000_0000;
+    /// The user stack: `STACK_PAGES` pages ending at `STACK_TOP`, with an
+    /// unmapped guard page below.
+    pub const STACK_TOP: u64 = 0x7FFF_FFF0_0000;
+    pub const STACK_PAGES: u64 = 32;
+    /// Channel regions: channel `i` (a system-wide index) is mapped at
+    /// `CHANNELS_BASE + i * CHANNEL_STRIDE` in both of its servers' spaces,
+    /// and nowhere else.
+    pub const CHANNELS_BASE: u64 = 0x1000_0000_0000;
+    pub const CHANNEL_STRIDE: u64 = 0x100_0000;
+    /// MMIO regions granted by the manifest are mapped from here up.
+    pub const MMIO_BASE: u64 = 0x2000_0000_0000;
+    /// The first address that is not user space.
+    pub const USER_END: u64 = 0x0000_8000_0000_0000;
+}
+
+/// Notification bit 63 is the kernel's own: a `wait` timeout never sets it,
+/// but IRQ and channel bits are allocated from 0 upward below it.
+pub const MAX_NOTIFY_BITS: u32 = 63;
+
+/// The kernel's counters, as `counters` copies them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// System calls by number (index = `Syscall as usize`).
+    pub syscalls: [u64; Syscall::COUNT],
+    /// System calls with a number the kernel does not know.
+    pub bad_syscalls: u64,
+    /// `notify` calls that reached a peer (doorbells rung).
+    pub doorbells: u64,
+    /// Doorbells that woke a blocked peer.
+    pub wakeups: u64,
+    /// Device interrupts delivered to servers.
+    pub device_interrupts: u64,
+    /// Timer interrupts (the kernel's preemption tick).
+    pub timer_interrupts: u64,
+    /// Context switches between threads.
+    pub context_switches: u64,
+    /// Servers stopped for a fault.
+    pub faults: u64,
+    /// TSC when the counters were copied.
+    pub tsc: u64,
+}
+
+impl Default for KernelCounters {
+    fn default() -> Self {
+        Self {
+            syscalls: [0; Syscall::COUNT],
+            bad_syscalls: 0,
+            doorbells: 0,
+            wakeups: 0,
+            device_interrupts: 0,
+            timer_interrupts: 0,
+            context_switches: 0,
+            faults: 0,
+            tsc: 0,
+        }
+    }
+}
+
+impl KernelCounters {
+    /// All kernel entries: system calls (known or not) and interrupts.
+    pub fn entries(&self) -> u64 {
+        self.syscalls.iter().sum::<u64>()
+            + self.bad_syscalls
+            + self.device_interrupts
+            + self.timer_interrupts
+    }
 }
 
 /// What `boot_info` writes.

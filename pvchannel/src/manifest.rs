@@ -1,0 +1,1991 @@
+//! The boot manifest in its binary form: which servers boot, in order, what
+//! each may touch (I/O port ranges, MMIO regions, IRQ lines), and the
+//! channels between them. The kernel grants exactly this and nothing else.
+//!
+//! `cargo xtask build` reads the TOML manifest, checks it and encodes it with
+//! [`encode`]; the kernel finds it in the initrd (`manifest`, or
+//! `manifests/NAME` when booted with `test=NAME`) and decodes it with
+//! [`Manifest::decode`]. Both use this module, so the format is defined once.
+//!
+//! Context: any. No allocation to decode or encode ([`to_vec`] needs the
+//! `alloc` feature). The kernel must not trust the initrd, so [`Manifest::decode`]
+//! validates every field before anything can be read, and never panics:
+//! bad input is a [`ManifestError`].
+//!
+//! # Wire format (version 1, all integers little-endian)
+//!
+//! ```text
+//! header (32 bytes)
+//!    0  magic "PVMF"              u32
+//!    4  version (1)               u32
+//!    8  server count (1..=32)     u32
+//!   12  channel count (0..=64)    u32
+//!   16  server record size (320)  u32
+//!   20  channel record size (32)  u32
+//!   24  reserved, zero            [u8; 8]
+//! server records, in boot order (320 bytes each)
+//!    0  name                      [u8; 16]  [a-z0-9-], NUL padded
+//!   16  bin (initrd `servers/BIN`) [u8; 16] [a-z0-9_-], NUL padded
+//!   32  port range count (0..=16) u32
+//!   36  MMIO region count (0..=8) u32
+//!   40  IRQ lines, bit n = line n u32       lines 0..=23
+//!   44  ring slots                u32       of the channels it provides
+//!   48  port ranges               [(first u32, count u32); 16]
+//!  176  MMIO regions              [(base u64, size u64); 8]
+//!  304  reserved, zero            [u8; 16]
+//! channel records (32 bytes each)
+//!    0  service                   [u8; 16]  [a-z0-9-], NUL padded
+//!   16  provider server index     u32
+//!   20  client server index       u32
+//!   24  ring slots                u32       the provider's
+//!   28  reserved, zero            u32
+//! ```
+//!
+//! Unused port and MMIO entries, padding after a name's NUL and reserved
+//! fields are zero. The buffer is exactly as long as the counts say.
+//!
+//! # Channels and handles
+//!
+//! Each `uses` entry of the TOML manifest is one channel (provider, client,
+//! service); xtask writes them in server order, and within a server in its
+//! `uses` order. A server's channel **handles** are numbered from 0:
+//!
+//! 1. one per channel on which it is the client, in channel order (which is
+//!    its manifest `uses` order);
+//! 2. then one per channel on which it is the provider, in channel order.
+//!
+//! [`Manifest::handles`] lists them in that order and [`Manifest::handle`]
+//! looks one up; the kernel and the runtime use only these, so they cannot
+//! disagree. Channel `i` (its index in [`Manifest::channels`]) is the
+//! system-wide index of `abi::layout::CHANNELS_BASE`.
+
+use core::fmt;
+
+use crate::abi::{MAX_NOTIFY_BITS, NAME_LEN};
+
+/// `"PVMF"` read as a little-endian u32.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"PVMF");
+/// The format version this crate writes and accepts.
+pub const VERSION: u32 = 1;
+/// Most servers in one manifest.
+pub const MAX_SERVERS: usize = 32;
+/// Most channels in one manifest.
+pub const MAX_CHANNELS: usize = 64;
+/// Most I/O port ranges one server may hold.
+pub const MAX_PORT_RANGES: usize = 16;
+/// Most MMIO regions one server may hold.
+pub const MAX_MMIO_REGIONS: usize = 8;
+/// The highest IRQ line (ISA/GSI lines of the I/O APIC: 0..=23).
+pub const MAX_IRQ: u8 = 23;
+/// Every valid bit of an IRQ mask.
+pub const IRQ_LINES_MASK: u32 = (1 << (MAX_IRQ as u32 + 1)) - 1;
+/// One past the last I/O port.
+pub const PORT_LIMIT: u32 = 0x1_0000;
+/// MMIO regions are whole pages.
+pub const MMIO_ALIGN: u64 = 4096;
+/// MMIO regions end at or below the architectural physical-address limit.
+pub const MMIO_LIMIT: u64 = 1 << 52;
+/// Ring slots per channel: a power of two in `MIN_RING_SLOTS..=MAX_RING_SLOTS`.
+pub const MIN_RING_SLOTS: u32 = 8;
+pub const MAX_RING_SLOTS: u32 = 4096;
+/// Ring slots when the manifest does not say.
+pub const DEFAULT_RING_SLOTS: u32 = 256;
+
+/// Size of the header.
+pub const HEADER_LEN: usize = 32;
+/// Size of one server record.
+pub const SERVER_RECORD_LEN: usize = 320;
+/// Size of one channel record.
+pub const CHANNEL_RECORD_LEN: usize = 32;
+/// The largest valid manifest, in bytes.
+pub const MAX_ENCODED_LEN: usize = encoded_len(MAX_SERVERS, MAX_CHANNELS);
+
+/// Byte offsets inside the header and the records.
+mod off {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const SERVER_COUNT: usize = 8;
+    pub const CHANNEL_COUNT: usize = 12;
+    pub const SERVER_RECORD_LEN: usize = 16;
+    pub const CHANNEL_RECORD_LEN: usize = 20;
+    pub const HEADER_RESERVED: usize = 24;
+
+    pub const NAME: usize = 0;
+    pub const BIN: usize = 16;
+    pub const PORT_COUNT: usize = 32;
+    pub const MMIO_COUNT: usize = 36;
+    pub const IRQS: usize = 40;
+    pub const RING_SLOTS: usize = 44;
+    pub const PORTS: usize = 48;
+    pub const PORT_ENTRY: usize = 8;
+    pub const MMIO: usize = 176;
+    pub const MMIO_ENTRY: usize = 16;
+    pub const SERVER_RESERVED: usize = 304;
+
+    pub const SERVICE: usize = 0;
+    pub const PROVIDER: usize = 16;
+    pub const CLIENT: usize = 20;
+    pub const CHANNEL_RING_SLOTS: usize = 24;
+    pub const CHANNEL_RESERVED: usize = 28;
+}
+
+const _: () = {
+    assert!(off::PORTS + MAX_PORT_RANGES * off::PORT_ENTRY == off::MMIO);
+    assert!(off::MMIO + MAX_MMIO_REGIONS * off::MMIO_ENTRY == off::SERVER_RESERVED);
+    assert!(off::SERVER_RESERVED + 16 == SERVER_RECORD_LEN);
+    assert!(off::CHANNEL_RESERVED + 4 == CHANNEL_RECORD_LEN);
+    assert!(off::HEADER_RESERVED + 8 == HEADER_LEN);
+    // Every handle and IRQ of one server must fit its notification bits.
+    assert!(MAX_NOTIFY_BITS as usize <= 64);
+};
+
+/// The length of a manifest with these counts.
+pub const fn encoded_len(servers: usize, channels: usize) -> usize {
+    HEADER_LEN + servers * SERVER_RECORD_LEN + channels * CHANNEL_RECORD_LEN
+}
+
+/// Is `slots` a valid ring size?
+pub const fn ring_slots_ok(slots: u32) -> bool {
+    slots.is_power_of_two() && slots >= MIN_RING_SLOTS && slots <= MAX_RING_SLOTS
+}
+
+/// A validated name: 1..=16 bytes, NUL padded to [`NAME_LEN`]. Server and
+/// service names are `[a-z0-9-]`; bin names may also hold `_`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Name([u8; NAME_LEN]);
+
+impl Name {
+    /// A server or service name, if `name` is one.
+    pub fn new(name: &str) -> Option<Self> {
+        Self::with_charset(name.as_bytes(), false)
+    }
+
+    /// A bin name (the initrd file `servers/BIN`), if `name` is one.
+    pub fn bin(name: &str) -> Option<Self> {
+        Self::with_charset(name.as_bytes(), true)
+    }
+
+    fn with_charset(name: &[u8], underscore: bool) -> Option<Self> {
+        if name.is_empty() || name.len() > NAME_LEN {
+            return None;
+        }
+        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if !name.iter().all(|&b| ok(b) || (underscore && b == b'_')) {
+            return None;
+        }
+        let mut bytes = [0; NAME_LEN];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(Self(bytes))
+    }
+
+    /// Decode a NUL-padded wire name.
+    fn from_wire(wire: [u8; NAME_LEN], underscore: bool) -> Option<Self> {
+        let len = wire.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        let (name, pad) = wire.split_at(len);
+        if pad.iter().any(|&b| b != 0) {
+            return None;
+        }
+        Self::with_charset(name, underscore)
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        crate::abi::name_str(&self.0)
+    }
+
+    /// The NUL-padded bytes (as in `abi::ChannelInfo`).
+    pub const fn as_bytes(&self) -> &[u8; NAME_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// I/O ports `first .. first + count`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    /// 1..=0x10000 - first in a valid range.
+    pub count: u32,
+}
+
+impl PortRange {
+    /// Ports `first..=last`, if `first <= last`.
+    pub const fn inclusive(first: u16, last: u16) -> Option<Self> {
+        if first > last {
+            return None;
+        }
+        Some(Self {
+            first,
+            count: last as u32 - first as u32 + 1,
+        })
+    }
+
+    /// One past the last port (up to 0x10000 in a valid range; saturating).
+    pub const fn end(&self) -> u32 {
+        (self.first as u32).saturating_add(self.count)
+    }
+
+    /// Does this range hold all of `first .. first + count`?
+    pub const fn contains(&self, first: u32, count: u32) -> bool {
+        match first.checked_add(count) {
+            Some(end) => first >= self.first as u32 && end <= self.end(),
+            None => false,
+        }
+    }
+
+    const fn overlaps(&self, other: &Self) -> bool {
+        (self.first as u32) < other.end() && (other.first as u32) < self.end()
+    }
+}
+
+/// Physical memory `base .. base + size`, whole pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmioRegion {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl MmioRegion {
+    /// One past the last byte (saturating; valid regions do not overflow).
+    pub const fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    /// Does this region hold all of `base .. base + len`?
+    pub const fn contains(&self, base: u64, len: u64) -> bool {
+        match base.checked_add(len) {
+            Some(end) => base >= self.base && end <= self.end(),
+            None => false,
+        }
+    }
+
+    const fn overlaps(&self, other: &Self) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+
+    const fn valid(&self) -> bool {
+        self.size != 0
+            && self.base.is_multiple_of(MMIO_ALIGN)
+            && self.size.is_multiple_of(MMIO_ALIGN)
+            && match self.base.checked_add(self.size) {
+                Some(end) => end <= MMIO_LIMIT,
+                None => false,
+            }
+    }
+}
+
+/// A set of IRQ lines (bit n = line n).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqSet(u32);
+
+impl IrqSet {
+    pub const EMPTY: Self = Self(0);
+
+    /// The set whose mask is `bits`, if every bit is a line `0..=MAX_IRQ`.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !IRQ_LINES_MASK != 0 {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Add `line`; false if it is above [`MAX_IRQ`].
+    pub fn insert(&mut self, line: u8) -> bool {
+        if line > MAX_IRQ {
+            return false;
+        }
+        self.0 |= 1 << line;
+        true
+    }
+
+    pub const fn contains(self, line: u8) -> bool {
+        line <= MAX_IRQ && self.0 & (1 << line) != 0
+    }
+
+    pub const fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The lines, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        (0..=MAX_IRQ).filter(move |&line| self.contains(line))
+    }
+}
+
+/// A fixed-capacity list is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no room left in the server record")
+    }
+}
+
+/// One server's record: what it is and what it may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub name: Name,
+    /// Its ELF is `servers/BIN` in the initrd.
+    pub bin: Name,
+    pub irqs: IrqSet,
+    /// Slots per ring of the channels it provides.
+    pub ring_slots: u32,
+    ports: [PortRange; MAX_PORT_RANGES],
+    port_count: u8,
+    mmio: [MmioRegion; MAX_MMIO_REGIONS],
+    mmio_count: u8,
+}
+
+impl Server {
+    /// A server that may touch nothing yet, with the default ring size.
+    pub const fn new(name: Name, bin: Name) -> Self {
+        Self {
+            name,
+            bin,
+            irqs: IrqSet::EMPTY,
+            ring_slots: DEFAULT_RING_SLOTS,
+            ports: [PortRange { first: 0, count: 0 }; MAX_PORT_RANGES],
+            port_count: 0,
+            mmio: [MmioRegion { base: 0, size: 0 }; MAX_MMIO_REGIONS],
+            mmio_count: 0,
+        }
+    }
+
+    /// Grant a port range (checked by [`encode`]).
+    pub fn push_ports(&mut self, range: PortRange) -> Result<(), Full> {
+        let slot = self.ports.get_mut(self.port_count as usize).ok_or(Full)?;
+        *slot = range;
+        self.port_count += 1;
+        Ok(())
+    }
+
+    /// Grant an MMIO region (checked by [`encode`]).
+    pub fn push_mmio(&mut self, region: MmioRegion) -> Result<(), Full> {
+        let slot = self.mmio.get_mut(self.mmio_count as usize).ok_or(Full)?;
+        *slot = region;
+        self.mmio_count += 1;
+        Ok(())
+    }
+
+    /// The granted port ranges.
+    pub fn ports(&self) -> &[PortRange] {
+        self.ports.get(..self.port_count as usize).unwrap_or(&[])
+    }
+
+    /// The granted MMIO regions.
+    pub fn mmio(&self) -> &[MmioRegion] {
+        self.mmio.get(..self.mmio_count as usize).unwrap_or(&[])
+    }
+
+    /// May this server open ports `first .. first + count` (all inside one
+    /// granted range)?
+    pub fn grants_ports(&self, first: u32, count: u32) -> bool {
+        count != 0 && self.ports().iter().any(|r| r.contains(first, count))
+    }
+
+    /// May this server map `base .. base + len` (all inside one granted
+    /// region)?
+    pub fn grants_mmio(&self, base: u64, len: u64) -> bool {
+        len != 0 && self.mmio().iter().any(|r| r.contains(base, len))
+    }
+
+    /// May this server bind IRQ `line`?
+    pub fn grants_irq(&self, line: u8) -> bool {
+        self.irqs.contains(line)
+    }
+}
+
+/// One channel: a client connected to a service's provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channel {
+    pub service: Name,
+    /// Index of the providing server.
+    pub provider: usize,
+    /// Index of the client server.
+    pub client: usize,
+    /// Slots per ring (the provider's [`Server::ring_slots`]).
+    pub ring_slots: u32,
+}
+
+/// Which end of a channel a handle is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The server uses the service.
+    Client,
+    /// The server provides the service.
+    Provider,
+}
+
+/// One of a server's channel handles (see the module docs for the order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle {
+    /// The handle number, from 0.
+    pub handle: usize,
+    /// The system-wide channel index.
+    pub channel: usize,
+    pub role: Role,
+    /// The server at the other end.
+    pub peer: usize,
+    pub service: Name,
+    pub ring_slots: u32,
+}
+
+/// Which name field is bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameField {
+    Server,
+    Bin,
+    Service,
+}
+
+/// Why bytes are not a valid manifest (or a manifest cannot be encoded).
+/// `server`, `channel`, `range` and `region` fields are indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Shorter than the header.
+    TooShort {
+        len: usize,
+    },
+    BadMagic(u32),
+    BadVersion(u32),
+    /// A record size in the header is not this version's.
+    BadRecordSize {
+        found: u32,
+        expected: u32,
+    },
+    NoServers,
+    TooManyServers(u32),
+    TooManyChannels(u32),
+    /// The buffer's length is not what the counts say.
+    LengthMismatch {
+        expected: usize,
+        len: usize,
+    },
+    /// The output buffer of [`encode`] is too small.
+    BufferTooSmall {
+        needed: usize,
+        len: usize,
+    },
+    /// A reserved or unused byte is not zero.
+    NotZero {
+        offset: usize,
+    },
+    BadName {
+        field: NameField,
+        index: usize,
+    },
+    DuplicateServer {
+        server: usize,
+        other: usize,
+    },
+    TooManyPortRanges {
+        server: usize,
+        count: u32,
+    },
+    BadPortRange {
+        server: usize,
+        range: usize,
+        first: u32,
+        count: u32,
+    },
+    PortOverlap {
+        server: usize,
+        range: usize,
+        other_server: usize,
+        other_range: usize,
+    },
+    BadIrqs {
+        server: usize,
+        bits: u32,
+    },
+    IrqConflict {
+        server: usize,
+        other_server: usize,
+        line: u8,
+    },
+    TooManyMmioRegions {
+        server: usize,
+        count: u32,
+    },
+    BadMmio {
+        server: usize,
+        region: usize,
+        base: u64,
+        size: u64,
+    },
+    MmioOverlap {
+        server: usize,
+        region: usize,
+        other_server: usize,
+        other_region: usize,
+    },
+    BadRingSlots {
+        server: usize,
+        slots: u32,
+    },
+    /// A channel names a server index past the last.
+    BadChannelServer {
+        channel: usize,
+        index: u32,
+    },
+    /// A channel's provider is its client.
+    SelfChannel {
+        channel: usize,
+    },
+    /// A service has two providers.
+    ProvidedTwice {
+        channel: usize,
+        other: usize,
+    },
+    /// A client uses the same service twice.
+    DuplicateChannel {
+        channel: usize,
+        other: usize,
+    },
+    ChannelRingSlots {
+        channel: usize,
+        slots: u32,
+        expected: u32,
+    },
+    /// A server's channels and IRQ lines need more notification bits than
+    /// there are (`abi::MAX_NOTIFY_BITS`).
+    TooManyNotifications {
+        server: usize,
+        needed: usize,
+    },
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::TooShort { len } => {
+                write!(
+                    f,
+                    "manifest too short: {len} bytes, the header needs {HEADER_LEN}"
+                )
+            }
+            Self::BadMagic(m) => write!(f, "bad manifest magic {m:#x}"),
+            Self::BadVersion(v) => write!(f, "unsupported manifest version {v}"),
+            Self::BadRecordSize { found, expected } => {
+                write!(f, "manifest record size {found}, expected {expected}")
+            }
+            Self::NoServers => f.write_str("the manifest lists no servers"),
+            Self::TooManyServers(n) => {
+                write!(f, "{n} servers, the manifest holds at most {MAX_SERVERS}")
+            }
+            Self::TooManyChannels(n) => {
+                write!(f, "{n} channels, the manifest holds at most {MAX_CHANNELS}")
+            }
+            Self::LengthMismatch { expected, len } => {
+                write!(f, "manifest is {len} bytes, its counts say {expected}")
+            }
+            Self::BufferTooSmall { needed, len } => {
+                write!(f, "manifest buffer is {len} bytes, {needed} needed")
+            }
+            Self::NotZero { offset } => {
+                write!(
+                    f,
+                    "reserved or unused manifest byte at offset {offset} is not zero"
+                )
+            }
+            Self::BadName { field, index } => match field {
+                NameField::Server => write!(f, "server {index}: bad name"),
+                NameField::Bin => write!(f, "server {index}: bad bin name"),
+                NameField::Service => write!(f, "channel {index}: bad service name"),
+            },
+            Self::DuplicateServer { server, other } => {
+                write!(f, "server {server} has the same name as server {other}")
+            }
+            Self::TooManyPortRanges { server, count } => write!(
+                f,
+                "server {server}: {count} port ranges, at most {MAX_PORT_RANGES}"
+            ),
+            Self::BadPortRange {
+                server,
+                range,
+                first,
+                count,
+            } => write!(
+                f,
+                "server {server}: port range {range} ({first:#x}, {count} ports) is empty or past 0xffff"
+            ),
+            Self::PortOverlap {
+                server,
+                range,
+                other_server,
+                other_range,
+            } => write!(
+                f,
+                "server {server}: port range {range} overlaps server {other_server} port range {other_range}"
+            ),
+            Self::BadIrqs { server, bits } => write!(
+                f,
+                "server {server}: IRQ mask {bits:#x} has lines above {MAX_IRQ}"
+            ),
+            Self::IrqConflict {
+                server,
+                other_server,
+                line,
+            } => {
+                write!(
+                    f,
+                    "server {server}: IRQ {line} is also granted to server {other_server}"
+                )
+            }
+            Self::TooManyMmioRegions { server, count } => write!(
+                f,
+                "server {server}: {count} MMIO regions, at most {MAX_MMIO_REGIONS}"
+            ),
+            Self::BadMmio {
+                server,
+                region,
+                base,
+                size,
+            } => write!(
+                f,
+                "server {server}: MMIO region {region} ({base:#x}, {size:#x} bytes) is empty, not page aligned or past the physical address limit"
+            ),
+            Self::MmioOverlap {
+                server,
+                region,
+                other_server,
+                other_region,
+            } => write!(
+                f,
+                "server {server}: MMIO region {region} overlaps server {other_server} MMIO region {other_region}"
+            ),
+            Self::BadRingSlots { server, slots } => write!(
+                f,
+                "server {server}: ring slots {slots} is not a power of two in {MIN_RING_SLOTS}..={MAX_RING_SLOTS}"
+            ),
+            Self::BadChannelServer { channel, index } => {
+                write!(f, "channel {channel}: no server {index}")
+            }
+            Self::SelfChannel { channel } => {
+                write!(f, "channel {channel}: a server is its own client")
+            }
+            Self::ProvidedTwice { channel, other } => write!(
+                f,
+                "channel {channel}: its service has another provider in channel {other}"
+            ),
+            Self::DuplicateChannel { channel, other } => {
+                write!(f, "channel {channel} duplicates channel {other}")
+            }
+            Self::ChannelRingSlots {
+                channel,
+                slots,
+                expected,
+            } => write!(
+                f,
+                "channel {channel}: ring slots {slots}, its provider says {expected}"
+            ),
+            Self::TooManyNotifications { server, needed } => write!(
+                f,
+                "server {server}: its channels and IRQs need {needed} notification bits, there are {MAX_NOTIFY_BITS}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for ManifestError {}
+
+// Little-endian field access. Offsets come from validated counts; a read
+// past the end yields zero instead of panicking.
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at.saturating_add(4))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at.saturating_add(8))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn read_name(bytes: &[u8], at: usize) -> [u8; NAME_LEN] {
+    bytes
+        .get(at..at.saturating_add(NAME_LEN))
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; NAME_LEN])
+}
+
+fn write_bytes(out: &mut [u8], at: usize, value: &[u8]) {
+    if let Some(dst) = out.get_mut(at..at.saturating_add(value.len())) {
+        dst.copy_from_slice(value);
+    }
+}
+
+/// The first non-zero byte of `bytes[range]`, as an error at its offset.
+fn check_zero(bytes: &[u8], start: usize, end: usize) -> Result<(), ManifestError> {
+    let field = bytes.get(start..end).unwrap_or(&[]);
+    match field.iter().position(|&b| b != 0) {
+        Some(i) => Err(ManifestError::NotZero { offset: start + i }),
+        None => Ok(()),
+    }
+}
+
+/// A validated manifest: a view of the bytes it was decoded from.
+#[derive(Clone, Copy, Debug)]
+pub struct Manifest<'a> {
+    bytes: &'a [u8],
+    servers: usize,
+    channels: usize,
+}
+
+impl<'a> Manifest<'a> {
+    /// Validate `bytes` as a manifest. Everything is checked here, once:
+    /// afterwards every accessor returns consistent, in-range values.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ManifestError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(ManifestError::TooShort { len: bytes.len() });
+        }
+        let magic = read_u32(bytes, off::MAGIC);
+        if magic != MAGIC {
+            return Err(ManifestError::BadMagic(magic));
+        }
+        let version = read_u32(bytes, off::VERSION);
+        if version != VERSION {
+            return Err(ManifestError::BadVersion(version));
+        }
+        for (at, expected) in [
+            (off::SERVER_RECORD_LEN, SERVER_RECORD_LEN),
+            (off::CHANNEL_RECORD_LEN, CHANNEL_RECORD_LEN),
+        ] {
+            let found = read_u32(bytes, at);
+            if found as usize != expected {
+                return Err(ManifestError::BadRecordSize {
+                    found,
+                    expected: expected as u32,
+                });
+            }
+        }
+        check_zero(bytes, off::HEADER_RESERVED, HEADER_LEN)?;
+        let servers = read_u32(bytes, off::SERVER_COUNT);
+        let channels = read_u32(bytes, off::CHANNEL_COUNT);
+        if servers == 0 {
+            return Err(ManifestError::NoServers);
+        }
+        if servers as usize > MAX_SERVERS {
+            return Err(ManifestError::TooManyServers(servers));
+        }
+        if channels as usize > MAX_CHANNELS {
+            return Err(ManifestError::TooManyChannels(channels));
+        }
+        let manifest = Self {
+            bytes,
+            servers: servers as usize,
+            channels: channels as usize,
+        };
+        let expected = encoded_len(manifest.servers, manifest.channels);
+        if bytes.len() != expected {
+            return Err(ManifestError::LengthMismatch {
+                expected,
+                len: bytes.len(),
+            });
+        }
+        for i in 0..manifest.servers {
+            manifest.check_server(i)?;
+        }
+        manifest.check_grants_between_servers()?;
+        for i in 0..manifest.channels {
+            manifest.check_channel(i)?;
+        }
+        for server in 0..manifest.servers {
+            let irqs = manifest.server(server).map_or(0, |s| s.irqs.len());
+            let needed = manifest.handle_count(server) + irqs;
+            if needed > MAX_NOTIFY_BITS as usize {
+                return Err(ManifestError::TooManyNotifications { server, needed });
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The bytes this manifest was decoded from.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels
+    }
+
+    fn server_record(&self, index: usize) -> &'a [u8] {
+        let start = HEADER_LEN + index * SERVER_RECORD_LEN;
+        self.bytes
+            .get(start..start + SERVER_RECORD_LEN)
+            .unwrap_or(&[])
+    }
+
+    fn channel_record(&self, index: usize) -> &'a [u8] {
+        let start = HEADER_LEN + self.servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN;
+        self.bytes
+            .get(start..start + CHANNEL_RECORD_LEN)
+            .unwrap_or(&[])
+    }
+
+    /// Server `index` (boot order), or None past the last.
+    pub fn server(&self, index: usize) -> Option<Server> {
+        if index >= self.servers {
+            return None;
+        }
+        Some(read_server(self.server_record(index)))
+    }
+
+    /// The servers in boot order.
+    pub fn servers(&self) -> impl Iterator<Item = Server> + 'a {
+        let this = *self;
+        (0..self.servers).filter_map(move |i| this.server(i))
+    }
+
+    /// The index of the server called `name`.
+    pub fn find_server(&self, name: &str) -> Option<usize> {
+        self.servers().position(|s| s.name.as_str() == name)
+    }
+
+    /// Channel `index` (system-wide), or None past the last.
+    pub fn channel(&self, index: usize) -> Option<Channel> {
+        if index >= self.channels {
+            return None;
+        }
+        Some(read_channel(self.channel_record(index)))
+    }
+
+    /// The channels, in channel order.
+    pub fn channels(&self) -> impl Iterator<Item = Channel> + 'a {
+        let this = *self;
+        (0..self.channels).filter_map(move |i| this.channel(i))
+    }
+
+    /// Server `server`'s channel handles, in handle order: first the
+    /// channels it uses, then those it provides, each in channel order.
+    /// Empty for a server index past the last.
+    pub fn handles(&self, server: usize) -> Handles<'a> {
+        Handles {
+            manifest: *self,
+            server,
+            role: Role::Client,
+            next_channel: 0,
+            next_handle: 0,
+        }
+    }
+
+    /// Server `server`'s handle number `handle`, or None if it has no such
+    /// handle (`abi::Error::BadHandle`).
+    pub fn handle(&self, server: usize, handle: usize) -> Option<Handle> {
+        self.handles(server).nth(handle)
+    }
+
+    /// How many channel handles server `server` has.
+    pub fn handle_count(&self, server: usize) -> usize {
+        self.handles(server).count()
+    }
+
+    fn check_server(&self, index: usize) -> Result<(), ManifestError> {
+        let rec = self.server_record(index);
+        let base = HEADER_LEN + index * SERVER_RECORD_LEN;
+        let bad_name = |field| ManifestError::BadName { field, index };
+        let name =
+            Name::from_wire(read_name(rec, off::NAME), false).ok_or(bad_name(NameField::Server))?;
+        Name::from_wire(read_name(rec, off::BIN), true).ok_or(bad_name(NameField::Bin))?;
+        for other in 0..index {
+            if read_name(self.server_record(other), off::NAME) == *name.as_bytes() {
+                return Err(ManifestError::DuplicateServer {
+                    server: index,
+                    other,
+                });
+            }
+        }
+
+        let port_count = read_u32(rec, off::PORT_COUNT);
+        if port_count as usize > MAX_PORT_RANGES {
+            return Err(ManifestError::TooManyPortRanges {
+                server: index,
+                count: port_count,
+            });
+        }
+        let mmio_count = read_u32(rec, off::MMIO_COUNT);
+        if mmio_count as usize > MAX_MMIO_REGIONS {
+            return Err(ManifestError::TooManyMmioRegions {
+                server: index,
+                count: mmio_count,
+            });
+        }
+        let bits = read_u32(rec, off::IRQS);
+        if IrqSet::from_bits(bits).is_none() {
+            return Err(ManifestError::BadIrqs {
+                server: index,
+                bits,
+            });
+        }
+        let slots = read_u32(rec, off::RING_SLOTS);
+        if !ring_slots_ok(slots) {
+            return Err(ManifestError::BadRingSlots {
+                server: index,
+                slots,
+            });
+        }
+
+        for range in 0..port_count as usize {
+            let at = off::PORTS + range * off::PORT_ENTRY;
+            let first = read_u32(rec, at);
+            let count = read_u32(rec, at + 4);
+            let ok = count != 0 && first < PORT_LIMIT && count <= PORT_LIMIT - first;
+            if !ok {
+                return Err(ManifestError::BadPortRange {
+                    server: index,
+                    range,
+                    first,
+                    count,
+                });
+            }
+        }
+        let ports_end = off::PORTS + port_count as usize * off::PORT_ENTRY;
+        check_zero(self.bytes, base + ports_end, base + off::MMIO)?;
+        for region in 0..mmio_count as usize {
+            let at = off::MMIO + region * off::MMIO_ENTRY;
+            let r = MmioRegion {
+                base: read_u64(rec, at),
+                size: read_u64(rec, at + 8),
+            };
+            if !r.valid() {
+                return Err(ManifestError::BadMmio {
+                    server: index,
+                    region,
+                    base: r.base,
+                    size: r.size,
+                });
+            }
+        }
+        let mmio_end = off::MMIO + mmio_count as usize * off::MMIO_ENTRY;
+        check_zero(self.bytes, base + mmio_end, base + SERVER_RECORD_LEN)?;
+
+        // Within the server: no range or region overlaps another.
+        let server = read_server(rec);
+        for (range, r) in server.ports().iter().enumerate() {
+            if let Some(other_range) = server.ports()[..range].iter().position(|o| o.overlaps(r)) {
+                return Err(ManifestError::PortOverlap {
+                    server: index,
+                    range,
+                    other_server: index,
+                    other_range,
+                });
+            }
+        }
+        for (region, r) in server.mmio().iter().enumerate() {
+            if let Some(other_region) = server.mmio()[..region].iter().position(|o| o.overlaps(r)) {
+                return Err(ManifestError::MmioOverlap {
+                    server: index,
+                    region,
+                    other_server: index,
+                    other_region,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// No port, MMIO byte or IRQ line is granted to two servers.
+    fn check_grants_between_servers(&self) -> Result<(), ManifestError> {
+        for (index, server) in self.servers().enumerate() {
+            for (other_server, other) in self.servers().take(index).enumerate() {
+                for (range, r) in server.ports().iter().enumerate() {
+                    if let Some(other_range) = other.ports().iter().position(|o| o.overlaps(r)) {
+                        return Err(ManifestError::PortOverlap {
+                            server: index,
+                            range,
+                            other_server,
+                            other_range,
+                        });
+                    }
+                }
+                for (region, r) in server.mmio().iter().enumerate() {
+                    if let Some(other_region) = other.mmio().iter().position(|o| o.overlaps(r)) {
+                        return Err(ManifestError::MmioOverlap {
+                            server: index,
+                            region,
+                            other_server,
+                            other_region,
+                        });
+                    }
+                }
+                let shared = server.irqs.bits() & other.irqs.bits();
+                if shared != 0 {
+                    return Err(ManifestError::IrqConflict {
+                        server: index,
+                        other_server,
+                        line: shared.trailing_zeros() as u8,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_channel(&self, index: usize) -> Result<(), ManifestError> {
+        let rec = self.channel_record(index);
+        let base = HEADER_LEN + self.servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN;
+        let service =
+            Name::from_wire(read_name(rec, off::SERVICE), false).ok_or(ManifestError::BadName {
+                field: NameField::Service,
+                index,
+            })?;
+        let mut ends = [0; 2];
+        for (end, at) in ends.iter_mut().zip([off::PROVIDER, off::CLIENT]) {
+            let server = read_u32(rec, at);
+            if server as usize >= self.servers {
+                return Err(ManifestError::BadChannelServer {
+                    channel: index,
+                    index: server,
+                });
+            }
+            *end = server as usize;
+        }
+        let [provider, client] = ends;
+        if provider == client {
+            return Err(ManifestError::SelfChannel { channel: index });
+        }
+        let slots = read_u32(rec, off::CHANNEL_RING_SLOTS);
+        let expected = read_u32(self.server_record(provider), off::RING_SLOTS);
+        if slots != expected {
+            return Err(ManifestError::ChannelRingSlots {
+                channel: index,
+                slots,
+                expected,
+            });
+        }
+        check_zero(
+            self.bytes,
+            base + off::CHANNEL_RESERVED,
+            base + CHANNEL_RECORD_LEN,
+        )?;
+        for other in 0..index {
+            let o = read_channel(self.channel_record(other));
+            if o.service != service {
+                continue;
+            }
+            if o.provider != provider {
+                return Err(ManifestError::ProvidedTwice {
+                    channel: index,
+                    other,
+                });
+            }
+            if o.client == client {
+                return Err(ManifestError::DuplicateChannel {
+                    channel: index,
+                    other,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A server record as it is (validated by `check_server` before use).
+fn read_server(rec: &[u8]) -> Server {
+    let mut server = Server::new(
+        Name(read_name(rec, off::NAME)),
+        Name(read_name(rec, off::BIN)),
+    );
+    server.irqs = IrqSet(read_u32(rec, off::IRQS) & IRQ_LINES_MASK);
+    server.ring_slots = read_u32(rec, off::RING_SLOTS);
+    let port_count = (read_u32(rec, off::PORT_COUNT) as usize).min(MAX_PORT_RANGES);
+    for (i, range) in server.ports.iter_mut().take(port_count).enumerate() {
+        let at = off::PORTS + i * off::PORT_ENTRY;
+        range.first = read_u32(rec, at) as u16;
+        range.count = read_u32(rec, at + 4);
+    }
+    server.port_count = port_count as u8;
+    let mmio_count = (read_u32(rec, off::MMIO_COUNT) as usize).min(MAX_MMIO_REGIONS);
+    for (i, region) in server.mmio.iter_mut().take(mmio_count).enumerate() {
+        let at = off::MMIO + i * off::MMIO_ENTRY;
+        region.base = read_u64(rec, at);
+        region.size = read_u64(rec, at + 8);
+    }
+    server.mmio_count = mmio_count as u8;
+    server
+}
+
+/// A channel record as it is (validated by `check_channel` before use).
+fn read_channel(rec: &[u8]) -> Channel {
+    Channel {
+        service: Name(read_name(rec, off::SERVICE)),
+        provider: read_u32(rec, off::PROVIDER) as usize,
+        client: read_u32(rec, off::CLIENT) as usize,
+        ring_slots: read_u32(rec, off::CHANNEL_RING_SLOTS),
+    }
+}
+
+/// A server's channel handles in handle order ([`Manifest::handles`]).
+#[derive(Clone, Debug)]
+pub struct Handles<'a> {
+    manifest: Manifest<'a>,
+    server: usize,
+    role: Role,
+    next_channel: usize,
+    next_handle: usize,
+}
+
+impl Iterator for Handles<'_> {
+    type Item = Handle;
+
+    fn next(&mut self) -> Option<Handle> {
+        loop {
+            let Some(channel) = self.manifest.channel(self.next_channel) else {
+                match self.role {
+                    Role::Client => {
+                        self.role = Role::Provider;
+                        self.next_channel = 0;
+                        continue;
+                    }
+                    Role::Provider => return None,
+                }
+            };
+            let index = self.next_channel;
+            self.next_channel += 1;
+            let (me, peer) = match self.role {
+                Role::Client => (channel.client, channel.provider),
+                Role::Provider => (channel.provider, channel.client),
+            };
+            if me != self.server {
+                continue;
+            }
+            let handle = self.next_handle;
+            self.next_handle += 1;
+            return Some(Handle {
+                handle,
+                channel: index,
+                role: self.role,
+                peer,
+                service: channel.service,
+                ring_slots: channel.ring_slots,
+            });
+        }
+    }
+}
+
+/// Encode `servers` (boot order) and `channels` into `out`, and return the
+/// length written. The result is decoded again before returning, so
+/// anything [`Manifest::decode`] would reject is an error here too.
+pub fn encode(
+    servers: &[Server],
+    channels: &[Channel],
+    out: &mut [u8],
+) -> Result<usize, ManifestError> {
+    if servers.len() > MAX_SERVERS {
+        return Err(ManifestError::TooManyServers(servers.len() as u32));
+    }
+    if channels.len() > MAX_CHANNELS {
+        return Err(ManifestError::TooManyChannels(channels.len() as u32));
+    }
+    let len = encoded_len(servers.len(), channels.len());
+    let available = out.len();
+    let out = out.get_mut(..len).ok_or(ManifestError::BufferTooSmall {
+        needed: len,
+        len: available,
+    })?;
+    out.fill(0);
+    write_bytes(out, off::MAGIC, &MAGIC.to_le_bytes());
+    write_bytes(out, off::VERSION, &VERSION.to_le_bytes());
+    write_bytes(
+        out,
+        off::SERVER_COUNT,
+        &(servers.len() as u32).to_le_bytes(),
+    );
+    write_bytes(
+        out,
+        off::CHANNEL_COUNT,
+        &(channels.len() as u32).to_le_bytes(),
+    );
+    write_bytes(
+        out,
+        off::SERVER_RECORD_LEN,
+        &(SERVER_RECORD_LEN as u32).to_le_bytes(),
+    );
+    write_bytes(
+        out,
+        off::CHANNEL_RECORD_LEN,
+        &(CHANNEL_RECORD_LEN as u32).to_le_bytes(),
+    );
+    for (i, server) in servers.iter().enumerate() {
+        let base = HEADER_LEN + i * SERVER_RECORD_LEN;
+        write_bytes(out, base + off::NAME, server.name.as_bytes());
+        write_bytes(out, base + off::BIN, server.bin.as_bytes());
+        write_bytes(
+            out,
+            base + off::PORT_COUNT,
+            &u32::from(server.port_count).to_le_bytes(),
+        );
+        write_bytes(
+            out,
+            base + off::MMIO_COUNT,
+            &u32::from(server.mmio_count).to_le_bytes(),
+        );
+        write_bytes(out, base + off::IRQS, &server.irqs.bits().to_le_bytes());
+        write_bytes(
+            out,
+            base + off::RING_SLOTS,
+            &server.ring_slots.to_le_bytes(),
+        );
+        for (j, range) in server.ports().iter().enumerate() {
+            let at = base + off::PORTS + j * off::PORT_ENTRY;
+            write_bytes(out, at, &u32::from(range.first).to_le_bytes());
+            write_bytes(out, at + 4, &range.count.to_le_bytes());
+        }
+        for (j, region) in server.mmio().iter().enumerate() {
+            let at = base + off::MMIO + j * off::MMIO_ENTRY;
+            write_bytes(out, at, &region.base.to_le_bytes());
+            write_bytes(out, at + 8, &region.size.to_le_bytes());
+        }
+    }
+    for (i, channel) in channels.iter().enumerate() {
+        let base = HEADER_LEN + servers.len() * SERVER_RECORD_LEN + i * CHANNEL_RECORD_LEN;
+        // An index that does not fit a u32 is out of range anyway.
+        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        write_bytes(out, base + off::SERVICE, channel.service.as_bytes());
+        write_bytes(
+            out,
+            base + off::PROVIDER,
+            &index(channel.provider).to_le_bytes(),
+        );
+        write_bytes(
+            out,
+            base + off::CLIENT,
+            &index(channel.client).to_le_bytes(),
+        );
+        write_bytes(
+            out,
+            base + off::CHANNEL_RING_SLOTS,
+            &channel.ring_slots.to_le_bytes(),
+        );
+    }
+    Manifest::decode(out)?;
+    Ok(len)
+}
+
+/// [`encode`] into a new vector.
+#[cfg(any(test, feature = "alloc"))]
+pub fn to_vec(
+    servers: &[Server],
+    channels: &[Channel],
+) -> Result<alloc::vec::Vec<u8>, ManifestError> {
+    // Oversized inputs are refused by `encode` before it writes.
+    let len = encoded_len(
+        servers.len().min(MAX_SERVERS),
+        channels.len().min(MAX_CHANNELS),
+    );
+    let mut out = alloc::vec![0; len];
+    let len = encode(servers, channels, &mut out)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn server(n: &str) -> Server {
+        Server::new(name(n), Name::bin(n).unwrap())
+    }
+
+    fn channel(service: &str, provider: usize, client: usize) -> Channel {
+        Channel {
+            service: name(service),
+            provider,
+            client,
+            ring_slots: DEFAULT_RING_SLOTS,
+        }
+    }
+
+    /// A console with devices, an echo service, and two clients.
+    fn sample() -> (Vec<Server>, Vec<Channel>) {
+        let mut console = server("console");
+        console
+            .push_ports(PortRange::inclusive(0x3f8, 0x3ff).unwrap())
+            .unwrap();
+        console
+            .push_ports(PortRange::inclusive(0x60, 0x60).unwrap())
+            .unwrap();
+        console.irqs.insert(4);
+        console.ring_slots = 1024;
+        let mut apic = server("apic");
+        apic.push_mmio(MmioRegion {
+            base: 0xfec0_0000,
+            size: 0x1000,
+        })
+        .unwrap();
+        apic.push_mmio(MmioRegion {
+            base: 0xfee0_0000,
+            size: 0x1000,
+        })
+        .unwrap();
+        let echo = server("echo");
+        let hello = server("hello");
+        let c = |s: &str, p: usize, cl: usize, slots: u32| Channel {
+            ring_slots: slots,
+            ..channel(s, p, cl)
+        };
+        // In the order xtask writes them: by client, then its `uses` order.
+        let channels = [
+            c("apic", 1, 0, 256),
+            c("console", 0, 2, 1024),
+            c("echo", 2, 3, 256),
+            c("console", 0, 3, 1024),
+        ]
+        .to_vec();
+        (alloc::vec![console, apic, echo, hello], channels)
+    }
+
+    fn sample_bytes() -> Vec<u8> {
+        let (servers, channels) = sample();
+        to_vec(&servers, &channels).unwrap()
+    }
+
+    fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn server_at(index: usize, field: usize) -> usize {
+        HEADER_LEN + index * SERVER_RECORD_LEN + field
+    }
+
+    fn channel_at(servers: usize, index: usize, field: usize) -> usize {
+        HEADER_LEN + servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN + field
+    }
+
+    #[test]
+    fn round_trips() {
+        let (servers, channels) = sample();
+        let bytes = to_vec(&servers, &channels).unwrap();
+        assert_eq!(bytes.len(), encoded_len(4, 4));
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.servers().collect::<Vec<_>>(), servers);
+        assert_eq!(m.channels().collect::<Vec<_>>(), channels);
+        assert_eq!(m.find_server("echo"), Some(2));
+        assert_eq!(m.find_server("nope"), None);
+        assert_eq!(m.server(4), None);
+        assert_eq!(m.channel(4), None);
+        let console = m.server(0).unwrap();
+        assert_eq!(console.name.as_str(), "console");
+        assert!(console.grants_ports(0x3f8, 8));
+        assert!(console.grants_ports(0x3fd, 1));
+        assert!(!console.grants_ports(0x3f8, 9));
+        assert!(!console.grants_ports(0x3f8, 0));
+        assert!(!console.grants_ports(u32::MAX, 2));
+        assert!(console.grants_irq(4) && !console.grants_irq(3) && !console.grants_irq(200));
+        let apic = m.server(1).unwrap();
+        assert!(apic.grants_mmio(0xfee0_0000, 0x1000));
+        assert!(!apic.grants_mmio(0xfee0_0000, 0x1001));
+        assert!(!apic.grants_mmio(u64::MAX, 2));
+        assert_eq!(console.irqs.iter().collect::<Vec<_>>(), [4]);
+    }
+
+    #[test]
+    fn handles_are_uses_then_provided_clients() {
+        let bytes = sample_bytes();
+        let m = Manifest::decode(&bytes).unwrap();
+        let list = |s: usize| {
+            m.handles(s)
+                .map(|h| {
+                    (
+                        h.handle,
+                        h.channel,
+                        h.role,
+                        h.peer,
+                        alloc::string::String::from(h.service.as_str()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        use Role::*;
+        let s = alloc::string::String::from;
+        // console: uses apic, then provides console to echo and hello.
+        assert_eq!(
+            list(0),
+            [
+                (0, 0, Client, 1, s("apic")),
+                (1, 1, Provider, 2, s("console")),
+                (2, 3, Provider, 3, s("console")),
+            ]
+        );
+        assert_eq!(list(1), [(0, 0, Provider, 0, s("apic"))]);
+        // echo: uses console, provides echo.
+        assert_eq!(
+            list(2),
+            [
+                (0, 1, Client, 0, s("console")),
+                (1, 2, Provider, 3, s("echo"))
+            ]
+        );
+        // hello: uses echo then console, in its `uses` order.
+        assert_eq!(
+            list(3),
+            [
+                (0, 2, Client, 2, s("echo")),
+                (1, 3, Client, 0, s("console"))
+            ]
+        );
+        assert_eq!(list(4), []);
+        assert_eq!(m.handle_count(0), 3);
+        assert_eq!(m.handle(3, 1).unwrap().channel, 3);
+        assert_eq!(m.handle(3, 2), None);
+        assert_eq!(m.handle(0, 2).unwrap().ring_slots, 1024);
+    }
+
+    #[test]
+    fn names() {
+        assert!(Name::new("console").is_some());
+        assert!(Name::new("a-0").is_some());
+        assert!(Name::new("fault-privileged").is_some());
+        assert!(Name::new("fault-privileged1").is_none());
+        assert!(Name::new("").is_none());
+        assert!(Name::new("Console").is_none());
+        assert!(Name::new("a_b").is_none());
+        assert!(Name::bin("a_b").is_some());
+        assert!(Name::new("a b").is_none());
+        assert!(Name::from_wire(*b"ab\0c\0\0\0\0\0\0\0\0\0\0\0\0", false).is_none());
+        assert!(Name::from_wire([0; NAME_LEN], false).is_none());
+        assert_eq!(name("echo").as_str(), "echo");
+        assert_eq!(alloc::format!("{}", name("echo")), "echo");
+    }
+
+    #[test]
+    fn header_errors() {
+        let good = sample_bytes();
+        let decode = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            Manifest::decode(&b).unwrap_err()
+        };
+        assert_eq!(
+            decode(&|b| b.truncate(10)),
+            ManifestError::TooShort { len: 10 }
+        );
+        assert_eq!(
+            decode(&|b| b[0] = b'X'),
+            ManifestError::BadMagic(u32::from_le_bytes(*b"XVMF"))
+        );
+        assert_eq!(decode(&|b| put_u32(b, 4, 2)), ManifestError::BadVersion(2));
+        assert_eq!(
+            decode(&|b| put_u32(b, 16, 300)),
+            ManifestError::BadRecordSize {
+                found: 300,
+                expected: 320
+            }
+        );
+        assert_eq!(
+            decode(&|b| b[30] = 1),
+            ManifestError::NotZero { offset: 30 }
+        );
+        assert_eq!(decode(&|b| put_u32(b, 8, 0)), ManifestError::NoServers);
+        assert_eq!(
+            decode(&|b| put_u32(b, 8, 33)),
+            ManifestError::TooManyServers(33)
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, 12, 65)),
+            ManifestError::TooManyChannels(65)
+        );
+        assert_eq!(
+            decode(&|b| b.push(0)),
+            ManifestError::LengthMismatch {
+                expected: good.len(),
+                len: good.len() + 1
+            }
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, 12, 3)),
+            ManifestError::LengthMismatch {
+                expected: encoded_len(4, 3),
+                len: good.len()
+            }
+        );
+    }
+
+    #[test]
+    fn server_errors() {
+        let good = sample_bytes();
+        let decode = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            Manifest::decode(&b).unwrap_err()
+        };
+        assert_eq!(
+            decode(&|b| b[server_at(1, 0)] = b'A'),
+            ManifestError::BadName {
+                field: NameField::Server,
+                index: 1
+            }
+        );
+        assert_eq!(
+            decode(&|b| b[server_at(1, 16)] = 0),
+            ManifestError::BadName {
+                field: NameField::Bin,
+                index: 1
+            }
+        );
+        assert_eq!(
+            decode(
+                &|b| b[server_at(3, 0)..server_at(3, 16)].copy_from_slice(name("echo").as_bytes())
+            ),
+            ManifestError::DuplicateServer {
+                server: 3,
+                other: 2
+            }
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, server_at(0, 32), 17)),
+            ManifestError::TooManyPortRanges {
+                server: 0,
+                count: 17
+            }
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, server_at(1, 36), 9)),
+            ManifestError::TooManyMmioRegions {
+                server: 1,
+                count: 9
+            }
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, server_at(0, 40), 1 << 24)),
+            ManifestError::BadIrqs {
+                server: 0,
+                bits: 1 << 24
+            }
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, server_at(2, 44), 100)),
+            ManifestError::BadRingSlots {
+                server: 2,
+                slots: 100
+            }
+        );
+        for slots in [0, 4, 8192] {
+            assert_eq!(
+                decode(&|b| put_u32(b, server_at(2, 44), slots)),
+                ManifestError::BadRingSlots { server: 2, slots }
+            );
+        }
+        // Port ranges: empty, past 0xffff, overlapping within a server.
+        let port = |b: &mut Vec<u8>, range: usize, first: u32, count: u32| {
+            put_u32(b, server_at(0, 48 + range * 8), first);
+            put_u32(b, server_at(0, 52 + range * 8), count);
+        };
+        assert_eq!(
+            decode(&|b| port(b, 1, 0x60, 0)),
+            ManifestError::BadPortRange {
+                server: 0,
+                range: 1,
+                first: 0x60,
+                count: 0
+            }
+        );
+        assert_eq!(
+            decode(&|b| port(b, 1, 0xfff0, 0x11)),
+            ManifestError::BadPortRange {
+                server: 0,
+                range: 1,
+                first: 0xfff0,
+                count: 0x11
+            }
+        );
+        assert_eq!(
+            decode(&|b| port(b, 1, 0x1_0000, 1)),
+            ManifestError::BadPortRange {
+                server: 0,
+                range: 1,
+                first: 0x1_0000,
+                count: 1
+            }
+        );
+        assert_eq!(
+            decode(&|b| port(b, 1, 0x3ff, 1)),
+            ManifestError::PortOverlap {
+                server: 0,
+                range: 1,
+                other_server: 0,
+                other_range: 0
+            }
+        );
+        // An unused entry that is not zero.
+        assert_eq!(
+            decode(&|b| port(b, 2, 0x70, 1)),
+            ManifestError::NotZero {
+                offset: server_at(0, 48 + 16)
+            }
+        );
+        assert_eq!(
+            decode(&|b| b[server_at(3, 319)] = 1),
+            ManifestError::NotZero {
+                offset: server_at(3, 319)
+            }
+        );
+        // MMIO: unaligned, empty, overflowing, overlapping.
+        let mmio = |b: &mut Vec<u8>, region: usize, base: u64, size: u64| {
+            put_u64(b, server_at(1, 176 + region * 16), base);
+            put_u64(b, server_at(1, 184 + region * 16), size);
+        };
+        for (base, size) in [
+            (0xfee0_0800, 0x1000),
+            (0xfee0_0000, 0x800),
+            (0xfee0_0000, 0),
+            (u64::MAX - 0xfff, 0x2000),
+            (MMIO_LIMIT, 0x1000),
+        ] {
+            assert_eq!(
+                decode(&|b| mmio(b, 1, base, size)),
+                ManifestError::BadMmio {
+                    server: 1,
+                    region: 1,
+                    base,
+                    size
+                }
+            );
+        }
+        assert_eq!(
+            decode(&|b| mmio(b, 1, 0xfec0_0000, 0x2000)),
+            ManifestError::MmioOverlap {
+                server: 1,
+                region: 1,
+                other_server: 1,
+                other_region: 0
+            }
+        );
+    }
+
+    #[test]
+    fn grants_between_servers_do_not_overlap() {
+        let (mut servers, channels) = sample();
+        let mut bad = servers.clone();
+        bad[3]
+            .push_ports(PortRange::inclusive(0x3f0, 0x3f8).unwrap())
+            .unwrap();
+        assert_eq!(
+            to_vec(&bad, &channels).unwrap_err(),
+            ManifestError::PortOverlap {
+                server: 3,
+                range: 0,
+                other_server: 0,
+                other_range: 0
+            }
+        );
+        let mut bad = servers.clone();
+        bad[2]
+            .push_mmio(MmioRegion {
+                base: 0xfee0_0000,
+                size: 0x10_0000,
+            })
+            .unwrap();
+        assert_eq!(
+            to_vec(&bad, &channels).unwrap_err(),
+            ManifestError::MmioOverlap {
+                server: 2,
+                region: 0,
+                other_server: 1,
+                other_region: 1
+            }
+        );
+        let mut bad = servers.clone();
+        bad[3].irqs.insert(4);
+        assert_eq!(
+            to_vec(&bad, &channels).unwrap_err(),
+            ManifestError::IrqConflict {
+                server: 3,
+                other_server: 0,
+                line: 4
+            }
+        );
+        // Adjacent ranges are fine.
+        servers[3]
+            .push_ports(PortRange::inclusive(0x400, 0x400).unwrap())
+            .unwrap();
+        servers[3]
+            .push_mmio(MmioRegion {
+                base: 0xfee0_1000,
+                size: 0x1000,
+            })
+            .unwrap();
+        to_vec(&servers, &channels).unwrap();
+    }
+
+    #[test]
+    fn channel_errors() {
+        let (servers, channels) = sample();
+        let with = |f: &dyn Fn(&mut Vec<Channel>)| {
+            let mut c = channels.clone();
+            f(&mut c);
+            to_vec(&servers, &c).unwrap_err()
+        };
+        assert_eq!(
+            with(&|c| c[1].client = 4),
+            ManifestError::BadChannelServer {
+                channel: 1,
+                index: 4
+            }
+        );
+        assert_eq!(
+            with(&|c| c[1].provider = usize::MAX),
+            ManifestError::BadChannelServer {
+                channel: 1,
+                index: u32::MAX
+            }
+        );
+        assert_eq!(
+            with(&|c| c[2].client = 2),
+            ManifestError::SelfChannel { channel: 2 }
+        );
+        assert_eq!(
+            with(&|c| c[3].provider = 1),
+            ManifestError::ChannelRingSlots {
+                channel: 3,
+                slots: 1024,
+                expected: 256
+            }
+        );
+        assert_eq!(
+            with(&|c| {
+                c[3].provider = 1;
+                c[3].ring_slots = 256;
+            }),
+            ManifestError::ProvidedTwice {
+                channel: 3,
+                other: 1
+            }
+        );
+        assert_eq!(
+            with(&|c| c.push(channel("echo", 2, 3))),
+            ManifestError::DuplicateChannel {
+                channel: 4,
+                other: 2
+            }
+        );
+        let mut bytes = sample_bytes();
+        bytes[channel_at(4, 0, 0)] = b'!';
+        assert_eq!(
+            Manifest::decode(&bytes).unwrap_err(),
+            ManifestError::BadName {
+                field: NameField::Service,
+                index: 0
+            }
+        );
+        let mut bytes = sample_bytes();
+        bytes[channel_at(4, 3, 31)] = 1;
+        assert_eq!(
+            Manifest::decode(&bytes).unwrap_err(),
+            ManifestError::NotZero {
+                offset: channel_at(4, 3, 31)
+            }
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let servers: Vec<Server> = (0..33).map(|i| server(&alloc::format!("s{i}"))).collect();
+        assert_eq!(
+            to_vec(&servers, &[]).unwrap_err(),
+            ManifestError::TooManyServers(33)
+        );
+        to_vec(&servers[..32], &[]).unwrap();
+        assert_eq!(to_vec(&[], &[]).unwrap_err(), ManifestError::NoServers);
+        let channels: Vec<Channel> = (1..33)
+            .flat_map(|i| [channel("a", 0, i), channel("b", 0, i)])
+            .chain([channel("c", 1, 2)])
+            .collect();
+        assert_eq!(
+            to_vec(&servers[..32], &channels).unwrap_err(),
+            ManifestError::TooManyChannels(65)
+        );
+        // 62 channels on server 0 plus 2 IRQ lines: 64 bits > 63.
+        let mut servers = servers[..32].to_vec();
+        servers[0].irqs.insert(0);
+        servers[0].irqs.insert(1);
+        assert_eq!(
+            to_vec(&servers, &channels[..62]).unwrap_err(),
+            ManifestError::TooManyNotifications {
+                server: 0,
+                needed: 64
+            }
+        );
+        servers[0].irqs = IrqSet::EMPTY;
+        to_vec(&servers, &channels[..64]).map(|_| ()).unwrap_err();
+        let mut s = server("x");
+        for i in 0..16 {
+            s.push_ports(PortRange::inclusive(i, i).unwrap()).unwrap();
+        }
+        assert_eq!(
+            s.push_ports(PortRange::inclusive(20, 20).unwrap()),
+            Err(Full)
+        );
+        for i in 0..8 {
+            s.push_mmio(MmioRegion {
+                base: i * 0x1000,
+                size: 0x1000,
+            })
+            .unwrap();
+        }
+        assert_eq!(s.push_mmio(MmioRegion::default()), Err(Full));
+        let bytes = to_vec(&[s], &[]).unwrap();
+        assert_eq!(bytes.len(), encoded_len(1, 0));
+        assert!(MAX_ENCODED_LEN >= bytes.len());
+        let mut small = [0u8; 100];
+        assert_eq!(
+            encode(&[s], &[], &mut small),
+            Err(ManifestError::BufferTooSmall {
+                needed: encoded_len(1, 0),
+                len: 100
+            })
+        );
+    }
+
+    #[test]
+    fn errors_display() {
+        let e = ManifestError::PortOverlap {
+            server: 3,
+            range: 0,
+            other_server: 0,
+            other_range: 1,
+        };
+        assert_eq!(
+            alloc::format!("{e}"),
+            "server 3: port range 0 overlaps server 0 port range 1"
+        );
+    }
+
+    /// Everything a kernel could read from a manifest that decoded.
+    fn walk(m: &Manifest<'_>) {
+        for (i, s) in m.servers().enumerate() {
+            assert!(!s.name.as_str().is_empty() && !s.bin.as_str().is_empty());
+            assert!(ring_slots_ok(s.ring_slots));
+            for r in s.ports() {
+                assert!(r.count > 0 && r.end() <= PORT_LIMIT);
+            }
+            for r in s.mmio() {
+                assert!(r.valid());
+            }
+            let _ = s.irqs.iter().count();
+            let mut count = 0;
+            for (n, h) in m.handles(i).enumerate() {
+                assert_eq!(h.handle, n);
+                assert!(h.peer < m.server_count() && h.peer != i);
+                assert!(h.channel < m.channel_count());
+                count += 1;
+            }
+            assert!(count + s.irqs.len() <= MAX_NOTIFY_BITS as usize);
+        }
+        for c in m.channels() {
+            assert!(c.provider < m.server_count() && c.client < m.server_count());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(m) = Manifest::decode(&bytes) {
+                walk(&m);
+            }
+        }
+
+        #[test]
+        fn random_header_with_valid_lengths_never_panics(
+            servers in 0u32..40,
+            channels in 0u32..70,
+            fill in any::<u8>(),
+            seed in proptest::collection::vec(any::<u8>(), 64),
+        ) {
+            let len = encoded_len(servers as usize, channels as usize);
+            let mut bytes = alloc::vec![fill; len.max(HEADER_LEN)];
+            for (i, b) in seed.iter().enumerate() {
+                let at = (usize::from(*b) * 37 + i * 101) % bytes.len();
+                bytes[at] = seed[(i + 1) % seed.len()];
+            }
+            bytes[..HEADER_LEN].fill(0);
+            put_u32(&mut bytes, 0, MAGIC);
+            put_u32(&mut bytes, 4, VERSION);
+            put_u32(&mut bytes, 8, servers);
+            put_u32(&mut bytes, 12, channels);
+            put_u32(&mut bytes, 16, SERVER_RECORD_LEN as u32);
+            put_u32(&mut bytes, 20, CHANNEL_RECORD_LEN as u32);
+            if let Ok(m) = Manifest::decode(&bytes) {
+                walk(&m);
+            }
+        }
+
+        #[test]
+        fn damaged_manifests_never_panic(
+            flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..8),
+            cut in any::<usize>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = sample_bytes();
+            for (at, bit) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= 1 << bit;
+            }
+            if truncate {
+                bytes.truncate(cut % bytes.len());
+            }
+            if let Ok(m) = Manifest::decode(&bytes) {
+                walk(&m);
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_and_truncation() {
+        let good = sample_bytes();
+        for at in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[at] ^= 1 << bit;
+                if let Ok(m) = Manifest::decode(&b) {
+                    walk(&m);
+                }
+            }
+            let m = Manifest::decode(&good[..at]);
+            assert!(m.is_err());
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! The two ends of a single-producer single-consumer ring.
+//!
+//! Context: any (kernel, interrupt handler, server, host thread). No
+//! allocation, no blocking, no panics: every operation either succeeds,
+//! reports `Full`/`Empty`, or reports a corrupt peer index.
+//!
+//! Each end keeps its own index privately and only *writes* it to shared
+//! memory; the peer's index is read once (acquire), checked against what is
+//! possible, and cached. A slot position is always `index & mask` on the
+//! private copy, so no value in shared memory can steer an access outside
+//! the slot array.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::compiler_fence;
+
+use crate::layout::{Control, Keep, RingMem, Slot};
+use crate::sync::{Ordering, fence};
+
+/// Which of the peer's indices was found impossible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerIndex {
+    /// The producer index, as read by the consumer.
+    Producer,
+    /// The consumer index, as read by the producer.
+    Consumer,
+}
+
+/// Why a ring operation did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RingError {
+    /// No free slot (producer side). Not a fault: try again later.
+    Full,
+    /// Nothing to read (consumer side). Not a fault: try again later.
+    Empty,
+    /// The peer wrote an impossible index: `seen` lies outside `low..=high`
+    /// (it went backwards, or moved further than the ring allows). The end
+    /// that saw it is poisoned: every later operation that would read the
+    /// peer's index returns this error again.
+    Corrupt {
+        index: PeerIndex,
+        seen: u32,
+        low: u32,
+        high: u32,
+    },
+}
+
+impl RingError {
+    /// Whether this is a fault of the peer (as opposed to full/empty).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Self::Corrupt { .. })
+    }
+}
+
+impl core::fmt::Display for RingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Full => f.write_str("ring full"),
+            Self::Empty => f.write_str("ring empty"),
+            Self::Corrupt {
+                index,
+                seen,
+                low,
+                high,
+            } => write!(
+                f,
+                "corrupt {index:?} index {seen} (possible: {low}..={high})"
+            ),
+        }
+    }
+}
+
+/// The virtio event-index rule: having moved an index from `old` to `new`,
+/// does the peer who asked to be woken when the index passes `event` need a
+/// doorbell? True when `old <= event < new` in wrapping arithmetic.
+#[inline]
+pub const fn need_event(event: u32, new: u32, old: u32) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+#[inline]
+fn ctrl<'a>(p: NonNull<Control>) -> &'a Control {
+    // SAFETY: the region was validated by `init`/`attach`, whose callers
+    // promised it stays valid while any end exists; `Control` holds only
+    // atomics and a header that we never write through this reference.
+    unsafe { p.as_ref() }
+}
+
+#[cold]
+#[inline(never)]
+fn corrupt(index: PeerIndex, seen: u32, low: u32, high: u32) -> RingError {
+    RingError::Corrupt {
+        index,
+        seen,
+        low,
+        high,
+    }
+}
+
+// -------------------------------------------------------------------------
+// Producer
+// -------------------------------------------------------------------------
+
+/// The writing end of a ring.
+///
+/// Writes are *staged* into slots and become visible to the consumer when
+/// *published* (one release store of the producer index, however many
+/// slots). [`push`](Self::push) does both for one item;
+/// [`push_slice`](Self::push_slice) and [`reserve`](Self::reserve) batch.
+/// After publishing, [`needs_doorbell`](Self::needs_doorbell) (or
+/// [`flush`](Self::flush)) says whether the consumer asked to be woken.
+pub struct Producer<T: Slot> {
+    // Hot fields first: the single-item path touches only these.
+    tail: u32,
+    head: u32,
+    mask: u32,
+    capacity: u32,
+    slots: NonNull<T>,
+    ctrl: NonNull<Control>,
+    published: u32,
+    kicked: u32,
+    poisoned: Option<RingError>,
+    _keep: Keep,
+}
+
+// SAFETY: the producer end is the only writer of the producer index, the
+// producer event index and unpublished slots; moving it to another thread
+// moves that exclusive role with it. It is not `Sync` (methods take
+// `&mut self`).
+unsafe impl<T: Slot> Send for Producer<T> {}
+
+impl<T: Slot> core::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.capacity)
+            .field("tail", &self.tail)
+            .field("published", &self.published)
+            .field("cached_head", &self.head)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl<T: Slot> Producer<T> {
+    pub(crate) fn new(mem: RingMem<T>) -> Result<Self, RingError> {
+        let c = ctrl(mem.ctrl);
+        // Our own index: read once, at claim time only.
+        let tail = c.producer.value.load(Ordering::Relaxed);
+        let head = c.consumer.value.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > mem.capacity {
+            return Err(corrupt(
+                PeerIndex::Consumer,
+                head,
+                tail.wrapping_sub(mem.capacity),
+                tail,
+            ));
+        }
+        Ok(Self {
+            tail,
+            head,
+            mask: mem.capacity - 1,
+            capacity: mem.capacity,
+            slots: mem.slots,
+            ctrl: mem.ctrl,
+            published: tail,
+            kicked: tail,
+            poisoned: None,
+            _keep: mem.keep,
+        })
+    }
+
+    /// Number of slots.
+    #[inline]
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Items staged but not yet published.
+    #[inline]
+    pub fn staged(&self) -> u32 {
+        self.tail.wrapping_sub(self.published)
+    }
+
+    /// The producer index as last published.
+    #[inline]
+    pub fn published_index(&self) -> u32 {
+        self.published
+    }
+
+    /// Free slots as last known, without reading shared memory.
+    #[inline]
+    pub fn free_cached(&self) -> u32 {
+        self.capacity - self.tail.wrapping_sub(self.head)
+    }
+
+    /// Free slots, reading the consumer index.
+    #[inline]
+    pub fn free(&mut self) -> Result<u32, RingError> {
+        self.refresh()
+    }
+
+    /// Read the consumer index once, check it, cache it; return free slots.
+    #[inline]
+    fn refresh(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        let seen = ctrl(self.ctrl).consumer.value.load(Ordering::Acquire);
+        // The consumer can only have consumed what we published: its index
+        // lies in [cached head, published].
+        if seen.wrapping_sub(self.head) > self.published.wrapping_sub(self.head) {
+            return Err(self.poison(corrupt(
+                PeerIndex::Consumer,
+                seen,
+                self.head,
+                self.published,
+            )));
+        }
+        self.head = seen;
+        Ok(self.free_cached())
+    }
+
+    #[cold]
+    fn poison(&mut self, e: RingError) -> RingError {
+        self.poisoned = Some(e);
+        // Look full from now on, so that every write goes through `refresh`
+        // and reports the error.
+        self.head = self.tail.wrapping_sub(self.capacity);
+        e
+    }
+
+    #[inline]
+    fn slot(&self, index: u32) -> *mut T {
+        // SAFETY: `index & mask < capacity` and the region holds `capacity`
+        // slots from `slots` (validated at init/attach).
+        unsafe { self.slots.as_ptr().add((index & self.mask) as usize) }
+    }
+
+    /// Write one item into the next slot without publishing it.
+    #[inline]
+    pub fn stage(&mut self, item: T) -> Result<(), RingError> {
+        if self.tail.wrapping_sub(self.head) == self.capacity && self.refresh()? == 0 {
+            return Err(RingError::Full);
+        }
+        // SAFETY: the slot is in bounds (`slot`) and free: the consumer has
+        // released it (tail - head < capacity), so it no longer reads it.
+        unsafe { ptr::write(self.slot(self.tail), item) };
+        self.tail = self.tail.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Make every staged item visible to the consumer: one release store.
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.tail != self.published {
+            ctrl(self.ctrl)
+                .producer
+                .value
+                .store(self.tail, Ordering::Release);
+            self.published = self.tail;
+        }
+    }
+
+    /// Stage and publish one item (no doorbell check: see
+    /// [`needs_doorbell`](Self::needs_doorbell)).
+    #[inline]
+    pub fn push(&mut self, item: T) -> Result<(), RingError> {
+        self.stage(item)?;
+        ctrl(self.ctrl)
+            .producer
+            .value
+            .store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        Ok(())
+    }
+
+    /// Stage as many of `items` as fit, in order, without publishing;
+    /// returns how many.
+    #[inline]
+    pub fn stage_slice(&mut self, items: &[T]) -> Result<usize, RingError> {
+        let want = items.len().min(self.capacity as usize) as u32;
+        let mut free = self.free_cached();
+        if free < want {
+            free = self.refresh()?;
+        }
+        let n = want.min(free);
+        let start = (self.tail & self.mask) as usize;
+        let first = (n as usize).min(self.capacity as usize - start);
+        // SAFETY: slots `start .. start + first` and `0 .. n - first` are in
+        // bounds and free (n <= free); `items` has at least `n` elements and
+        // is private memory, so the ranges do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(items.as_ptr(), self.slot(self.tail), first);
+            ptr::copy_nonoverlapping(
+                items.as_ptr().add(first),
+                self.slots.as_ptr(),
+                n as usize - first,
+            );
+        }
+        self.tail = self.tail.wrapping_add(n);
+        Ok(n as usize)
+    }
+
+    /// Stage as many of `items` as fit and publish them with one store;
+    /// returns how many (0 when full).
+    #[inline]
+    pub fn push_slice(&mut self, items: &[T]) -> Result<usize, RingError> {
+        let n = self.stage_slice(items)?;
+        self.publish();
+        Ok(n)
+    }
+
+    /// Stage and publish all of `items` with one store, or nothing
+    /// (`Full`) if they do not all fit: a chain of descriptors arrives
+    /// whole, and batches stay whole instead of fragmenting on a nearly
+    /// full ring.
+    #[inline]
+    pub fn push_all(&mut self, items: &[T]) -> Result<(), RingError> {
+        let want = items.len();
+        if want > self.free_cached() as usize && want > self.refresh()? as usize {
+            return Err(RingError::Full);
+        }
+        self.stage_slice(items)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Reserve up to `max` free slots to fill in place; `Full` if none.
+    #[inline]
+    pub fn reserve(&mut self, max: usize) -> Result<WriteBatch<'_, T>, RingError> {
+        let want = max.min(self.capacity as usize) as u32;
+        let mut free = self.free_cached();
+        if free < want {
+            free = self.refresh()?;
+        }
+        let len = want.min(free);
+        if len == 0 {
+            return Err(RingError::Full);
+        }
+        Ok(WriteBatch { ring: self, len })
+    }
+
+    /// After publishing: did the consumer ask for a doorbell for any item
+    /// published since the last check? Issues a full fence between the
+    /// publication and the read of the consumer's event index (pairs with
+    /// the fence in [`Consumer::prepare_wait`]), so a consumer going to
+    /// sleep either sees the items or gets the doorbell.
+    #[inline]
+    #[must_use = "ring the consumer's doorbell when this returns true"]
+    pub fn needs_doorbell(&mut self) -> bool {
+        fence(Ordering::SeqCst);
+        let event = ctrl(self.ctrl).consumer_event.value.load(Ordering::Relaxed);
+        let need = need_event(event, self.published, self.kicked);
+        self.kicked = self.published;
+        need
+    }
+
+    /// [`publish`](Self::publish), then
+    /// [`needs_doorbell`](Self::needs_doorbell).
+    #[inline]
+    #[must_use = "ring the consumer's doorbell when this returns true"]
+    pub fn flush(&mut self) -> bool {
+        self.publish();
+        self.needs_doorbell()
+    }
+
+    /// Forget the pending doorbell check (the caller rang unconditionally).
+    #[inline]
+    pub fn mark_notified(&mut self) {
+        self.kicked = self.published;
+    }
+
+    /// A hint, without a fence: is the consumer waiting for the item right
+    /// after the last published one (its event index equals our published
+    /// index)? Used by batching to publish early for a sleeping consumer.
+    #[inline]
+    pub fn consumer_waiting(&self) -> bool {
+        ctrl(self.ctrl).consumer_event.value.load(Ordering::Relaxed) == self.published
+    }
+
+    /// Before sleeping on a full ring: ask the consumer to ring our doorbell
+    /// when it releases a slot, then look again. `Ok(true)`: still full,
+    /// safe to sleep (a doorbell will come). `Ok(false)`: space appeared,
+    /// do not sleep. Publish staged items (and ring if needed) first, or
+    /// the consumer may have nothing to release.
+    pub fn prepare_wait(&mut self) -> Result<bool, RingError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        ctrl(self.ctrl)
+            .producer_event
+            .value
+            .store(self.head, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(self.refresh()? == 0)
+    }
+}
+
+/// Slots reserved by [`Producer::reserve`], filled in place and then
+/// committed once. Dropping it without committing stages nothing.
+pub struct WriteBatch<'a, T: Slot> {
+    ring: &'a mut Producer<T>,
+    len: u32,
+}
+
+impl<T: Slot> WriteBatch<'_, T> {
+    /// Number of reserved slots.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Always false (a batch holds at least one slot).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write reserved slot `i` (`i < len`; larger indices are ignored, and
+    /// are a bug: debug builds assert).
+    #[inline]
+    pub fn write(&mut self, i: usize, item: T) {
+        debug_assert!(i < self.len as usize, "slot {i} outside the reservation");
+        if i < self.len as usize {
+            // SAFETY: reserved slots are free (see `Producer::stage`), and
+            // `slot` masks the index into bounds.
+            unsafe { ptr::write(self.ring.slot(self.ring.tail.wrapping_add(i as u32)), item) };
+        }
+    }
+
+    /// Stage the first `n` slots (all written by the caller), unpublished.
+    #[inline]
+    pub fn commit(self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.ring.tail = self.ring.tail.wrapping_add(n);
+    }
+
+    /// Stage the first `n` slots and publish everything staged.
+    #[inline]
+    pub fn publish(self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.ring.tail = self.ring.tail.wrapping_add(n);
+        self.ring.publish();
+    }
+}
+
+// -------------------------------------------------------------------------
+// Consumer
+// -------------------------------------------------------------------------
+
+/// The reading end of a ring.
+///
+/// Items are *taken* (copied out of their slot) and the slots later
+/// *released* back to the producer (one release store of the consumer
+/// index). [`pop`](Self::pop) does both for one item;
+/// [`pop_slice`](Self::pop_slice) and [`peek`](Self::peek) batch.
+pub struct Consumer<T: Slot> {
+    head: u32,
+    tail: u32,
+    mask: u32,
+    capacity: u32,
+    slots: NonNull<T>,
+    ctrl: NonNull<Control>,
+    released: u32,
+    kicked: u32,
+    poisoned: Option<RingError>,
+    _keep: Keep,
+}
+
+// SAFETY: the consumer end is the only writer of the consumer index and the
+// consumer event index; moving it moves that exclusive role.
+unsafe impl<T: Slot> Send for Consumer<T> {}
+
+impl<T: Slot> core::fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.capacity)
+            .field("head", &self.head)
+            .field("released", &self.released)
+            .field("cached_tail", &self.tail)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl<T: Slot> Consumer<T> {
+    pub(crate) fn new(mem: RingMem<T>) -> Result<Self, RingError> {
+        let c = ctrl(mem.ctrl);
+        let head = c.consumer.value.load(Ordering::Relaxed);
+        let tail = c.producer.value.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > mem.capacity {
+            return Err(corrupt(
+                PeerIndex::Producer,
+                tail,
+                head,
+                head.wrapping_add(mem.capacity),
+            ));
+        }
+        Ok(Self {
+            head,
+            tail,
+            mask: mem.capacity - 1,
+            capacity: mem.capacity,
+            slots: mem.slots,
+            ctrl: mem.ctrl,
+            released: head,
+            kicked: head,
+            poisoned: None,
+            _keep: mem.keep,
+        })
+    }
+
+    /// Number of slots.
+    #[inline]
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Items available as last known, without reading shared memory.
+    #[inline]
+    pub fn available_cached(&self) -> u32 {
+        self.tail.wrapping_sub(self.head)
+    }
+
+    /// Items available, reading the producer index.
+    #[inline]
+    pub fn available(&mut self) -> Result<u32, RingError> {
+        self.refresh()
+    }
+
+    /// Items taken but whose slots are not yet released.
+    #[inline]
+    pub fn unreleased(&self) -> u32 {
+        self.head.wrapping_sub(self.released)
+    }
+
+    /// The consumer index as last released.
+    #[inline]
+    pub fn released_index(&self) -> u32 {
+        self.released
+    }
+
+    /// Read the producer index once, check it, cache it; return available.
+    #[inline]
+    fn refresh(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        let seen = ctrl(self.ctrl).producer.value.load(Ordering::Acquire);
+        // The producer cannot go back, nor past the slots we released:
+        // its index lies in [cached tail, released + capacity].
+        let limit = self.released.wrapping_add(self.capacity);
+        if seen.wrapping_sub(self.tail) > limit.wrapping_sub(self.tail) {
+            return Err(self.poison(corrupt(PeerIndex::Producer, seen, self.tail, limit)));
+        }
+        self.tail = seen;
+        Ok(self.available_cached())
+    }
+
+    #[cold]
+    fn poison(&mut self, e: RingError) -> RingError {
+        self.poisoned = Some(e);
+        // Look empty from now on, so every read goes through `refresh`.
+        self.tail = self.head;
+        e
+    }
+
+    #[inline]
+    fn slot(&self, index: u32) -> *const T {
+        // SAFETY: masked index is below capacity; the region holds
+        // `capacity` slots.
+        unsafe { self.slots.as_ptr().add((index & self.mask) as usize) }
+    }
+
+    /// Copy the next item out of its slot without releasing the slot.
+    #[inline]
+    pub fn take(&mut self) -> Result<T, RingError> {
+        if self.head == self.tail && self.refresh()? == 0 {
+            return Err(RingError::Empty);
+        }
+        // SAFETY: the slot is in bounds and published (head < tail, read
+        // with acquire), so the producer finished writing it. A volatile
+        // read makes exactly one copy: the caller decodes the copy, never
+        // shared memory.
+        let item = unsafe { ptr::read_volatile(self.slot(self.head)) };
+        self.head = self.head.wrapping_add(1);
+        Ok(item)
+    }
+
+    /// Give every taken slot back to the producer: one release store.
+    #[inline]
+    pub fn release(&mut self) {
+        if self.head != self.released {
+            ctrl(self.ctrl)
+                .consumer
+                .value
+                .store(self.head, Ordering::Release);
+            self.released = self.head;
+        }
+    }
+
+    /// Take one item and release its slot (no doorbell check: see
+    /// [`needs_doorbell`](Self::needs_doorbell)).
+    #[inline]
+    pub fn pop(&mut self) -> Result<T, RingError> {
+        let item = self.take()?;
+        ctrl(self.ctrl)
+            .consumer
+            .value
+            .store(self.head, Ordering::Release);
+        self.released = self.head;
+        Ok(item)
+    }
+
+    /// Copy up to `out.len()` items out and release their slots with one
+    /// store; returns how many (0 when empty).
+    #[inline]
+    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, RingError> {
+        let want = out.len().min(self.capacity as usize) as u32;
+        let mut avail = self.available_cached();
+        if avail < want {
+            avail = self.refresh()?;
+        }
+        let n = want.min(avail);
+        let start = (self.head & self.mask) as usize;
+        let first = (n as usize).min(self.capacity as usize - start);
+        // SAFETY: slots `start .. start + first` and `0 .. n - first` are in
+        // bounds and published; `out` is private memory with room for `n`.
+        unsafe {
+            ptr::copy_nonoverlapping(self.slot(self.head), out.as_mut_ptr(), first);
+            ptr::copy_nonoverlapping(
+                self.slots.as_ptr(),
+                out.as_mut_ptr().add(first),
+                n as usize - first,
+            );
+        }
+        // The copies are the only reads of those slots: later uses read
+        // `out`, never shared memory again.
+        compiler_fence(Ordering::AcqRel);
+        self.head = self.head.wrapping_add(n);
+        self.release();
+        Ok(n as usize)
+    }
+
+    /// Look at up to `max` available items in place; `Empty` if none.
+    #[inline]
+    pub fn peek(&mut self, max: usize) -> Result<ReadBatch<'_, T>, RingError> {
+        let want = max.min(self.capacity as usize) as u32;
+        let mut avail = self.available_cached();
+        if avail < want {
+            avail = self.refresh()?;
+        }
+        let len = want.min(avail);
+        if len == 0 {
+            return Err(RingError::Empty);
+        }
+        Ok(ReadBatch { ring: self, len })
+    }
+
+    /// After releasing: did the producer ask for a doorbell when space
+    /// frees up? Full fence between the release and the read of the
+    /// producer's event index (pairs with [`Producer::prepare_wait`]).
+    #[inline]
+    #[must_use = "ring the producer's doorbell when this returns true"]
+    pub fn needs_doorbell(&mut self) -> bool {
+        fence(Ordering::SeqCst);
+        let event = ctrl(self.ctrl).producer_event.value.load(Ordering::Relaxed);
+        let need = need_event(event, self.released, self.kicked);
+        self.kicked = self.released;
+        need
+    }
+
+    /// [`release`](Self::release), then
+    /// [`needs_doorbell`](Self::needs_doorbell).
+    #[inline]
+    #[must_use = "ring the producer's doorbell when this returns true"]
+    pub fn flush(&mut self) -> bool {
+        self.release();
+        self.needs_doorbell()
+    }
+
+    /// Before sleeping on an empty ring: ask the producer to ring our
+    /// doorbell when it publishes the next item, then look again.
+    /// `Ok(true)`: still empty, safe to sleep. `Ok(false)`: items arrived.
+    /// [`flush`](Self::flush) first (and ring if it says so), or a producer
+    /// waiting for space may wait forever.
+    pub fn prepare_wait(&mut self) -> Result<bool, RingError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        ctrl(self.ctrl)
+            .consumer_event
+            .value
+            .store(self.head, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(self.refresh()? == 0)
+    }
+}
+
+/// Items found by [`Consumer::peek`]. Each [`get`](Self::get) returns a
+/// fresh private copy. Dropping the batch without consuming takes nothing.
+pub struct ReadBatch<'a, T: Slot> {
+    ring: &'a mut Consumer<T>,
+    len: u32,
+}
+
+impl<T: Slot> ReadBatch<'_, T> {
+    /// Number of items in the batch.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Always false (a batch holds at least one item).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of item `i`, or `None` past the end.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i < self.len as usize {
+            // SAFETY: in bounds (masked) and published (i < available).
+            Some(unsafe {
+                ptr::read_volatile(self.ring.slot(self.ring.head.wrapping_add(i as u32)))
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Copies of the items, in order.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        (0..self.len as usize).filter_map(|i| self.get(i))
+    }
+
+    /// Take the first `n` items without releasing their slots.
+    #[inline]
+    pub fn consume(self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.ring.head = self.ring.head.wrapping_add(n);
+    }
+
+    /// Take the first `n` items and release every taken slot.
+    #[inline]
+    pub fn release(self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.ring.head = self.ring.head.wrapping_add(n);
+        self.ring.release();
+    }
+}
