@@ -1,0 +1,28 @@
+//! peek-other: reads the shared region of a channel it is not part of
+//! (the lowest channel index none of its own channels has: channel `i` is
+//! mapped at `CHANNELS_BASE + i * CHANNEL_STRIDE` only in its two servers).
+//! The kernel must stop it with a page fault. Prints `peek-other: reading
+//! another server's memory at 0x...`; if the read returns, `peek-other:
+//! FAIL ...` and exits 1.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use testing::hazard;
+use userland::abi::layout::{CHANNEL_STRIDE, CHANNELS_BASE};
+use userland::{Channel, println};
+
+userland::entry!(run);
+
+fn run() -> i32 {
+    let mine = |base: u64| Channel::all().any(|c| c.info().base == base);
+    let Some(target) = (0..64)
+        .map(|i| CHANNELS_BASE + i * CHANNEL_STRIDE)
+        .find(|&base| !mine(base))
+    else {
+        println!("peek-other: FAIL every channel slot is mine");
+        return 1;
+    };
+    println!("peek-other: reading another server's memory at {target:#x}");
+    let value = hazard::read_forbidden(target);
+    println!("peek-other: FAIL read another server's memory: {value:#x}");
+    1
+}

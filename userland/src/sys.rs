@@ -1,0 +1,187 @@
+//! System calls: one safe wrapper per call of [`pvchannel::abi::Syscall`],
+//! and the raw [`syscall6`] underneath (for the fuzzer).
+//!
+//! Context: a server's only thread. The wrappers never allocate. On the host
+//! (tests, `cargo check` of the workspace) there is no kernel: every call
+//! returns [`Error::NoSuchSyscall`] and [`exit`] ends the process.
+
+use core::mem::{MaybeUninit, size_of};
+
+use pvchannel::abi::{BootInfo, ChannelInfo, Error, KernelCounters, Syscall};
+
+/// Make a raw system call: number `nr`, up to six arguments; returns `rax`
+/// as the kernel left it (non-negative = success, negative = `-(Error)`).
+///
+/// # Safety
+/// The kernel checks every argument, but it may write through pointer
+/// arguments into this server's memory, change its mappings (`mmio_map`) or
+/// end it (`exit`): the caller must make sure that what a call with these
+/// arguments may do cannot break the program's own memory (pass only
+/// pointers to memory the call may overwrite, or addresses that are not
+/// this program's writable memory).
+#[cfg(target_os = "none")]
+#[inline]
+pub unsafe fn syscall6(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: `syscall` enters the kernel, which preserves every register
+    // except rax (result), rcx and r11 (clobbered by the instruction), and
+    // returns to the next instruction. Memory it writes is the caller's
+    // responsibility (see above); the asm is not `nomem`, so the compiler
+    // assumes any memory may change.
+    //
+    // R12 also carries the return address: on KVM's PVM hosts SYSCALL
+    // loses RCX before the kernel sees it, and the kernel then returns to
+    // R12 instead (see the kernel's `hv::context::syscall_arrived_as_fault`).
+    unsafe {
+        core::arch::asm!(
+            "lea r12, [rip + 2f]",
+            "syscall",
+            "2:",
+            out("r12") _,
+            inlateout("rax") nr as i64 => ret,
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rdx") a2,
+            in("r10") a3,
+            in("r8") a4,
+            in("r9") a5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Host stand-in: there is no kernel, every call fails with
+/// `NoSuchSyscall` (and `exit` ends the process).
+///
+/// # Safety
+/// None needed on the host; `unsafe` to match the bare-metal signature.
+#[cfg(not(target_os = "none"))]
+pub unsafe fn syscall6(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let _ = (a1, a2, a3, a4, a5);
+    if nr == Syscall::Exit as u64 {
+        extern crate std;
+        std::process::exit(a0 as i32);
+    }
+    Error::NoSuchSyscall.to_return()
+}
+
+#[inline]
+fn call(nr: Syscall, a0: u64, a1: u64, a2: u64) -> Result<u64, Error> {
+    // SAFETY: only used by the wrappers below for calls whose pointer
+    // arguments are valid, writable (where written) and sized for what the
+    // kernel writes; none of them can unmap or change this program's memory.
+    Error::decode(unsafe { syscall6(nr as u64, a0, a1, a2, 0, 0, 0) })
+}
+
+/// End this server with `code`. Never returns.
+pub fn exit(code: i32) -> ! {
+    loop {
+        // SAFETY: `exit` takes no pointer and does not return; if it ever
+        // did, the loop asks again.
+        unsafe { syscall6(Syscall::Exit as u64, code as i64 as u64, 0, 0, 0, 0, 0) };
+    }
+}
+
+/// Give up the rest of the time slice.
+pub fn yield_now() -> Result<(), Error> {
+    call(Syscall::Yield, 0, 0, 0).map(drop)
+}
+
+/// Block until a notification bit in `mask` is pending, or `timeout_ns`
+/// passes (0 = forever). Returns the pending bits of `mask` (and clears
+/// them in the kernel); `Err(TimedOut)` when the timeout passed,
+/// `Err(InvalidArgument)` for an empty mask.
+pub fn wait(mask: u64, timeout_ns: u64) -> Result<u64, Error> {
+    call(Syscall::Wait, mask, timeout_ns, 0)
+}
+
+/// Ring the doorbell of the peer on channel `handle`.
+pub fn notify(handle: u32) -> Result<(), Error> {
+    call(Syscall::Notify, u64::from(handle), 0, 0).map(drop)
+}
+
+/// Describe channel `handle`: `Err(BadHandle)` past the last one.
+pub fn channel_info(handle: u32) -> Result<ChannelInfo, Error> {
+    let mut info = ChannelInfo::default();
+    call(
+        Syscall::ChannelInfo,
+        u64::from(handle),
+        (&raw mut info) as u64,
+        0,
+    )?;
+    Ok(info)
+}
+
+/// Take delivery of IRQ `line`: returns the notification bit it raises.
+pub fn irq_bind(line: u32) -> Result<u32, Error> {
+    call(Syscall::IrqBind, u64::from(line), 0, 0).map(|bit| bit as u32)
+}
+
+/// The handler of IRQ `line` is done; the line may fire again.
+pub fn irq_ack(line: u32) -> Result<(), Error> {
+    call(Syscall::IrqAck, u64::from(line), 0, 0).map(drop)
+}
+
+/// Open `count` I/O ports from `first` (as granted by the manifest) in this
+/// server's I/O permission bitmap.
+pub fn ioport_enable(first: u16, count: u32) -> Result<(), Error> {
+    call(Syscall::IoPortEnable, u64::from(first), u64::from(count), 0).map(drop)
+}
+
+/// Map the granted MMIO region `[phys, phys + len)`; returns its user
+/// address. Accessing it is up to the caller's device module.
+pub fn mmio_map(phys: u64, len: u64) -> Result<u64, Error> {
+    call(Syscall::MmioMap, phys, len, 0)
+}
+
+/// A copy of the kernel's counters.
+pub fn counters() -> Result<KernelCounters, Error> {
+    let mut out = MaybeUninit::<KernelCounters>::zeroed();
+    let len = size_of::<KernelCounters>() as u64;
+    let written = call(Syscall::Counters, out.as_mut_ptr() as u64, len, 0)?;
+    if written > len {
+        return Err(Error::BadSize);
+    }
+    // SAFETY: zero-initialised above, and every bit pattern is a valid
+    // `KernelCounters` (plain integers); the kernel wrote at most `len` bytes.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// Write `line` to the kernel console (prefixed with this server's name).
+pub fn log(line: &[u8]) -> Result<(), Error> {
+    call(Syscall::Log, line.as_ptr() as u64, line.len() as u64, 0).map(drop)
+}
+
+/// The boot configuration.
+pub fn boot_info() -> Result<BootInfo, Error> {
+    let mut info = BootInfo::default();
+    let len = size_of::<BootInfo>() as u64;
+    call(Syscall::BootInfo, (&raw mut info) as u64, len, 0)?;
+    Ok(info)
+}
+
+/// The boot configuration, asked once and then cached (`None` when the call
+/// fails, e.g. on the host).
+pub fn boot_info_cached() -> Option<&'static BootInfo> {
+    static BOOT: conquer_once::spin::OnceCell<Option<BootInfo>> =
+        conquer_once::spin::OnceCell::uninit();
+    BOOT.get_or_init(|| boot_info().ok()).as_ref()
+}
+
+/// The batching policy chosen at boot (`batching=on|off`); `On` when the
+/// kernel cannot tell.
+pub fn batching() -> pvchannel::Batching {
+    boot_info_cached()
+        .map(|b| pvchannel::Batching::from_flag(b.batching))
+        .unwrap_or_default()
+}
+
+/// The `test=NAME` option, empty when not testing.
+pub fn test_name() -> &'static str {
+    boot_info_cached()
+        .map(|b| pvchannel::abi::name_str(&b.test_name))
+        .unwrap_or("")
+}
