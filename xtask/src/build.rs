@@ -1,10 +1,18 @@
-//! Building the bare-metal parts: the kernel ELF and the initrd image.
+//! Building the bare-metal parts: the kernel ELF, the servers the manifests
+//! name, and the initrd image.
+//!
+//! The initrd is a ustar archive holding:
+//! - `manifest`: the binary default manifest (`servers/manifest.toml`);
+//! - `manifests/NAME`: the binary test manifest `tests/manifests/NAME.toml`,
+//!   which the kernel uses instead when booted with `test=NAME`;
+//! - `servers/BIN`: the ELF of every bin any manifest names.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::manifest::{self, Manifests};
 use crate::workspace_root;
 
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -91,9 +99,60 @@ pub fn initrd(files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Build every server crate the manifests name (release, one cargo run for
+/// all of them) and return each bin's ELF path, sorted by bin name.
+pub fn servers(manifests: &Manifests) -> Result<Vec<(String, PathBuf)>> {
+    ensure_target()?;
+    let bins = manifests.bins()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", TARGET]);
+    for package in manifests.packages() {
+        cmd.args(["--package", &package]);
+    }
+    let status = cmd
+        .status()
+        .context("running cargo build for the servers")?;
+    if !status.success() {
+        bail!("building the servers failed");
+    }
+    let dir = workspace_root().join("target").join(TARGET).join("release");
+    Ok(bins
+        .into_iter()
+        .map(|(bin, _package)| {
+            let path = dir.join(&bin);
+            (bin, path)
+        })
+        .collect())
+}
+
+/// The initrd's files: the binary manifests, then the server ELFs.
+pub fn initrd_files(
+    manifests: &Manifests,
+    elfs: &[(String, PathBuf)],
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = vec![("manifest".to_string(), manifests.default.encode()?)];
+    for (name, manifest) in &manifests.tests {
+        files.push((format!("manifests/{name}"), manifest.encode()?));
+    }
+    for (bin, path) in elfs {
+        let elf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        files.push((format!("servers/{bin}"), elf));
+    }
+    Ok(files)
+}
+
+/// Read and check every manifest (`servers/manifest.toml` and
+/// `tests/manifests/*.toml`); the error lists every problem found.
+pub fn manifests() -> Result<Manifests> {
+    manifest::load_all(&workspace_root())
+}
+
 /// Build everything QEMU needs.
 pub fn all() -> Result<Image> {
+    // Check the manifests first: a mistake there stops the build at once.
+    let manifests = manifests()?;
     let kernel = kernel()?;
-    let initrd = initrd(&[])?;
+    let elfs = servers(&manifests)?;
+    let initrd = initrd(&initrd_files(&manifests, &elfs)?)?;
     Ok(Image { kernel, initrd })
 }
