@@ -2,5 +2,8 @@
 //! shared by the kernel binary (`main.rs`) and `cargo test -p microkernel`.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod cmdline;
+pub mod elf;
 pub mod physmem;

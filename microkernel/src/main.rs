@@ -16,7 +16,17 @@ mod ktest;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod process;
+#[cfg(target_os = "none")]
+mod sched;
+#[cfg(target_os = "none")]
+mod startup;
+#[cfg(target_os = "none")]
+mod syscall;
+#[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod usermem;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -30,9 +40,12 @@ mod kernel {
     use microkernel::cmdline;
     use microkernel::physmem::{PhysRange, free_ranges};
 
-    use crate::hv::{self, cpu};
+    use x86_64::structures::paging::PageTableFlags as Flags;
+
+    use crate::hv::{self, context, cpu, lapic};
     use crate::memory::{self, frames, heap, paging};
-    use crate::{console, exit, kprintln, ktest};
+    use crate::sched::{self, System};
+    use crate::{console, exit, kprintln, ktest, startup};
 
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -75,7 +88,8 @@ mod kernel {
                 kernel_top: addr(&__boot_stack_top),
             }
         };
-        cpu::init(&stacks, features.smep, features.smap);
+        let protection = cpu::init(&stacks, features.smep, features.smap);
+        context::set_smap_active(protection.smap);
 
         // SAFETY: as above.
         let image = unsafe {
@@ -119,6 +133,28 @@ mod kernel {
         }
         log::debug!("direct map covers {} MiB", direct_map >> 20);
 
+        context::init();
+        if !features.x2apic {
+            let flags = Flags::WRITABLE
+                | Flags::NO_EXECUTE
+                | Flags::NO_CACHE
+                | Flags::WRITE_THROUGH
+                | Flags::GLOBAL;
+            if let Err(e) =
+                paging::kernel_space().map(memory::KERNEL_MMIO_BASE, lapic::XAPIC_PHYS, flags)
+            {
+                log::error!("cannot map the local APIC: {e:?}");
+                exit::failure();
+            }
+        }
+        lapic::init(
+            features.x2apic,
+            memory::KERNEL_MMIO_BASE,
+            backend,
+            memory::image_virt_to_phys,
+        );
+        lapic::calibrate(features.tsc_hz, features.tsc_deadline);
+
         let (total_frames, used_frames) = frames::usage();
         kprintln!();
         kprintln!("microkernel {VERSION}");
@@ -130,17 +166,31 @@ mod kernel {
         kprintln!("  cmdline:    \"{line}\"");
         kprintln!("  hypervisor: {backend}");
         kprintln!(
-            "  cpu:        smep {}, smap {}, x2apic {}, tsc-deadline {}, tsc {}",
-            on_off(features.smep),
-            on_off(features.smap),
+            "  cpu:        smep {}, smap {}, x2apic {}, tsc-deadline {}",
+            on_off(protection.smep),
+            on_off(protection.smap),
             on_off(features.x2apic),
             on_off(features.tsc_deadline),
-            features
-                .tsc_hz
-                .map_or("uncalibrated".into(), |hz| alloc::format!(
-                    "{} MHz",
-                    hz / 1_000_000
-                )),
+        );
+        kprintln!(
+            "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline, end of interrupt by {}",
+            lapic::tsc_hz() / 1_000_000,
+            if features.tsc_hz.is_some() {
+                "cpuid"
+            } else {
+                "measured against the PIT"
+            },
+            lapic::timer_hz() / 1_000_000,
+            if lapic::uses_tsc_deadline() {
+                "tsc-deadline"
+            } else {
+                "one-shot"
+            },
+            if lapic::pv_eoi_enabled() {
+                "pv-eoi"
+            } else {
+                "apic register"
+            },
         );
         kprintln!("  batching:   {}", on_off(config.batching));
         for (i, m) in info.modules().iter().enumerate() {
@@ -149,25 +199,33 @@ mod kernel {
 
         if let Some(test) = config.test() {
             if !ktest::run_early(test) && !ktest::SCENARIOS.contains(&test) {
-                log::warn!(
-                    "test={test}: no such test scenario (known: {:?})",
-                    ktest::SCENARIOS
-                );
+                log::debug!("test={test}: not a kernel scenario; the manifest decides what runs");
             }
         }
-        idle(config.test())
+        if config.test() == Some("boot") {
+            kprintln!("kernel: idle loop");
+            kprintln!("ktest: boot reached the idle loop");
+            exit::success();
+        }
+
+        let mut system = System::new(config.batching, config.test().map(|_| config.test_bytes()));
+        startup::start(&mut system, startup::initrd(info), config.test());
+        sched::install(system);
+        idle()
     }
 
     fn on_off(value: bool) -> &'static str {
         if value { "on" } else { "off" }
     }
 
-    fn idle(test: Option<&str>) -> ! {
+    /// The idle loop: halt whenever nothing is ready. Every interrupt may
+    /// switch to a server and back. The first schedule comes from a timer
+    /// deadline of "now", not a software interrupt: under nested KVM an
+    /// `INT n` that exits during delivery is emulated, and KVM's emulator
+    /// handles `INT n` only in real mode.
+    fn idle() -> ! {
         kprintln!("kernel: idle loop");
-        if test == Some("boot") {
-            kprintln!("ktest: boot reached the idle loop");
-            exit::success();
-        }
+        lapic::set_deadline(Some(hv::rdtsc()));
         loop {
             // SAFETY: the IDT is installed and the boot stack takes traps.
             unsafe { hv::interrupts::halt_until_interrupt() };

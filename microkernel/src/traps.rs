@@ -4,8 +4,9 @@
 //!
 //! Context: trap context, interrupts masked; must not allocate or block.
 
+use crate::hv::lapic;
 use crate::hv::trap::TrapFrame;
-use crate::{console, exit, hv, kprintln};
+use crate::{console, exit, hv, kprintln, sched};
 
 const EXCEPTION_NAMES: [&str; 32] = [
     "divide error",
@@ -50,15 +51,19 @@ pub fn exception_name(vector: u64) -> &'static str {
         .unwrap_or("interrupt")
 }
 
-/// Called by `hv::trap` for every trap; returns the frame to resume.
+/// Called by `hv::trap` (and the SYSCALL entry) for every trap; returns the
+/// frame to resume, which is another thread's after a context switch.
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
-    match frame.vector {
-        0..=31 => kernel_fault(frame),
-        _ => {
-            // No device interrupts are routed yet; a stray one is logged.
-            log::debug!("unexpected interrupt vector {}", frame.vector);
-        }
+    if frame.vector < 32 && !frame.from_user() {
+        kernel_fault(frame);
+    }
+    if let Some(next) = sched::with(|system| system.dispatch(frame)) {
+        return next;
+    }
+    // Before servers exist only the boot path runs; nothing is routed yet.
+    if frame.vector == u64::from(lapic::TIMER_VECTOR) {
+        lapic::end_of_interrupt();
     }
     frame
 }

@@ -114,8 +114,16 @@ fn tss_descriptor(block: *const TssBlock) -> Descriptor {
     Descriptor::SystemSegment(low, base >> 32)
 }
 
+/// What protection the CPU actually enforces once CR4 is written (a
+/// hypervisor may drop bits CPUID advertised: PVM refuses SMAP).
+#[derive(Clone, Copy, Debug)]
+pub struct Protection {
+    pub smep: bool,
+    pub smap: bool,
+}
+
 /// Load the GDT, TSS and IDT and set the control registers. Once, at boot.
-pub fn init(stacks: &TrapStacks, smep: bool, smap: bool) {
+pub fn init(stacks: &TrapStacks, smep: bool, smap: bool) -> Protection {
     // SAFETY: single-threaded boot with interrupts masked: nothing else
     // touches the tables, and they are statics that live forever.
     unsafe {
@@ -162,10 +170,10 @@ pub fn init(stacks: &TrapStacks, smep: bool, smap: bool) {
             base: VirtAddr::new(idt as *const Idt as u64),
         });
     }
-    set_control_registers(smep, smap);
+    set_control_registers(smep, smap)
 }
 
-fn set_control_registers(smep: bool, smap: bool) {
+fn set_control_registers(smep: bool, smap: bool) -> Protection {
     const CR0_MP: u64 = 1 << 1;
     const CR0_EM: u64 = 1 << 2;
     const CR0_NE: u64 = 1 << 5;
@@ -193,6 +201,11 @@ fn set_control_registers(smep: bool, smap: bool) {
             cr4 |= CR4_SMAP;
         }
         asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+        Protection {
+            smep: cr4 & CR4_SMEP != 0,
+            smap: cr4 & CR4_SMAP != 0,
+        }
     }
 }
 

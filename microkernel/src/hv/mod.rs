@@ -8,13 +8,21 @@
 //!   end of interrupt;
 //! - [`paging`]: flush translations and switch address spaces (the page-table
 //!   edits themselves are ordinary memory writes, in `memory::paging`);
-//! - context switching ([`cpu`] and [`trap`]): the descriptor tables, the
-//!   kernel stack in the TSS, and the trap entry and exit paths.
+//! - context switching ([`context`], [`cpu`], [`trap`], and the deadline in
+//!   [`lapic`]): FPU state, the kernel stack in the TSS, the user GS base,
+//!   the I/O bitmap, the SYSCALL, trap entry and exit paths, and the
+//!   kernel's own preemption deadline.
+//!
+//! [`interrupts`] also ends interrupts through [`lapic::end_of_interrupt`]
+//! (with KVM's PV EOI when offered).
 //!
 //! The backend is chosen once at boot from CPUID ([`init`]).
 
+pub mod context;
 pub mod cpu;
 pub mod interrupts;
+pub mod lapic;
+pub mod msr;
 pub mod paging;
 pub mod trap;
 
@@ -145,7 +153,11 @@ fn detect_features(backend: Backend) -> CpuFeatures {
     }
     CpuFeatures {
         smep: max_leaf >= 7 && leaf7.ebx & (1 << 7) != 0,
-        smap: max_leaf >= 7 && leaf7.ebx & (1 << 20) != 0,
+        // KVM's PVM backend (these project machines) advertises SMAP but
+        // cannot run STAC/CLAC, and a guest cannot tell PVM from KVM; the
+        // KVM backend therefore leaves SMAP off. User pointers are still
+        // checked against the page tables before every copy (`usermem`).
+        smap: max_leaf >= 7 && leaf7.ebx & (1 << 20) != 0 && backend == Backend::Native,
         x2apic: leaf1.ecx & (1 << 21) != 0,
         tsc_deadline: leaf1.ecx & (1 << 24) != 0,
         invariant_tsc,

@@ -120,11 +120,24 @@ trap_return:
     pop rcx
     pop rbx
     pop rax
+    cmp qword ptr [rsp], {syscall_vector}
+    je 3f
     test qword ptr [rsp + 24], 3
     jz 2f
     swapgs
 2:
     add rsp, 16                         /* vector and error code */
     iretq
-"#
+3:
+    /* A frame made by the SYSCALL entry goes back the way it came: RIP and
+       RFLAGS through RCX and R11 (which the ABI clobbers), then the user
+       stack. Its RIP is the instruction after a SYSCALL in mapped user
+       memory, so it is canonical (the last user page is never mapped). */
+    mov rcx, [rsp + 16]
+    mov r11, [rsp + 32]
+    mov rsp, [rsp + 40]
+    swapgs
+    sysretq
+"#,
+    syscall_vector = const super::context::SYSCALL_VECTOR,
 );

@@ -1,0 +1,240 @@
+//! Family 3, context switching: what the kernel swaps when it moves the CPU
+//! from one thread to another (FPU/SSE state, the kernel stack a ring-3 trap
+//! lands on, the user GS base, the I/O permission bitmap), the SYSCALL
+//! entry, and the copies between kernel and user memory that SMAP guards.
+//!
+//! Context: trap context (interrupts masked), except `init`, run at boot.
+
+use core::arch::{asm, global_asm};
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use super::cpu::{self, IO_BITMAP_BYTES, KERNEL_CODE, USER_DATA};
+use super::msr;
+use super::trap::TrapFrame;
+
+/// The `vector` a SYSCALL entry stores in its frame (no IDT vector has it).
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// What the SYSCALL entry reads through GS: the current thread's kernel
+/// stack top, and a scratch slot for the user stack pointer.
+#[repr(C)]
+struct PerCpu {
+    kernel_rsp: u64,
+    user_rsp: u64,
+}
+
+static mut PER_CPU: PerCpu = PerCpu {
+    kernel_rsp: 0,
+    user_rsp: 0,
+};
+
+/// Enable SYSCALL/SYSRET and point GS at the per-CPU block. Once, at boot.
+pub fn init() {
+    const EFER_SCE: u64 = 1;
+    // RFLAGS bits cleared on SYSCALL: TF, IF, DF, AC.
+    const SFMASK_BITS: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 18);
+    // SAFETY: the MSR values follow the GDT layout in `cpu` (SYSRET/SYSCALL
+    // selector arithmetic); the entry point is the stub below; GS points at
+    // a static that lives forever.
+    unsafe {
+        msr::write(msr::EFER, msr::read(msr::EFER) | EFER_SCE);
+        let sysret_base = u64::from(USER_DATA & !3) - 8;
+        msr::write(
+            msr::STAR,
+            (sysret_base << 48) | (u64::from(KERNEL_CODE) << 32),
+        );
+        msr::write(msr::LSTAR, syscall_entry as *const () as u64);
+        msr::write(msr::SFMASK, SFMASK_BITS);
+        msr::write(msr::GS_BASE, addr_of_mut!(PER_CPU) as u64);
+        msr::write(msr::KERNEL_GS_BASE, 0);
+    }
+}
+
+/// Make `top` the stack that traps and system calls from ring 3 land on.
+pub fn set_kernel_stack(top: u64) {
+    cpu::set_kernel_stack(top);
+    // SAFETY: trap context, interrupts masked: the SYSCALL entry cannot read
+    // this while it changes.
+    unsafe { (*addr_of_mut!(PER_CPU)).kernel_rsp = top };
+}
+
+/// The user GS base of the thread being left (while in the kernel, after
+/// SWAPGS, the user's value sits in KERNEL_GS_BASE).
+pub fn user_gs_base() -> u64 {
+    // SAFETY: reading an MSR that always exists on x86_64.
+    unsafe { msr::read(msr::KERNEL_GS_BASE) }
+}
+
+pub fn set_user_gs_base(base: u64) {
+    // SAFETY: the value only takes effect in ring 3 after SWAPGS; a
+    // non-canonical value would fault WRMSR, so callers pass what they read.
+    unsafe { msr::write(msr::KERNEL_GS_BASE, base) };
+}
+
+/// Install a thread's I/O permission bitmap.
+pub fn set_io_bitmap(bitmap: &[u8; IO_BITMAP_BYTES]) {
+    cpu::set_io_bitmap(bitmap);
+}
+
+/// FXSAVE area: x87, MMX and SSE state.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FpuState([u8; 512]);
+
+impl FpuState {
+    /// The state a fresh thread starts with (x87 and SSE reset, exceptions
+    /// masked).
+    pub fn initial() -> Self {
+        let mut state = FpuState([0; 512]);
+        // Default FCW 0x037F (all x87 exceptions masked) and MXCSR 0x1F80.
+        state.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        state.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        state
+    }
+
+    pub fn save(&mut self) {
+        // SAFETY: the area is 512 bytes, 16-byte aligned, as FXSAVE needs;
+        // CR4.OSFXSR is set at boot.
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
+        };
+    }
+
+    pub fn restore(&self) {
+        // SAFETY: as for `save`; the area holds either `initial()` or what
+        // FXSAVE wrote, so reserved MXCSR bits are clear.
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
+        };
+    }
+}
+
+/// Copy `dst.len()` bytes from user address `src`.
+///
+/// # Safety
+/// The whole source range must be mapped user memory in the current address
+/// space (checked by `memory::user` before calling).
+pub unsafe fn copy_from_user(dst: &mut [u8], src: u64) {
+    // SAFETY: the caller checked the range; `user_access` opens SMAP only
+    // for the copy.
+    unsafe {
+        user_access(true);
+        core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+        user_access(false);
+    }
+}
+
+/// Copy `src` to user address `dst`.
+///
+/// # Safety
+/// The whole destination range must be mapped, writable user memory in the
+/// current address space.
+pub unsafe fn copy_to_user(dst: u64, src: &[u8]) {
+    // SAFETY: as for `copy_from_user`.
+    unsafe {
+        user_access(true);
+        core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
+        user_access(false);
+    }
+}
+
+static SMAP_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Tell the copy routines whether CR4.SMAP is in force (set from what the
+/// CPU kept of CR4 at boot).
+pub fn set_smap_active(active: bool) {
+    SMAP_ACTIVE.store(active, Ordering::Relaxed);
+}
+
+unsafe fn user_access(open: bool) {
+    if !SMAP_ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: STAC/CLAC only toggle RFLAGS.AC, and CR4.SMAP is set, so the
+    // CPU has them.
+    unsafe {
+        if open {
+            asm!("stac", options(nomem, nostack));
+        } else {
+            asm!("clac", options(nomem, nostack));
+        }
+    }
+}
+
+/// SYSCALL under KVM's PVM backend, for a guest that does not use PVM's own
+/// event ABI: the hypervisor loads RIP and RCX with LSTAR but leaves the CPU
+/// in user mode, so the first fetch at `syscall_entry` faults from ring 3.
+/// Every argument register is intact, but RCX (the return address) is gone;
+/// the runtime's system-call stub therefore also keeps its return address in
+/// R12, which SYSCALL never touches. Recognise exactly that fault (a user
+/// instruction fetch of a present page at LSTAR, CR2 = LSTAR) and turn the
+/// frame into the system call it is, returning to R12. A server that jumps
+/// to LSTAR on purpose gains nothing: it is a system call from where it
+/// chose to return, which it could make anyway.
+pub fn syscall_arrived_as_fault(frame: &mut TrapFrame) -> bool {
+    const FETCH_FROM_USER_PRESENT: u64 = 0x1 | 0x4 | 0x10;
+    let lstar = syscall_entry as *const () as u64;
+    if !frame.from_user()
+        || frame.rip != lstar
+        || super::paging::fault_address() != lstar
+        || frame.error_code & FETCH_FROM_USER_PRESENT != FETCH_FROM_USER_PRESENT
+        || frame.r12 >= pvchannel::abi::layout::USER_END
+    {
+        return false;
+    }
+    frame.rip = frame.r12;
+    frame.rcx = frame.r12;
+    frame.rflags = 0x202;
+    true
+}
+
+unsafe extern "C" {
+    fn syscall_entry();
+}
+
+// SYSCALL leaves the user RIP in RCX and RFLAGS in R11, does not switch
+// stacks, and masks IF. The stub switches to the thread's kernel stack and
+// builds the same TrapFrame an interrupt from ring 3 would, then joins the
+// common trap path, so that blocking, preemption and return are one code.
+global_asm!(
+    r#"
+    .section .text.trap, "ax"
+    .global syscall_entry
+    .balign 16
+syscall_entry:
+    swapgs
+    mov gs:[8], rsp                     /* user RSP */
+    mov rsp, gs:[0]                     /* this thread's kernel stack top */
+    push {user_ss}                      /* SS */
+    push qword ptr gs:[8]               /* RSP */
+    push r11                            /* RFLAGS */
+    push {user_cs}                      /* CS */
+    push rcx                            /* RIP */
+    push 0                              /* error code */
+    push {vector}                       /* vector */
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    cld
+    call trap_dispatch
+    mov rsp, rax
+    jmp trap_return
+"#,
+    user_ss = const USER_DATA as u64,
+    user_cs = const cpu::USER_CODE as u64,
+    vector = const SYSCALL_VECTOR,
+);

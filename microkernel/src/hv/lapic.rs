@@ -1,0 +1,232 @@
+//! The part of the local APIC the kernel keeps: its own preemption deadline
+//! (context switching) and the end of interrupt (interrupt masking). Routing,
+//! IPIs and the I/O APIC belong to the `apic` server.
+//!
+//! x2APIC through MSRs when the CPU has it, else xAPIC through the page the
+//! kernel maps at `KERNEL_MMIO_BASE`. The deadline uses TSC-deadline mode
+//! when offered, else the one-shot count calibrated against the PIT. On KVM
+//! with PV EOI, most ends of interrupt clear a flag in memory instead of
+//! exiting to the hypervisor.
+//!
+//! Context: `init` and `calibrate` at boot; the rest in trap context.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use x86_64::instructions::port::Port;
+
+use super::{Backend, KvmFeatures, msr, rdtsc};
+
+/// The kernel's preemption/deadline timer.
+pub const TIMER_VECTOR: u8 = 0xF0;
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+/// The xAPIC's physical base (QEMU's default; the kernel does not move it).
+pub const XAPIC_PHYS: u64 = 0xFEE0_0000;
+
+const REG_ID: u32 = 0x20;
+const REG_TPR: u32 = 0x80;
+const REG_EOI: u32 = 0xB0;
+const REG_SVR: u32 = 0xF0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+const REG_LVT_ERROR: u32 = 0x370;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3E0;
+
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TSC_DEADLINE: u32 = 2 << 17;
+const DIVIDE_BY_16: u32 = 0x3;
+
+static X2APIC: AtomicBool = AtomicBool::new(false);
+static XAPIC_VIRT: AtomicU64 = AtomicU64::new(0);
+static USE_TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static LAPIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// KVM sets bit 0 when an EOI may be skipped; 4-byte aligned as KVM wants.
+#[repr(align(4))]
+struct PvEoiFlag(AtomicU32);
+static PV_EOI_FLAG: PvEoiFlag = PvEoiFlag(AtomicU32::new(0));
+static PV_EOI: AtomicBool = AtomicBool::new(false);
+
+fn read(reg: u32) -> u32 {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on, so its MSR range exists.
+        unsafe { msr::read(msr::X2APIC_BASE + (reg >> 4)) as u32 }
+    } else {
+        let base = XAPIC_VIRT.load(Ordering::Relaxed);
+        // SAFETY: `init` mapped the xAPIC page uncached at `base`.
+        unsafe { core::ptr::read_volatile((base + u64::from(reg)) as *const u32) }
+    }
+}
+
+fn write(reg: u32, value: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: as for `read`; every register written here is writable.
+        unsafe { msr::write(msr::X2APIC_BASE + (reg >> 4), u64::from(value)) }
+    } else {
+        let base = XAPIC_VIRT.load(Ordering::Relaxed);
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, value) }
+    }
+}
+
+/// Enable the local APIC with every local interrupt source masked (the
+/// legacy PIC can never reach the CPU through LINT0), the timer idle, and
+/// PV EOI on when KVM offers it. `xapic_virt` is where the xAPIC page is
+/// mapped, for CPUs without x2APIC. `image_phys` turns a kernel image
+/// address into a physical one (for the PV EOI flag).
+pub fn init(x2apic: bool, xapic_virt: u64, backend: Backend, image_phys: impl Fn(u64) -> u64) {
+    const APIC_ENABLE: u64 = 1 << 11;
+    const X2APIC_ENABLE: u64 = 1 << 10;
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the enable
+    // bits keeps the base address.
+    unsafe {
+        let base = msr::read(msr::APIC_BASE);
+        let mode = if x2apic {
+            APIC_ENABLE | X2APIC_ENABLE
+        } else {
+            APIC_ENABLE
+        };
+        msr::write(msr::APIC_BASE, base | mode);
+    }
+    X2APIC.store(x2apic, Ordering::Relaxed);
+    XAPIC_VIRT.store(xapic_virt, Ordering::Relaxed);
+    write(REG_TPR, 0);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    if let Backend::Kvm(features) = backend
+        && features.has(KvmFeatures::PV_EOI)
+    {
+        let phys = image_phys(&PV_EOI_FLAG as *const PvEoiFlag as u64);
+        // SAFETY: KVM advertises the MSR; the flag is a static that lives
+        // forever, 4-byte aligned, at this physical address.
+        unsafe { msr::write(msr::KVM_PV_EOI_EN, phys | 1) };
+        PV_EOI.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn id() -> u32 {
+    let raw = read(REG_ID);
+    if X2APIC.load(Ordering::Relaxed) {
+        raw
+    } else {
+        raw >> 24
+    }
+}
+
+pub fn pv_eoi_enabled() -> bool {
+    PV_EOI.load(Ordering::Relaxed)
+}
+
+/// End the interrupt being serviced, unmasking its vector and all below it.
+pub fn end_of_interrupt() {
+    if PV_EOI.load(Ordering::Relaxed) && PV_EOI_FLAG.0.fetch_and(!1, Ordering::AcqRel) & 1 != 0 {
+        return;
+    }
+    write(REG_EOI, 0);
+}
+
+/// Measure the TSC and the APIC timer against about 10 ms of PIT channel 0,
+/// read through counter latches (which needs only the PIT: `-M microvm` has
+/// no port 0x61 for the channel-2 gate trick). The TSC rate from CPUID wins
+/// when there is one. Boot only, before any server owns the PIT; the PIT's
+/// interrupt reaches nothing (the I/O APIC and LINT0 are masked).
+pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
+    const PIT_HZ: u64 = 1_193_182;
+    const TICKS: u16 = 11_932; // 10 ms
+    let read_counter = || {
+        let mut command = Port::<u8>::new(0x43);
+        let mut channel0 = Port::<u8>::new(0x40);
+        // SAFETY: PIT command and channel-0 data ports; latching changes
+        // nothing but what the next two reads return.
+        unsafe {
+            command.write(0b0000_0000); // latch channel 0
+            u16::from_le_bytes([channel0.read(), channel0.read()])
+        }
+    };
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    let mut command = Port::<u8>::new(0x43);
+    let mut channel0 = Port::<u8>::new(0x40);
+    // SAFETY: as above; mode 0 from 0xFFFF counts down once, undisturbed.
+    unsafe {
+        command.write(0b0011_0000); // channel 0, lo/hi byte, mode 0, binary
+        channel0.write(0xFF);
+        channel0.write(0xFF);
+    }
+    // The count loads on the next PIT clock: wait until it moves.
+    let mut start = read_counter();
+    let mut guard = 0u32;
+    while read_counter() == start && guard < 1_000_000 {
+        guard += 1;
+    }
+    start = read_counter();
+    write(REG_TIMER_INITIAL, u32::MAX);
+    let tsc0 = rdtsc();
+    let mut elapsed = 0u16;
+    let mut spins = 0u64;
+    while elapsed < TICKS && spins < 100_000_000 {
+        elapsed = start.wrapping_sub(read_counter());
+        spins += 1;
+    }
+    let tsc1 = rdtsc();
+    let apic_left = read(REG_TIMER_CURRENT);
+    write(REG_TIMER_INITIAL, 0);
+    let elapsed_ns = (u64::from(elapsed).max(1) * 1_000_000_000 / PIT_HZ).max(1);
+    let measured_tsc = (tsc1 - tsc0) * 1_000_000_000 / elapsed_ns;
+    let apic_ticks = u64::from(u32::MAX - apic_left);
+    TSC_HZ.store(
+        tsc_hz_from_cpuid.unwrap_or(measured_tsc).max(1),
+        Ordering::Relaxed,
+    );
+    LAPIC_TIMER_HZ.store(
+        (apic_ticks * 1_000_000_000 / elapsed_ns).max(1),
+        Ordering::Relaxed,
+    );
+    USE_TSC_DEADLINE.store(tsc_deadline, Ordering::Relaxed);
+}
+
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+pub fn timer_hz() -> u64 {
+    LAPIC_TIMER_HZ.load(Ordering::Relaxed)
+}
+
+pub fn uses_tsc_deadline() -> bool {
+    USE_TSC_DEADLINE.load(Ordering::Relaxed)
+}
+
+/// Fire `TIMER_VECTOR` once, when the TSC reaches `deadline`; `None` stops
+/// the timer.
+pub fn set_deadline(deadline: Option<u64>) {
+    let Some(deadline) = deadline else {
+        if uses_tsc_deadline() {
+            // SAFETY: TSC-deadline mode is on; 0 disarms it.
+            unsafe { msr::write(msr::TSC_DEADLINE, 0) };
+        } else {
+            write(REG_TIMER_INITIAL, 0);
+        }
+        return;
+    };
+    if uses_tsc_deadline() {
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
+        unsafe { msr::write(msr::TSC_DEADLINE, deadline.max(1)) };
+    } else {
+        let now = rdtsc();
+        let delta = deadline.saturating_sub(now);
+        let tsc_hz = tsc_hz().max(1);
+        let count = (u128::from(delta) * u128::from(timer_hz()) / u128::from(tsc_hz))
+            .clamp(1, u128::from(u32::MAX));
+        write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+        write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+        write(REG_TIMER_INITIAL, count as u32);
+    }
+}

@@ -1,0 +1,300 @@
+//! Servers: one ring-3 program in its own address space, with its kernel
+//! stack, saved registers, notification state and the grants the manifest
+//! gave it. This module creates them from checked ELF images and tears
+//! them down; `sched` decides who runs.
+//!
+//! Context: boot (loading) and trap context (teardown); allocates.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::mem::size_of;
+
+use pvchannel::abi::{self, layout};
+use x86_64::structures::paging::{PageTable, PageTableFlags as Flags};
+
+use crate::hv::context::FpuState;
+use crate::hv::cpu::{IO_BITMAP_BYTES, USER_CODE, USER_DATA};
+use crate::hv::trap::TrapFrame;
+use crate::memory::paging::{AddressSpace, MapError, kernel_space};
+use crate::memory::stacks::KernelStack;
+use crate::memory::{PAGE_SIZE, frames, phys_to_virt};
+use microkernel::elf::{self, ElfError};
+
+/// Where a server is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    Running,
+    /// In `wait`, until a bit of `wait_mask` is pending or `deadline` passes.
+    Blocked,
+    Exited(i64),
+    Faulted,
+}
+
+impl State {
+    pub fn is_alive(self) -> bool {
+        matches!(self, State::Ready | State::Running | State::Blocked)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Running => "running",
+            State::Blocked => "blocked",
+            State::Exited(_) => "exited",
+            State::Faulted => "faulted",
+        }
+    }
+}
+
+/// One end of a channel, as its server sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelEnd {
+    pub channel: usize,
+    pub peer: usize,
+    /// The bit the peer's `notify` sets in this server.
+    pub own_bit: u32,
+    /// The bit this server's `notify` sets in the peer.
+    pub peer_bit: u32,
+    pub provider: bool,
+    pub service: [u8; abi::NAME_LEN],
+}
+
+/// A granted MMIO region and where it was mapped, once it is.
+#[derive(Clone, Copy, Debug)]
+pub struct MmioGrant {
+    pub phys: u64,
+    pub len: u64,
+    pub mapped_at: Option<u64>,
+}
+
+pub struct Server {
+    pub index: usize,
+    pub name: String,
+    pub state: State,
+    pub space: AddressSpace,
+    /// User frames this server owns (image and stack), freed with it.
+    pub owned_frames: Vec<u64>,
+    pub kernel_stack: KernelStack,
+    pub fpu: Box<FpuState>,
+    pub user_gs: u64,
+    pub pending: u64,
+    pub wait_mask: u64,
+    /// TSC value at which a `wait` gives up.
+    pub deadline: Option<u64>,
+    /// Notification bits handed out so far (channels, then IRQs).
+    pub bits_used: u32,
+    pub channels: Vec<ChannelEnd>,
+    pub port_grants: Vec<(u16, u16)>,
+    /// Set bits deny ports; `None` while no port was enabled.
+    pub io_bitmap: Option<Box<[u8; IO_BITMAP_BYTES]>>,
+    pub irq_grants: u32,
+    /// Bound IRQ lines and the bit each raises.
+    pub irq_bits: [Option<u32>; 24],
+    pub mmio: Vec<MmioGrant>,
+    pub mmio_next: u64,
+    pub restarts: u32,
+    /// Kernel entries made by this server (system calls and faults).
+    pub syscalls: u64,
+    released: bool,
+}
+
+/// Why a server could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    Elf(ElfError),
+    Map(MapError),
+    OutOfMemory,
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LoadError::Elf(e) => write!(f, "bad image: {e}"),
+            LoadError::Map(e) => write!(f, "cannot map the image: {e:?}"),
+            LoadError::OutOfMemory => f.write_str("out of memory"),
+        }
+    }
+}
+
+impl From<MapError> for LoadError {
+    fn from(e: MapError) -> Self {
+        LoadError::Map(e)
+    }
+}
+
+/// The saved user registers sit at the top of the kernel stack: every entry
+/// from ring 3 starts at the stack top, so the frame is always here.
+pub fn frame_at(stack: &KernelStack) -> *mut TrapFrame {
+    (stack.top() - size_of::<TrapFrame>() as u64) as *mut TrapFrame
+}
+
+impl Server {
+    pub fn frame(&self) -> *mut TrapFrame {
+        frame_at(&self.kernel_stack)
+    }
+
+    /// A notification bit not yet in use, if any is left.
+    pub fn allocate_bit(&mut self) -> Option<u32> {
+        (self.bits_used < abi::MAX_NOTIFY_BITS).then(|| {
+            self.bits_used += 1;
+            self.bits_used - 1
+        })
+    }
+
+    /// Load `image` as server `index`, ready to run from its entry point.
+    pub fn load(index: usize, name: &str, image: &[u8]) -> Result<Server, LoadError> {
+        let checked =
+            elf::check(image, layout::IMAGE_BASE, layout::IMAGE_END).map_err(LoadError::Elf)?;
+        let mut server = Server::empty(index, name)?;
+        for segment in &checked.segments {
+            let mut flags = Flags::USER_ACCESSIBLE;
+            if segment.writable {
+                flags |= Flags::WRITABLE;
+            }
+            if !segment.executable {
+                flags |= Flags::NO_EXECUTE;
+            }
+            let mut page = segment.page_start();
+            while page < segment.page_end() {
+                let frame = server.new_frame()?;
+                // Copy the part of the file that lands on this page.
+                let file_start = segment.vaddr;
+                let file_end = segment.vaddr + segment.file_size;
+                let from = page.max(file_start);
+                let to = (page + PAGE_SIZE).min(file_end);
+                if from < to {
+                    let src = (segment.file_offset + (from - file_start)) as usize;
+                    let len = (to - from) as usize;
+                    // SAFETY: `frame` is a fresh frame reached through the
+                    // direct map; `elf::check` bounded the source range.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            image[src..src + len].as_ptr(),
+                            phys_to_virt(frame).add((from - page) as usize),
+                            len,
+                        )
+                    };
+                }
+                server.space.map(page, frame, flags)?;
+                page += PAGE_SIZE;
+            }
+        }
+        // The stack, with nothing mapped below it: that page is the guard.
+        let stack_bottom = layout::STACK_TOP - layout::STACK_PAGES * PAGE_SIZE;
+        for page in 0..layout::STACK_PAGES {
+            let frame = server.new_frame()?;
+            server.space.map(
+                stack_bottom + page * PAGE_SIZE,
+                frame,
+                Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
+            )?;
+        }
+        let frame = TrapFrame {
+            rip: checked.entry,
+            cs: u64::from(USER_CODE),
+            rflags: 0x202,
+            rsp: layout::STACK_TOP,
+            ss: u64::from(USER_DATA),
+            rdi: index as u64,
+            ..TrapFrame::default()
+        };
+        // SAFETY: the frame slot is at the top of the server's own, mapped,
+        // unused kernel stack.
+        unsafe { server.frame().write(frame) };
+        Ok(server)
+    }
+
+    fn empty(index: usize, name: &str) -> Result<Server, LoadError> {
+        let root = frames::alloc_zeroed().ok_or(LoadError::OutOfMemory)?;
+        let kernel_root = kernel_space().root();
+        // SAFETY: both roots are live tables reached through the direct map;
+        // the new one is ours. The kernel half (slots 256..512) is shared.
+        unsafe {
+            let new = &mut *phys_to_virt(root).cast::<PageTable>();
+            let kernel = &*phys_to_virt(kernel_root).cast::<PageTable>();
+            for slot in 256..512 {
+                new[slot] = kernel[slot].clone();
+            }
+        }
+        let kernel_stack = match KernelStack::allocate() {
+            Ok(stack) => stack,
+            Err(e) => {
+                frames::free(root);
+                return Err(e.into());
+            }
+        };
+        Ok(Server {
+            index,
+            name: String::from(name),
+            state: State::Ready,
+            // SAFETY: the root was just made for this server alone.
+            space: unsafe { AddressSpace::from_root(root) },
+            owned_frames: Vec::new(),
+            kernel_stack,
+            fpu: Box::new(FpuState::initial()),
+            user_gs: 0,
+            pending: 0,
+            wait_mask: 0,
+            deadline: None,
+            bits_used: 0,
+            channels: Vec::new(),
+            port_grants: Vec::new(),
+            io_bitmap: None,
+            irq_grants: 0,
+            irq_bits: [None; 24],
+            mmio: Vec::new(),
+            mmio_next: layout::MMIO_BASE,
+            restarts: 0,
+            syscalls: 0,
+            released: false,
+        })
+    }
+
+    fn new_frame(&mut self) -> Result<u64, LoadError> {
+        let frame = frames::alloc_zeroed().ok_or(LoadError::OutOfMemory)?;
+        self.owned_frames.push(frame);
+        Ok(frame)
+    }
+
+    /// Free everything the server owns: its frames, its user page tables,
+    /// its root. The caller has switched away from this address space and
+    /// this kernel stack.
+    pub fn release_memory(&mut self) {
+        if core::mem::replace(&mut self.released, true) {
+            return;
+        }
+        for frame in self.owned_frames.drain(..) {
+            frames::free(frame);
+        }
+        let root = self.space.root();
+        // SAFETY: the tables are this server's and no CPU uses them any more;
+        // only the user half (slots 0..256) is ours to free.
+        unsafe { free_tables(root, 4, 256) };
+        frames::free(root);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.release_memory();
+    }
+}
+
+/// Free the page tables below `table` (not the leaf frames: those are owned
+/// by the server, a channel, or are device memory).
+unsafe fn free_tables(table: u64, level: u8, slots: usize) {
+    // SAFETY: the caller passes a table of this level that nobody uses.
+    let entries = unsafe { &*phys_to_virt(table).cast::<PageTable>() };
+    for entry in entries.iter().take(slots) {
+        let flags = entry.flags();
+        if !flags.contains(Flags::PRESENT) || flags.contains(Flags::HUGE_PAGE) || level == 1 {
+            continue;
+        }
+        let next = entry.addr().as_u64();
+        // SAFETY: a present, non-huge entry above level 1 points at a table.
+        unsafe { free_tables(next, level - 1, 512) };
+        frames::free(next);
+    }
+}

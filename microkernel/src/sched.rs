@@ -1,0 +1,410 @@
+//! The system: every server, the channels between them, and the decision
+//! of who runs next. `trap_dispatch` (in `traps`) hands every trap and
+//! system call here once servers exist.
+//!
+//! Scheduling is round robin with a time slice, enforced by the kernel's
+//! own deadline timer (the local APIC), so a server that never blocks
+//! cannot keep the CPU. The timer is armed only when needed: for the end of
+//! a slice when someone else is ready, or for the earliest `wait` timeout;
+//! an idle system takes no ticks.
+//!
+//! Context: trap context, interrupts masked, on the kernel stack of the
+//! thread that trapped. Nothing here blocks.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use pvchannel::abi::{Error, KernelCounters, Syscall};
+use spin::Mutex;
+
+use crate::hv::context;
+use crate::hv::cpu::IO_BITMAP_BYTES;
+use crate::hv::trap::TrapFrame;
+use crate::hv::{self, lapic};
+use crate::memory::paging::kernel_space;
+use crate::process::{Server, State};
+use crate::traps::exception_name;
+use crate::{exit, kprintln};
+
+/// How long a server runs before another ready one gets the CPU.
+pub const TIME_SLICE_NS: u64 = 10_000_000;
+/// IRQ line `n` arrives on vector `IRQ_BASE_VECTOR + n` (the apic server
+/// routes it there).
+pub const IRQ_BASE_VECTOR: u64 = 0x20;
+pub const IRQ_LINES: u64 = 24;
+
+/// A shared ring region; its frames are freed when both ends are gone.
+pub struct Channel {
+    pub frames: Vec<u64>,
+    pub base: u64,
+    pub len: u64,
+    pub ends_alive: u8,
+}
+
+pub struct System {
+    pub servers: Vec<Server>,
+    pub channels: Vec<Channel>,
+    ready: VecDeque<usize>,
+    /// The server on the CPU, or `None` for the idle loop.
+    current: Option<usize>,
+    /// Where the idle loop's registers were saved when it was left.
+    idle_frame: *mut TrapFrame,
+    pub counters: KernelCounters,
+    /// Which server's I/O bitmap the TSS holds (`None`: deny all).
+    io_loaded: Option<usize>,
+    /// IRQ lines bound, and by whom.
+    pub irq_owner: [Option<usize>; IRQ_LINES as usize],
+    /// Lines delivered whose end of interrupt waits for `irq_ack`.
+    pub irq_in_service: u32,
+    /// Servers that ended and whose memory waits to be freed.
+    zombies: Vec<usize>,
+    slice_end: u64,
+    pub batching: bool,
+    pub test: Option<[u8; 32]>,
+    pub tsc_hz: u64,
+}
+
+// SAFETY: one CPU; the raw frame pointer is only used in trap context.
+unsafe impl Send for System {}
+
+static SYSTEM: Mutex<Option<System>> = Mutex::new(None);
+static DENY_ALL_PORTS: [u8; IO_BITMAP_BYTES] = [0xFF; IO_BITMAP_BYTES];
+
+/// Run `f` on the system, if servers have been started.
+pub fn with<R>(f: impl FnOnce(&mut System) -> R) -> Option<R> {
+    hv::interrupts::without(|| SYSTEM.lock().as_mut().map(f))
+}
+
+pub fn install(system: System) {
+    *SYSTEM.lock() = Some(system);
+}
+
+impl System {
+    pub fn new(batching: bool, test: Option<[u8; 32]>) -> Self {
+        Self {
+            servers: Vec::new(),
+            channels: Vec::new(),
+            ready: VecDeque::new(),
+            current: None,
+            idle_frame: core::ptr::null_mut(),
+            counters: KernelCounters::default(),
+            io_loaded: None,
+            irq_owner: [None; IRQ_LINES as usize],
+            irq_in_service: 0,
+            zombies: Vec::new(),
+            slice_end: 0,
+            batching,
+            test,
+            tsc_hz: lapic::tsc_hz().max(1),
+        }
+    }
+
+    pub fn add_ready(&mut self, index: usize) {
+        self.ready.push_back(index);
+    }
+
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    pub fn ns_to_tsc(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
+    }
+
+    /// Handle one trap; return the frame to resume.
+    pub fn dispatch(&mut self, frame: &mut TrapFrame) -> *mut TrapFrame {
+        match self.current {
+            None => self.idle_frame = frame,
+            Some(index) => debug_assert_eq!(self.servers[index].frame(), frame as *mut TrapFrame),
+        }
+        self.reap();
+        // A system call that arrived as a fault keeps its fault vector, so
+        // that it returns through IRETQ (PVM forbids SYSRET to its guests).
+        let vector = if frame.vector == 14 && context::syscall_arrived_as_fault(frame) {
+            context::SYSCALL_VECTOR
+        } else {
+            frame.vector
+        };
+        match vector {
+            0..=31 => self.fault_current(frame),
+            context::SYSCALL_VECTOR => crate::syscall::handle(self, frame),
+            v if v == u64::from(lapic::TIMER_VECTOR) => {
+                lapic::end_of_interrupt();
+                self.counters.timer_interrupts += 1;
+                self.expire_deadlines();
+                if self.current.is_some() && hv::rdtsc() >= self.slice_end {
+                    self.preempt_current();
+                }
+            }
+            v if (IRQ_BASE_VECTOR..IRQ_BASE_VECTOR + IRQ_LINES).contains(&v) => {
+                self.deliver_irq((v - IRQ_BASE_VECTOR) as usize);
+            }
+            v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
+            v => {
+                log::warn!("unexpected interrupt vector {v:#x}");
+                lapic::end_of_interrupt();
+            }
+        }
+        let next = self.schedule();
+        self.arm_timer();
+        next
+    }
+
+    /// Move `index` from blocked to ready with `result` as its `wait`'s
+    /// return value.
+    fn wake(&mut self, index: usize, result: i64) {
+        let server = &mut self.servers[index];
+        server.state = State::Ready;
+        server.wait_mask = 0;
+        server.deadline = None;
+        // SAFETY: a blocked server's frame is at the top of its own kernel
+        // stack, which is mapped and not in use by anyone.
+        unsafe { (*server.frame()).rax = result as u64 };
+        self.ready.push_back(index);
+    }
+
+    /// Set `bits` pending in `index`; wake it if it waits for one of them.
+    /// Returns whether it was woken.
+    pub fn raise(&mut self, index: usize, bits: u64) -> bool {
+        let server = &mut self.servers[index];
+        if !server.state.is_alive() {
+            return false;
+        }
+        server.pending |= bits;
+        if server.state == State::Blocked && server.pending & server.wait_mask != 0 {
+            let got = server.pending & server.wait_mask;
+            server.pending &= !got;
+            self.wake(index, got as i64);
+            return true;
+        }
+        false
+    }
+
+    /// Block the current server in `wait`.
+    pub fn block_current(&mut self, mask: u64, deadline: Option<u64>) {
+        let index = self.current.expect("only a server blocks");
+        let server = &mut self.servers[index];
+        server.state = State::Blocked;
+        server.wait_mask = mask;
+        server.deadline = deadline;
+    }
+
+    pub fn yield_current(&mut self) {
+        self.preempt_current();
+    }
+
+    fn preempt_current(&mut self) {
+        if let Some(index) = self.current
+            && self.servers[index].state == State::Running
+        {
+            self.servers[index].state = State::Ready;
+            self.ready.push_back(index);
+        }
+    }
+
+    fn expire_deadlines(&mut self) {
+        let now = hv::rdtsc();
+        for index in 0..self.servers.len() {
+            let server = &self.servers[index];
+            if server.state == State::Blocked && server.deadline.is_some_and(|d| d <= now) {
+                self.wake(index, Error::TimedOut.to_return());
+            }
+        }
+    }
+
+    fn deliver_irq(&mut self, line: usize) {
+        self.counters.device_interrupts += 1;
+        match self.irq_owner[line] {
+            Some(owner) => {
+                // The end of interrupt waits for the owner's `irq_ack`, so the
+                // line stays masked at the local APIC until it is handled.
+                self.irq_in_service |= 1 << line;
+                let bit = self.servers[owner].irq_bits[line].expect("an owner has a bit");
+                self.raise(owner, 1 << bit);
+            }
+            None => {
+                log::warn!("IRQ {line} arrived with no server bound to it");
+                lapic::end_of_interrupt();
+            }
+        }
+    }
+
+    /// End an IRQ line's service (its owner called `irq_ack`).
+    pub fn ack_irq(&mut self, line: usize) {
+        if self.irq_in_service & (1 << line) != 0 {
+            self.irq_in_service &= !(1 << line);
+            lapic::end_of_interrupt();
+        }
+    }
+
+    /// A CPU exception in ring 3: stop that server only, with a report.
+    fn fault_current(&mut self, frame: &TrapFrame) {
+        let Some(index) = self.current else {
+            unreachable!("kernel faults are handled before the system sees them");
+        };
+        let server = &self.servers[index];
+        let address = if frame.vector == 14 {
+            hv::paging::fault_address()
+        } else {
+            0
+        };
+        kprintln!(
+            "kernel: server {} stopped: exception {} ({}) at RIP {:#x}, address {:#x}, error code {:#x}",
+            server.name,
+            frame.vector,
+            exception_name(frame.vector),
+            frame.rip,
+            address,
+            frame.error_code
+        );
+        self.counters.faults += 1;
+        self.end_server(index, State::Faulted);
+    }
+
+    /// The current server called `exit`.
+    pub fn exit_current(&mut self, code: i64) {
+        let index = self.current.expect("only a server exits");
+        kprintln!(
+            "kernel: server {} exited with code {code}",
+            self.servers[index].name
+        );
+        self.end_server(index, State::Exited(code));
+    }
+
+    fn end_server(&mut self, index: usize, state: State) {
+        self.servers[index].state = state;
+        self.ready.retain(|&i| i != index);
+        for line in 0..IRQ_LINES as usize {
+            if self.irq_owner[line] == Some(index) {
+                self.irq_owner[line] = None;
+                self.ack_irq(line);
+            }
+        }
+        self.zombies.push(index);
+        if self.servers.iter().all(|s| !s.state.is_alive()) {
+            kprintln!("kernel: all servers have ended");
+            if self.test.is_some() {
+                exit::success();
+            }
+        }
+    }
+
+    /// Free the memory of ended servers, except the one whose kernel stack
+    /// this trap runs on.
+    fn reap(&mut self) {
+        let running_on = self.current;
+        let mut kept = Vec::new();
+        for index in core::mem::take(&mut self.zombies) {
+            if Some(index) == running_on {
+                kept.push(index);
+                continue;
+            }
+            if hv::paging::current_address_space() == self.servers[index].space.root() {
+                // SAFETY: the kernel's tables map the kernel half the same way.
+                unsafe { hv::paging::switch_address_space(kernel_space().root()) };
+            }
+            if self.io_loaded == Some(index) {
+                context::set_io_bitmap(&DENY_ALL_PORTS);
+                self.io_loaded = None;
+            }
+            for end in self.servers[index].channels.clone() {
+                let channel = &mut self.channels[end.channel];
+                channel.ends_alive = channel.ends_alive.saturating_sub(1);
+                if channel.ends_alive == 0 {
+                    for frame in channel.frames.drain(..) {
+                        crate::memory::frames::free(frame);
+                    }
+                }
+            }
+            self.servers[index].release_memory();
+        }
+        self.zombies = kept;
+    }
+
+    /// Pick who runs next and switch to it.
+    fn schedule(&mut self) -> *mut TrapFrame {
+        let keep_current = self
+            .current
+            .filter(|&i| self.servers[i].state == State::Running);
+        let next = match keep_current {
+            Some(index) => Some(index),
+            None => self.ready.pop_front(),
+        };
+        if next != self.current {
+            self.switch(next);
+        }
+        match next {
+            Some(index) => {
+                self.servers[index].state = State::Running;
+                self.servers[index].frame()
+            }
+            None => self.idle_frame,
+        }
+    }
+
+    fn switch(&mut self, next: Option<usize>) {
+        if let Some(prev) = self.current
+            && self.servers[prev].state.is_alive()
+        {
+            let server = &mut self.servers[prev];
+            server.fpu.save();
+            server.user_gs = context::user_gs_base();
+        }
+        self.counters.context_switches += 1;
+        self.current = next;
+        let Some(index) = next else { return };
+        let now = hv::rdtsc();
+        self.slice_end = now + self.ns_to_tsc(TIME_SLICE_NS);
+        let server = &self.servers[index];
+        server.fpu.restore();
+        context::set_user_gs_base(server.user_gs);
+        context::set_kernel_stack(server.kernel_stack.top());
+        if hv::paging::current_address_space() != server.space.root() {
+            // SAFETY: every server space shares the kernel half.
+            unsafe { hv::paging::switch_address_space(server.space.root()) };
+        }
+        match (&server.io_bitmap, self.io_loaded) {
+            (Some(bitmap), loaded) if loaded != Some(index) => {
+                context::set_io_bitmap(bitmap);
+                self.io_loaded = Some(index);
+            }
+            (None, Some(_)) => {
+                context::set_io_bitmap(&DENY_ALL_PORTS);
+                self.io_loaded = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Reload the current server's I/O bitmap after it changed.
+    pub fn reload_io_bitmap(&mut self) {
+        if let Some(index) = self.current
+            && let Some(bitmap) = &self.servers[index].io_bitmap
+        {
+            context::set_io_bitmap(bitmap);
+            self.io_loaded = Some(index);
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let slice = (self.current.is_some() && !self.ready.is_empty()).then_some(self.slice_end);
+        let wait = self
+            .servers
+            .iter()
+            .filter(|s| s.state == State::Blocked)
+            .filter_map(|s| s.deadline)
+            .min();
+        let deadline = match (slice, wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        lapic::set_deadline(deadline);
+    }
+
+    pub fn count_syscall(&mut self, number: Option<Syscall>) {
+        match number {
+            Some(call) => self.counters.syscalls[call as usize] += 1,
+            None => self.counters.bad_syscalls += 1,
+        }
+    }
+}

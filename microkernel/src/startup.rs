@@ -1,0 +1,227 @@
+//! Starting the system: find the manifest in the initrd (the default one,
+//! or `manifests/NAME` under `test=NAME`), load each server it names into
+//! its own address space, and set up the channels between them with the
+//! grants the manifest gives. A server whose image is missing or corrupt is
+//! reported by name and left out; the rest boot.
+//!
+//! Context: boot, interrupts masked.
+
+use alloc::vec::Vec;
+
+use pvchannel::abi::{self, layout};
+use pvchannel::manifest::{Manifest, Role};
+use pvchannel::{Completion, Descriptor};
+use tar_no_std::TarArchiveRef;
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+use crate::kprintln;
+use crate::memory::{PAGE_SIZE, frames, phys_to_virt};
+use crate::process::{ChannelEnd, MmioGrant, Server};
+use crate::sched::{Channel, System};
+use crate::syscall::channel_base;
+
+/// The initrd's bytes, through the direct map.
+pub fn initrd(info: &boot::BootInfo) -> Option<&'static [u8]> {
+    let module = info.modules().first()?;
+    // SAFETY: the frame allocator never hands out the initrd's frames, the
+    // direct map covers RAM, and nothing writes to it.
+    Some(unsafe { core::slice::from_raw_parts(phys_to_virt(module.start), module.len as usize) })
+}
+
+fn find<'a>(archive: &TarArchiveRef<'a>, name: &str) -> Option<&'a [u8]> {
+    archive
+        .entries()
+        .find(|e| e.filename().as_str().is_ok_and(|n| n == name))
+        .map(|e| e.data())
+}
+
+fn name_bytes(name: &str) -> [u8; abi::NAME_LEN] {
+    let mut out = [0u8; abi::NAME_LEN];
+    let n = name.len().min(abi::NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// Load the servers and channels of the manifest into `system`.
+pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&str>) {
+    let Some(initrd) = initrd else {
+        log::warn!("no initrd: no servers to start");
+        return;
+    };
+    let archive = match TarArchiveRef::new(initrd) {
+        Ok(archive) => archive,
+        Err(e) => {
+            log::error!("the initrd is not a valid tar archive ({e:?}): no servers start");
+            return;
+        }
+    };
+    let manifest_name = match test {
+        Some(name) => alloc::format!("manifests/{name}"),
+        None => "manifest".into(),
+    };
+    let manifest_name = match (test, find(&archive, &manifest_name)) {
+        (Some(_), None) => "manifest".into(),
+        _ => manifest_name,
+    };
+    let Some(bytes) = find(&archive, &manifest_name) else {
+        log::error!("the initrd has no {manifest_name}: no servers start");
+        return;
+    };
+    let manifest = match Manifest::decode(bytes) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            log::error!("{manifest_name} is corrupt: {e}; no servers start");
+            return;
+        }
+    };
+    log::info!(
+        "starting {} servers from {manifest_name}",
+        manifest.server_count()
+    );
+
+    // Manifest index -> system index, for the servers that loaded.
+    let mut loaded: Vec<Option<usize>> = Vec::new();
+    for spec in manifest.servers() {
+        let name = spec.name.as_str();
+        let path = alloc::format!("servers/{}", spec.bin.as_str());
+        let Some(image) = find(&archive, &path) else {
+            kprintln!("kernel: server {name} not started: the initrd has no {path}");
+            loaded.push(None);
+            continue;
+        };
+        let index = system.servers.len();
+        match Server::load(index, name, image) {
+            Ok(mut server) => {
+                server.port_grants = spec
+                    .ports()
+                    .iter()
+                    .map(|r| (r.first, r.count as u16))
+                    .collect();
+                server.irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
+                server.mmio = spec
+                    .mmio()
+                    .iter()
+                    .map(|r| MmioGrant {
+                        phys: r.base,
+                        len: r.size,
+                        mapped_at: None,
+                    })
+                    .collect();
+                system.servers.push(server);
+                loaded.push(Some(index));
+            }
+            Err(e) => {
+                kprintln!("kernel: server {name} not started: {e}");
+                loaded.push(None);
+            }
+        }
+    }
+
+    // Channels whose two ends loaded: one shared region each, formatted here
+    // so that neither side has to trust the other's initialisation.
+    let mut created: Vec<Option<usize>> = Vec::new();
+    for (i, spec) in manifest.channels().enumerate() {
+        let (Some(provider), Some(client)) = (loaded[spec.provider], loaded[spec.client]) else {
+            created.push(None);
+            continue;
+        };
+        match make_channel(system, i, spec.ring_slots, [provider, client]) {
+            Ok(index) => created.push(Some(index)),
+            Err(why) => {
+                kprintln!(
+                    "kernel: channel {} not created: {why}",
+                    spec.service.as_str()
+                );
+                created.push(None);
+            }
+        }
+    }
+    // Each server's ends, in the manifest's handle order.
+    for (manifest_index, system_index) in loaded.iter().enumerate() {
+        let Some(index) = *system_index else { continue };
+        for handle in manifest.handles(manifest_index) {
+            let Some(channel) = created[handle.channel] else {
+                continue;
+            };
+            let Some(peer) = loaded[handle.peer] else {
+                continue;
+            };
+            let server = &mut system.servers[index];
+            let Some(own_bit) = server.allocate_bit() else {
+                kprintln!(
+                    "kernel: server {} has more channels than notification bits",
+                    server.name
+                );
+                break;
+            };
+            server.channels.push(ChannelEnd {
+                channel,
+                peer,
+                own_bit,
+                peer_bit: 0,
+                provider: handle.role == Role::Provider,
+                service: name_bytes(handle.service.as_str()),
+            });
+        }
+    }
+    // Now that every end has its bit, tell each end its peer's.
+    for index in 0..system.servers.len() {
+        for e in 0..system.servers[index].channels.len() {
+            let end = system.servers[index].channels[e];
+            let peer_bit = system.servers[end.peer]
+                .channels
+                .iter()
+                .find(|p| p.channel == end.channel)
+                .map(|p| p.own_bit);
+            system.servers[index].channels[e].peer_bit = peer_bit.unwrap_or(0);
+        }
+    }
+    for index in 0..system.servers.len() {
+        system.add_ready(index);
+    }
+}
+
+fn make_channel(
+    system: &mut System,
+    manifest_index: usize,
+    slots: u32,
+    ends: [usize; 2],
+) -> Result<usize, &'static str> {
+    let bytes =
+        pvchannel::duplex_bytes::<Descriptor, Completion>(slots, slots).ok_or("bad ring size")?;
+    let len = (bytes as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    if len > layout::CHANNEL_STRIDE {
+        return Err("ring too large");
+    }
+    let pages = len / PAGE_SIZE;
+    let phys = frames::alloc_contiguous(pages).ok_or("out of memory")?;
+    let mem = phys_to_virt(phys);
+    // SAFETY: the frames are fresh and contiguous, reached through the
+    // direct map; nobody else sees them until they are mapped below.
+    let formatted = unsafe {
+        core::ptr::write_bytes(mem, 0, len as usize);
+        pvchannel::init_duplex::<Descriptor, Completion>(mem, len as usize, slots, slots)
+    };
+    formatted.map_err(|_| "ring layout refused")?;
+    let base = channel_base(manifest_index);
+    for &server in &ends {
+        for page in 0..pages {
+            system.servers[server]
+                .space
+                .map(
+                    base + page * PAGE_SIZE,
+                    phys + page * PAGE_SIZE,
+                    Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
+                )
+                .map_err(|_| "cannot map the ring")?;
+        }
+    }
+    let index = system.channels.len();
+    system.channels.push(Channel {
+        frames: (0..pages).map(|p| phys + p * PAGE_SIZE).collect(),
+        base,
+        len,
+        ends_alive: 2,
+    });
+    Ok(index)
+}

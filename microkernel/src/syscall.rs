@@ -1,0 +1,267 @@
+//! System calls: decode the number and arguments from the caller's frame
+//! (numbers and errors from `pvchannel::abi`), check every argument, act.
+//! Nothing a server passes can crash the kernel: every path returns a value
+//! or an `abi::Error`.
+//!
+//! Context: trap context, interrupts masked, in the caller's address space.
+
+use core::mem::size_of;
+
+use pvchannel::abi::{self, BootInfo, ChannelInfo, Error, KernelCounters, Syscall, layout};
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+use crate::hv::cpu::IO_BITMAP_BYTES;
+use crate::hv::trap::TrapFrame;
+use crate::memory::PAGE_SIZE;
+use crate::sched::System;
+use crate::usermem::{UserRange, bytes_of};
+use crate::{hv, kprintln};
+
+/// The longest line `log` accepts.
+pub const MAX_LOG: u64 = 1024;
+
+/// Handle the system call in `frame` (made by the current server).
+pub fn handle(system: &mut System, frame: &mut TrapFrame) {
+    let number = Syscall::from_raw(frame.rax);
+    system.count_syscall(number);
+    let Some(index) = system.current() else {
+        return;
+    };
+    system.servers[index].syscalls += 1;
+    let args = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
+    let result = match number {
+        None => Err(Error::NoSuchSyscall),
+        Some(call) => dispatch(system, index, call, args),
+    };
+    match result {
+        Ok(Some(value)) => frame.rax = value,
+        Ok(None) => {} // blocked or ended: the result comes later or never
+        Err(e) => frame.rax = e.to_return() as u64,
+    }
+}
+
+/// `Ok(None)` means the caller blocked or ended.
+fn dispatch(
+    system: &mut System,
+    index: usize,
+    call: Syscall,
+    a: [u64; 6],
+) -> Result<Option<u64>, Error> {
+    match call {
+        Syscall::Exit => {
+            system.exit_current(a[0] as i64);
+            Ok(None)
+        }
+        Syscall::Yield => {
+            system.yield_current();
+            Ok(Some(0))
+        }
+        Syscall::Wait => wait(system, index, a[0], a[1]),
+        Syscall::Notify => notify(system, index, a[0]).map(Some),
+        Syscall::ChannelInfo => channel_info(system, index, a[0], a[1]).map(Some),
+        Syscall::IrqBind => irq_bind(system, index, a[0]).map(Some),
+        Syscall::IrqAck => irq_ack(system, index, a[0]).map(Some),
+        Syscall::IoPortEnable => ioport_enable(system, index, a[0], a[1]).map(Some),
+        Syscall::MmioMap => mmio_map(system, index, a[0], a[1]).map(Some),
+        Syscall::Counters => counters(system, index, a[0], a[1]).map(Some),
+        Syscall::Log => log(system, index, a[0], a[1]).map(Some),
+        Syscall::BootInfo => boot_info(system, index, a[0], a[1]).map(Some),
+    }
+}
+
+fn wait(
+    system: &mut System,
+    index: usize,
+    mask: u64,
+    timeout_ns: u64,
+) -> Result<Option<u64>, Error> {
+    if mask == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let server = &mut system.servers[index];
+    let got = server.pending & mask;
+    if got != 0 {
+        server.pending &= !got;
+        return Ok(Some(got));
+    }
+    let deadline =
+        (timeout_ns != 0).then(|| hv::rdtsc().saturating_add(system.ns_to_tsc(timeout_ns)));
+    system.block_current(mask, deadline);
+    Ok(None)
+}
+
+fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> {
+    let end = *system.servers[index]
+        .channels
+        .get(handle as usize)
+        .ok_or(Error::BadHandle)?;
+    system.counters.doorbells += 1;
+    if system.raise(end.peer, 1 << end.peer_bit) {
+        system.counters.wakeups += 1;
+    }
+    Ok(0)
+}
+
+fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Result<u64, Error> {
+    let end = *system.servers[index]
+        .channels
+        .get(handle as usize)
+        .ok_or(Error::BadHandle)?;
+    let channel = &system.channels[end.channel];
+    let mut peer = [0u8; abi::NAME_LEN];
+    let peer_name = system.servers[end.peer].name.as_bytes();
+    let n = peer_name.len().min(abi::NAME_LEN);
+    peer[..n].copy_from_slice(&peer_name[..n]);
+    let info = ChannelInfo {
+        base: channel.base,
+        len: channel.len,
+        notify_bit: end.own_bit,
+        is_provider: u32::from(end.provider),
+        service: end.service,
+        peer,
+    };
+    let space = &mut system.servers[index].space;
+    UserRange::new(out, size_of::<ChannelInfo>() as u64).write(space, bytes_of(&info))?;
+    Ok(0)
+}
+
+fn irq_line(line: u64) -> Result<usize, Error> {
+    if line >= crate::sched::IRQ_LINES {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(line as usize)
+}
+
+fn irq_bind(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
+    let line = irq_line(line)?;
+    if system.servers[index].irq_grants & (1 << line) == 0 {
+        return Err(Error::Denied);
+    }
+    if system.irq_owner[line].is_some() {
+        return Err(Error::Busy);
+    }
+    let server = &mut system.servers[index];
+    let bit = match server.irq_bits[line] {
+        Some(bit) => bit,
+        None => server.allocate_bit().ok_or(Error::OutOfMemory)?,
+    };
+    server.irq_bits[line] = Some(bit);
+    system.irq_owner[line] = Some(index);
+    Ok(u64::from(bit))
+}
+
+fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
+    let line = irq_line(line)?;
+    if system.irq_owner[line] != Some(index) {
+        return Err(Error::BadHandle);
+    }
+    system.ack_irq(line);
+    Ok(0)
+}
+
+fn ioport_enable(system: &mut System, index: usize, first: u64, count: u64) -> Result<u64, Error> {
+    if count == 0 || first > 0xFFFF || first + count > 0x1_0000 {
+        return Err(Error::BadSize);
+    }
+    let (first, last) = (first as u32, (first + count - 1) as u32);
+    let server = &mut system.servers[index];
+    let granted = server
+        .port_grants
+        .iter()
+        .any(|&(start, n)| first >= u32::from(start) && last < u32::from(start) + u32::from(n));
+    if !granted {
+        return Err(Error::Denied);
+    }
+    let bitmap = server
+        .io_bitmap
+        .get_or_insert_with(|| alloc::boxed::Box::new([0xFF; IO_BITMAP_BYTES]));
+    for port in first..=last {
+        bitmap[(port / 8) as usize] &= !(1 << (port % 8));
+    }
+    system.reload_io_bitmap();
+    Ok(0)
+}
+
+fn mmio_map(system: &mut System, index: usize, phys: u64, len: u64) -> Result<u64, Error> {
+    if len == 0 || phys % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        return Err(Error::BadSize);
+    }
+    let end = phys.checked_add(len).ok_or(Error::BadSize)?;
+    let server = &mut system.servers[index];
+    let grant = server
+        .mmio
+        .iter()
+        .position(|g| phys >= g.phys && end <= g.phys + g.len)
+        .ok_or(Error::Denied)?;
+    // A region is mapped once, whole; later calls get the same place.
+    let base = match server.mmio[grant].mapped_at {
+        Some(base) => base,
+        None => {
+            let base = server.mmio_next;
+            let g = server.mmio[grant];
+            let flags = Flags::USER_ACCESSIBLE
+                | Flags::WRITABLE
+                | Flags::NO_EXECUTE
+                | Flags::NO_CACHE
+                | Flags::WRITE_THROUGH;
+            let mut offset = 0;
+            while offset < g.len {
+                server
+                    .space
+                    .map(base + offset, g.phys + offset, flags)
+                    .map_err(|_| Error::OutOfMemory)?;
+                offset += PAGE_SIZE;
+            }
+            server.mmio_next = base + g.len + PAGE_SIZE;
+            server.mmio[grant].mapped_at = Some(base);
+            base
+        }
+    };
+    Ok(base + (phys - server.mmio[grant].phys))
+}
+
+fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64, Error> {
+    if len == 0 {
+        return Err(Error::BadSize);
+    }
+    let mut snapshot: KernelCounters = system.counters;
+    snapshot.tsc = hv::rdtsc();
+    let n = len.min(size_of::<KernelCounters>() as u64);
+    let space = &mut system.servers[index].space;
+    Ok(UserRange::new(out, n).write(space, bytes_of(&snapshot))? as u64)
+}
+
+fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Error> {
+    if len > MAX_LOG {
+        return Err(Error::BadSize);
+    }
+    let mut buf = [0u8; MAX_LOG as usize];
+    let text = &mut buf[..len as usize];
+    let server = &mut system.servers[index];
+    UserRange::new(ptr, len).read(&mut server.space, text)?;
+    let line = core::str::from_utf8(text).unwrap_or("(invalid UTF-8)");
+    kprintln!("[{}] {}", server.name, line.trim_end_matches('\n'));
+    Ok(len)
+}
+
+fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64, Error> {
+    if len == 0 {
+        return Err(Error::BadSize);
+    }
+    let info = BootInfo {
+        batching: u32::from(system.batching),
+        server_index: index as u32,
+        tsc_hz: system.tsc_hz,
+        test_name: system.test.unwrap_or([0; 32]),
+    };
+    let n = len.min(size_of::<BootInfo>() as u64);
+    let space = &mut system.servers[index].space;
+    Ok(UserRange::new(out, n).write(space, bytes_of(&info))? as u64)
+}
+
+/// Where channel `i` is mapped in both of its servers.
+pub fn channel_base(channel: usize) -> u64 {
+    layout::CHANNELS_BASE + channel as u64 * layout::CHANNEL_STRIDE
+}

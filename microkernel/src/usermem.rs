@@ -1,0 +1,89 @@
+//! User memory is an allegation until checked. A system call's pointer and
+//! length are checked here, in one place, against the caller's page tables
+//! (inside user space, mapped, user-accessible, writable when written), and
+//! only then copied. One CPU and a kernel that is not preempted: nothing
+//! can unmap the range between the check and the copy.
+
+use pvchannel::abi::{Error, layout::USER_END};
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+use crate::hv::context;
+use crate::memory::PAGE_SIZE;
+use crate::memory::paging::AddressSpace;
+
+/// A user range as a system call names it: not yet trusted.
+#[derive(Clone, Copy, Debug)]
+pub struct UserRange {
+    addr: u64,
+    len: u64,
+}
+
+/// The largest single copy the kernel makes for a system call.
+pub const MAX_COPY: u64 = 64 * 1024;
+
+impl UserRange {
+    pub fn new(addr: u64, len: u64) -> Self {
+        Self { addr, len }
+    }
+
+    /// Check the range against `space`; `write` if the kernel will write it.
+    fn check(self, space: &mut AddressSpace, write: bool) -> Result<CheckedRange, Error> {
+        if self.len > MAX_COPY {
+            return Err(Error::BadSize);
+        }
+        let end = self.addr.checked_add(self.len).ok_or(Error::BadAddress)?;
+        if end > USER_END {
+            return Err(Error::BadAddress);
+        }
+        let mut page = self.addr & !(PAGE_SIZE - 1);
+        while page < end {
+            let (_, flags) = space.translate(page).ok_or(Error::BadAddress)?;
+            if !flags.contains(Flags::USER_ACCESSIBLE)
+                || (write && !flags.contains(Flags::WRITABLE))
+            {
+                return Err(Error::BadAddress);
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(CheckedRange {
+            addr: self.addr,
+            len: self.len as usize,
+        })
+    }
+
+    /// Copy the range into `buf` (which must be exactly as long).
+    pub fn read(self, space: &mut AddressSpace, buf: &mut [u8]) -> Result<(), Error> {
+        let checked = self.check(space, false)?;
+        if checked.len != buf.len() {
+            return Err(Error::BadSize);
+        }
+        // SAFETY: `check` proved the range mapped and user-accessible in the
+        // current address space (`space` is the caller's, which is live).
+        unsafe { context::copy_from_user(buf, checked.addr) };
+        Ok(())
+    }
+
+    /// Copy `data` into the start of the range (at most its length).
+    pub fn write(self, space: &mut AddressSpace, data: &[u8]) -> Result<usize, Error> {
+        let n = data.len().min(self.len as usize);
+        let checked = UserRange::new(self.addr, n as u64).check(space, true)?;
+        // SAFETY: as for `read`, and the pages are writable.
+        unsafe { context::copy_to_user(checked.addr, &data[..n]) };
+        Ok(n)
+    }
+}
+
+/// A range `check` accepted.
+struct CheckedRange {
+    addr: u64,
+    len: usize,
+}
+
+/// The bytes of a `repr(C)` value, for copying it out to a server.
+pub fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: any initialised `T: Copy` may be viewed as bytes; the ABI
+    // structs passed here have no padding.
+    unsafe {
+        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    }
+}
