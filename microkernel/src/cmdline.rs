@@ -132,10 +132,33 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
                 value: v.unwrap_or(""),
                 expected: "a name of at most 32 letters, digits, '_' or '-'",
             }),
+            (option, Some(_)) if server_option(option).is_some() => {}
             _ => warn(Warning::UnknownOption(word)),
         }
     }
     config
+}
+
+/// `NAME.key` split into the server name and the key, if `option` has
+/// that form (both parts non-empty, the name a valid server name).
+fn server_option(option: &str) -> Option<(&str, &str)> {
+    let (server, key) = option.split_once('.')?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (valid(server) && valid(key) && server.len() <= 16).then_some((server, key))
+}
+
+/// The `key=value` words of `cmdline` addressed to server `name` (written
+/// `name.key=value`), in order.
+pub fn server_args<'a>(cmdline: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    cmdline.split_ascii_whitespace().filter_map(move |word| {
+        let (option, _) = word.split_once('=')?;
+        let (server, _) = server_option(option)?;
+        (server == name).then(|| &word[server.len() + 1..])
+    })
 }
 
 #[cfg(test)]
@@ -187,6 +210,23 @@ mod tests {
             w[0]
         );
         assert!(w[1].contains("'loud'"), "{}", w[1]);
+    }
+
+    #[test]
+    fn server_options_pass_through_without_warnings() {
+        let line =
+            "batching=off stress.messages=1000 stress.batch=64 ring-consumer.x=1 .bad=1 stress.=2";
+        let (c, w) = parse_all(line);
+        assert!(!c.batching);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("'.bad=1'"));
+        let args: Vec<_> = server_args(line, "stress").collect();
+        assert_eq!(args, ["messages=1000", "batch=64"]);
+        assert_eq!(
+            server_args(line, "ring-consumer").collect::<Vec<_>>(),
+            ["x=1"]
+        );
+        assert_eq!(server_args(line, "nobody").count(), 0);
     }
 
     #[test]

@@ -208,7 +208,8 @@ mod kernel {
             exit::success();
         }
 
-        let mut system = System::new(config.batching, config.test().map(|_| config.test_bytes()));
+        let test = config.test().map(|_| config.test_bytes());
+        let mut system = System::new(config.batching, test, line, info.rsdp_phys.unwrap_or(0));
         startup::start(&mut system, startup::initrd(info), config.test());
         sched::install(system);
         idle()

@@ -39,6 +39,12 @@ pub struct Channel {
     pub base: u64,
     pub len: u64,
     pub ends_alive: u8,
+    pub service: [u8; pvchannel::abi::NAME_LEN],
+    pub provider: usize,
+    pub client: usize,
+    pub ring_slots: u32,
+    /// `notify` calls from the client, and from the provider.
+    pub doorbells: [u64; 2],
 }
 
 pub struct System {
@@ -62,6 +68,8 @@ pub struct System {
     pub batching: bool,
     pub test: Option<[u8; 32]>,
     pub tsc_hz: u64,
+    pub cmdline: alloc::string::String,
+    pub rsdp: u64,
 }
 
 // SAFETY: one CPU; the raw frame pointer is only used in trap context.
@@ -80,7 +88,7 @@ pub fn install(system: System) {
 }
 
 impl System {
-    pub fn new(batching: bool, test: Option<[u8; 32]>) -> Self {
+    pub fn new(batching: bool, test: Option<[u8; 32]>, cmdline: &str, rsdp: u64) -> Self {
         Self {
             servers: Vec::new(),
             channels: Vec::new(),
@@ -96,6 +104,8 @@ impl System {
             batching,
             test,
             tsc_hz: lapic::tsc_hz().max(1),
+            cmdline: cmdline.into(),
+            rsdp,
         }
     }
 

@@ -125,7 +125,13 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
             created.push(None);
             continue;
         };
-        match make_channel(system, i, spec.ring_slots, [provider, client]) {
+        match make_channel(
+            system,
+            i,
+            spec.ring_slots,
+            [provider, client],
+            spec.service.as_bytes(),
+        ) {
             Ok(index) => created.push(Some(index)),
             Err(why) => {
                 kprintln!(
@@ -186,6 +192,7 @@ fn make_channel(
     manifest_index: usize,
     slots: u32,
     ends: [usize; 2],
+    service: &[u8; abi::NAME_LEN],
 ) -> Result<usize, &'static str> {
     let bytes =
         pvchannel::duplex_bytes::<Descriptor, Completion>(slots, slots).ok_or("bad ring size")?;
@@ -222,6 +229,11 @@ fn make_channel(
         base,
         len,
         ends_alive: 2,
+        service: *service,
+        provider: ends[0],
+        client: ends[1],
+        ring_slots: slots,
+        doorbells: [0; 2],
     });
     Ok(index)
 }

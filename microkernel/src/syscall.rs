@@ -7,12 +7,19 @@
 
 use core::mem::size_of;
 
-use pvchannel::abi::{self, BootInfo, ChannelInfo, Error, KernelCounters, Syscall, layout};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use pvchannel::abi::{
+    self, BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState,
+    Syscall, layout,
+};
+use pvchannel::layout::PRODUCER_INDEX_OFFSET;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::hv::cpu::IO_BITMAP_BYTES;
 use crate::hv::trap::TrapFrame;
 use crate::memory::PAGE_SIZE;
+use crate::process::State;
 use crate::sched::System;
 use crate::usermem::{UserRange, bytes_of};
 use crate::{hv, kprintln};
@@ -68,6 +75,8 @@ fn dispatch(
         Syscall::Counters => counters(system, index, a[0], a[1]).map(Some),
         Syscall::Log => log(system, index, a[0], a[1]).map(Some),
         Syscall::BootInfo => boot_info(system, index, a[0], a[1]).map(Some),
+        Syscall::ServerInfo => server_info(system, index, a[0], a[1]).map(Some),
+        Syscall::ChannelStats => channel_stats(system, index, a[0], a[1]).map(Some),
     }
 }
 
@@ -98,6 +107,7 @@ fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> 
         .get(handle as usize)
         .ok_or(Error::BadHandle)?;
     system.counters.doorbells += 1;
+    system.channels[end.channel].doorbells[usize::from(end.provider)] += 1;
     if system.raise(end.peer, 1 << end.peer_bit) {
         system.counters.wakeups += 1;
     }
@@ -250,15 +260,99 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
     if len == 0 {
         return Err(Error::BadSize);
     }
-    let info = BootInfo {
+    let mut info = BootInfo {
         batching: u32::from(system.batching),
         server_index: index as u32,
         tsc_hz: system.tsc_hz,
         test_name: system.test.unwrap_or([0; 32]),
+        rsdp: system.rsdp,
+        ..BootInfo::default()
     };
+    let mut at = 0;
+    for arg in microkernel::cmdline::server_args(&system.cmdline, &system.servers[index].name) {
+        let end = at + arg.len() + usize::from(at > 0);
+        if end > info.args.len() {
+            break;
+        }
+        if at > 0 {
+            info.args[at] = b' ';
+            at += 1;
+        }
+        info.args[at..end].copy_from_slice(arg.as_bytes());
+        at = end;
+    }
     let n = len.min(size_of::<BootInfo>() as u64);
     let space = &mut system.servers[index].space;
     Ok(UserRange::new(out, n).write(space, bytes_of(&info))? as u64)
+}
+
+fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
+    let server = system.servers.get(which as usize).ok_or(Error::BadHandle)?;
+    let (state, exit_code) = match server.state {
+        State::Ready => (ServerState::Ready, 0),
+        State::Running => (ServerState::Running, 0),
+        State::Blocked => (ServerState::Blocked, 0),
+        State::Exited(code) => (ServerState::Exited, code as i32),
+        State::Faulted => (ServerState::Faulted, 0),
+    };
+    let info = ServerInfo {
+        name: name_bytes(&server.name),
+        state: state as u32,
+        exit_code,
+        restarts: server.restarts,
+        channels: server.channels.len() as u32,
+        syscalls: server.syscalls,
+    };
+    let space = &mut system.servers[index].space;
+    UserRange::new(out, size_of::<ServerInfo>() as u64).write(space, bytes_of(&info))?;
+    Ok(0)
+}
+
+fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
+    let channel = system
+        .channels
+        .get(which as usize)
+        .ok_or(Error::BadHandle)?;
+    // The producer indices live in shared memory: read each once, as the
+    // number the producer claims, and only report it.
+    let read_index = |offset: usize| -> u64 {
+        match channel.frames.first() {
+            Some(&phys) if offset + 4 <= channel.len as usize => {
+                // SAFETY: the channel's frames are contiguous, mapped in the
+                // direct map, and live while the channel has frames.
+                let word = unsafe {
+                    &*crate::memory::phys_to_virt(phys)
+                        .add(offset)
+                        .cast::<AtomicU32>()
+                };
+                u64::from(word.load(Ordering::Acquire))
+            }
+            _ => 0,
+        }
+    };
+    let completions_ring =
+        pvchannel::ring_bytes::<pvchannel::Descriptor>(channel.ring_slots).unwrap_or(0);
+    let stats = ChannelStats {
+        service: channel.service,
+        provider: name_bytes(&system.servers[channel.provider].name),
+        client: name_bytes(&system.servers[channel.client].name),
+        ring_slots: channel.ring_slots,
+        reserved: 0,
+        requests: read_index(PRODUCER_INDEX_OFFSET),
+        completions: read_index(completions_ring + PRODUCER_INDEX_OFFSET),
+        doorbells_from_client: channel.doorbells[0],
+        doorbells_from_provider: channel.doorbells[1],
+    };
+    let space = &mut system.servers[index].space;
+    UserRange::new(out, size_of::<ChannelStats>() as u64).write(space, bytes_of(&stats))?;
+    Ok(0)
+}
+
+fn name_bytes(name: &str) -> [u8; abi::NAME_LEN] {
+    let mut out = [0u8; abi::NAME_LEN];
+    let n = name.len().min(abi::NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
 }
 
 /// Where channel `i` is mapped in both of its servers.

@@ -42,13 +42,20 @@ pub enum Syscall {
     /// the console server is up).
     Log = 10,
     /// `boot_info(out_ptr, len) -> written`: the boot configuration a server
-    /// needs (batching on or off, TSC frequency, test name).
+    /// needs (batching on or off, TSC frequency, test name, its arguments).
     BootInfo = 11,
+    /// `server_info(index, out_ptr) -> 0`: describe server `index` (any
+    /// server may ask: names and states are not secrets). `BadHandle` past
+    /// the last server, which is how a caller counts them.
+    ServerInfo = 12,
+    /// `channel_stats(index, out_ptr) -> 0`: traffic on channel `index`
+    /// (system-wide index). `BadHandle` past the last channel.
+    ChannelStats = 13,
 }
 
 impl Syscall {
     /// The number of system calls; numbers at or above this are invalid.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
 
     /// Decode a raw number from `rax`.
     pub const fn from_raw(raw: u64) -> Option<Self> {
@@ -65,6 +72,8 @@ impl Syscall {
             9 => Self::Counters,
             10 => Self::Log,
             11 => Self::BootInfo,
+            12 => Self::ServerInfo,
+            13 => Self::ChannelStats,
             _ => return None,
         })
     }
@@ -84,6 +93,8 @@ impl Syscall {
             Self::Counters => "counters",
             Self::Log => "log",
             Self::BootInfo => "boot_info",
+            Self::ServerInfo => "server_info",
+            Self::ChannelStats => "channel_stats",
         }
     }
 }
@@ -176,8 +187,8 @@ pub const NAME_LEN: usize = 16;
 /// mapped in the caller's address space, and its notification bit.
 ///
 /// A server's channel handles are numbered from 0: first one per service it
-/// uses (in manifest order), then one per client of each service it
-/// provides (in manifest order). `channel_info` on a handle past the last
+/// uses (in its manifest `uses` order), then one per client of each
+/// service it provides (in channel order). `channel_info` on a handle past the last
 /// returns `Error::BadHandle`, which is how a server counts its channels.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -278,18 +289,120 @@ impl KernelCounters {
     }
 }
 
+/// The longest argument string a server receives.
+pub const SERVER_ARGS_LEN: usize = 192;
+
 /// What `boot_info` writes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootInfo {
     /// 1 if batching is on (`batching=on`), 0 if off.
     pub batching: u32,
     /// The server's index in the manifest.
     pub server_index: u32,
-    /// TSC frequency in Hz, 0 if the kernel could not calibrate it.
+    /// TSC frequency in Hz (from CPUID, or measured against the PIT).
     pub tsc_hz: u64,
     /// The `test=NAME` option, NUL padded (empty when not testing).
     pub test_name: [u8; 32],
+    /// Physical address of the ACPI RSDP, 0 if the loader gave none.
+    pub rsdp: u64,
+    /// This server's options from the kernel command line: every
+    /// `NAME.key=value` for this server's NAME, as `key=value` words
+    /// separated by spaces, NUL padded.
+    pub args: [u8; SERVER_ARGS_LEN],
+}
+
+impl Default for BootInfo {
+    fn default() -> Self {
+        Self {
+            batching: 0,
+            server_index: 0,
+            tsc_hz: 0,
+            test_name: [0; 32],
+            rsdp: 0,
+            args: [0; SERVER_ARGS_LEN],
+        }
+    }
+}
+
+impl BootInfo {
+    /// The value of `key` among this server's arguments.
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        name_str(&self.args)
+            .split_ascii_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A server's state, as `server_info` reports it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerState {
+    Ready = 0,
+    Running = 1,
+    Blocked = 2,
+    Exited = 3,
+    Faulted = 4,
+}
+
+impl ServerState {
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            0 => Self::Ready,
+            1 => Self::Running,
+            2 => Self::Blocked,
+            3 => Self::Exited,
+            4 => Self::Faulted,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::Blocked => "blocked",
+            Self::Exited => "exited",
+            Self::Faulted => "faulted",
+        }
+    }
+}
+
+/// What `server_info` writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub name: [u8; NAME_LEN],
+    /// A [`ServerState`] as a number.
+    pub state: u32,
+    /// The exit code, for an exited server.
+    pub exit_code: i32,
+    pub restarts: u32,
+    pub channels: u32,
+    /// System calls this server made.
+    pub syscalls: u64,
+}
+
+/// What `channel_stats` writes. Message counts are the rings' producer
+/// indices as the kernel last read them from shared memory: what the
+/// producers claim, reported, never trusted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub service: [u8; NAME_LEN],
+    pub provider: [u8; NAME_LEN],
+    pub client: [u8; NAME_LEN],
+    pub ring_slots: u32,
+    pub reserved: u32,
+    /// Requests published by the client (wrapping at 2^32).
+    pub requests: u64,
+    /// Completions published by the provider (wrapping at 2^32).
+    pub completions: u64,
+    /// `notify` calls by the client, and by the provider.
+    pub doorbells_from_client: u64,
+    pub doorbells_from_provider: u64,
 }
 
 #[cfg(test)]

@@ -290,11 +290,17 @@ impl Fuzzer {
                 args[1] = 1 + self.rng.below(128);
                 plan(args, Expect::Err(Error::BadAddress))
             }
-            Syscall::ChannelInfo | Syscall::Counters | Syscall::BootInfo if wild => {
+            Syscall::ChannelInfo
+            | Syscall::Counters
+            | Syscall::BootInfo
+            | Syscall::ServerInfo
+            | Syscall::ChannelStats
+                if wild =>
+            {
                 // Only foreign or scratch pointers (see `word`).
                 plan(args, Expect::Any)
             }
-            Syscall::ChannelInfo => {
+            Syscall::ChannelInfo | Syscall::ServerInfo | Syscall::ChannelStats => {
                 args[0] = self.rng.pick(&[0, 1, 2, 3, 255, 1 << 32, u64::MAX]);
                 if self.rng.one_in(4) {
                     args[1] = self.scratch();
