@@ -345,7 +345,10 @@ fn batch_arrayqueue(n: u64) -> Duration {
 
 // ---- the groups ---------------------------------------------------------
 
-fn throughput_group(c: &mut Criterion, name: &str, runs: [(&str, fn(u64) -> Duration); 4]) {
+/// A named two-thread run: moves `n` items, returns the time taken.
+type Run<'a> = (&'a str, fn(u64) -> Duration);
+
+fn throughput_group(c: &mut Criterion, name: &str, runs: [Run<'_>; 4]) {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(PER_ITER));
     for (ring, run) in runs {

@@ -27,7 +27,7 @@ fn ten_million_sequence_numbers_in_order() {
         let mut buf = [0u64; 48];
         while next < ITEMS {
             // Alternate single pushes and batches.
-            if (next / 1000) % 2 == 0 {
+            if (next / 1000).is_multiple_of(2) {
                 match p.push(next) {
                     Ok(()) => next += 1,
                     Err(RingError::Full) => std::hint::spin_loop(),
@@ -49,7 +49,7 @@ fn ten_million_sequence_numbers_in_order() {
     let mut expect = 0u64;
     let mut out = [0u64; 61];
     while expect < ITEMS {
-        if (expect / 777) % 2 == 0 {
+        if (expect / 777).is_multiple_of(2) {
             match c.pop() {
                 Ok(v) => {
                     assert_eq!(v, expect);
