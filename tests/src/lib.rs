@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use xtask::build::Image;
+pub use xtask::build::Image;
 use xtask::qemu;
 pub use xtask::qemu::{Accel, EXIT_FAILURE, EXIT_SUCCESS, Machine};
 
@@ -81,7 +81,12 @@ impl Boot {
     }
 
     pub fn run(&self) -> Run {
-        let captured = qemu::run_captured(&self.config, image(), &self.input, self.timeout)
+        self.run_image(image())
+    }
+
+    /// Boot `image` instead of the one under test (for hand-made initrds).
+    pub fn run_image(&self, image: &Image) -> Run {
+        let captured = qemu::run_captured(&self.config, image, &self.input, self.timeout)
             .expect("running QEMU");
         Run {
             cmdline: self.config.cmdline.clone(),
