@@ -159,18 +159,32 @@ mod kernel {
         kprintln!();
         kprintln!("microkernel {VERSION}");
         kprintln!(
-            "  memory:     {} MiB usable, {} MiB free for the kernel and servers",
+            "  memory:     {} MiB usable, {} MiB free for the kernel and servers, {} MiB kernel heap",
             info.usable_bytes() >> 20,
-            ((total_frames - used_frames) * memory::PAGE_SIZE) >> 20
+            ((total_frames - used_frames) * memory::PAGE_SIZE) >> 20,
+            heap::usage().0 >> 20
         );
         kprintln!("  cmdline:    \"{line}\"");
         kprintln!("  hypervisor: {backend}");
+        if let hv::Backend::Kvm(_) = backend {
+            // With one vCPU there is no remote TLB to flush and no other
+            // vCPU to yield to: PV TLB flush and PV sched-yield do not apply.
+            kprintln!(
+                "  kvm takes:  {}; pv-tlb-flush and pv-sched-yield unused (one vCPU)",
+                if lapic::pv_eoi_enabled() {
+                    "pv-eoi"
+                } else {
+                    "nothing"
+                }
+            );
+        }
         kprintln!(
-            "  cpu:        smep {}, smap {}, x2apic {}, tsc-deadline {}",
+            "  cpu:        smep {}, smap {}, x2apic {}, tsc-deadline {}, invariant tsc {}",
             on_off(protection.smep),
             on_off(protection.smap),
             on_off(features.x2apic),
             on_off(features.tsc_deadline),
+            on_off(features.invariant_tsc),
         );
         kprintln!(
             "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline, end of interrupt by {}",
@@ -197,10 +211,11 @@ mod kernel {
             kprintln!("  module {i}:   {} KiB at {:#x}", m.len / 1024, m.start);
         }
 
-        if let Some(test) = config.test() {
-            if !ktest::run_early(test) && !ktest::SCENARIOS.contains(&test) {
-                log::debug!("test={test}: not a kernel scenario; the manifest decides what runs");
-            }
+        if let Some(test) = config.test()
+            && !ktest::run_early(test)
+            && !ktest::SCENARIOS.contains(&test)
+        {
+            log::debug!("test={test}: not a kernel scenario; the manifest decides what runs");
         }
         if config.test() == Some("boot") {
             kprintln!("kernel: idle loop");

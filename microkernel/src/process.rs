@@ -36,16 +36,6 @@ impl State {
     pub fn is_alive(self) -> bool {
         matches!(self, State::Ready | State::Running | State::Blocked)
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Ready => "ready",
-            State::Running => "running",
-            State::Blocked => "blocked",
-            State::Exited(_) => "exited",
-            State::Faulted => "faulted",
-        }
-    }
 }
 
 /// One end of a channel, as its server sees it.
@@ -70,7 +60,6 @@ pub struct MmioGrant {
 }
 
 pub struct Server {
-    pub index: usize,
     pub name: String,
     pub state: State,
     pub space: AddressSpace,
@@ -147,7 +136,7 @@ impl Server {
     pub fn load(index: usize, name: &str, image: &[u8]) -> Result<Server, LoadError> {
         let checked =
             elf::check(image, layout::IMAGE_BASE, layout::IMAGE_END).map_err(LoadError::Elf)?;
-        let mut server = Server::empty(index, name)?;
+        let mut server = Server::empty(name)?;
         for segment in &checked.segments {
             let mut flags = Flags::USER_ACCESSIBLE;
             if segment.writable {
@@ -206,7 +195,7 @@ impl Server {
         Ok(server)
     }
 
-    fn empty(index: usize, name: &str) -> Result<Server, LoadError> {
+    fn empty(name: &str) -> Result<Server, LoadError> {
         let root = frames::alloc_zeroed().ok_or(LoadError::OutOfMemory)?;
         let kernel_root = kernel_space().root();
         // SAFETY: both roots are live tables reached through the direct map;
@@ -226,7 +215,6 @@ impl Server {
             }
         };
         Ok(Server {
-            index,
             name: String::from(name),
             state: State::Ready,
             // SAFETY: the root was just made for this server alone.

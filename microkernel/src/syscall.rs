@@ -195,7 +195,7 @@ fn ioport_enable(system: &mut System, index: usize, first: u64, count: u64) -> R
 }
 
 fn mmio_map(system: &mut System, index: usize, phys: u64, len: u64) -> Result<u64, Error> {
-    if len == 0 || phys % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+    if len == 0 || !phys.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
         return Err(Error::BadSize);
     }
     let end = phys.checked_add(len).ok_or(Error::BadSize)?;

@@ -55,7 +55,7 @@ pub fn exception_name(vector: u64) -> &'static str {
 /// frame to resume, which is another thread's after a context switch.
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
-    if frame.vector < 32 && !frame.from_user() {
+    if frame.vector < 32 && !frame.came_from_user() {
         kernel_fault(frame);
     }
     if let Some(next) = sched::with(|system| system.dispatch(frame)) {

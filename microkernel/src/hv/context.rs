@@ -175,7 +175,7 @@ unsafe fn user_access(open: bool) {
 pub fn syscall_arrived_as_fault(frame: &mut TrapFrame) -> bool {
     const FETCH_FROM_USER_PRESENT: u64 = 0x1 | 0x4 | 0x10;
     let lstar = syscall_entry as *const () as u64;
-    if !frame.from_user()
+    if !frame.came_from_user()
         || frame.rip != lstar
         || super::paging::fault_address() != lstar
         || frame.error_code & FETCH_FROM_USER_PRESENT != FETCH_FROM_USER_PRESENT

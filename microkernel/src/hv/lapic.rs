@@ -22,7 +22,6 @@ pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// The xAPIC's physical base (QEMU's default; the kernel does not move it).
 pub const XAPIC_PHYS: u64 = 0xFEE0_0000;
 
-const REG_ID: u32 = 0x20;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
@@ -107,15 +106,6 @@ pub fn init(x2apic: bool, xapic_virt: u64, backend: Backend, image_phys: impl Fn
         // forever, 4-byte aligned, at this physical address.
         unsafe { msr::write(msr::KVM_PV_EOI_EN, phys | 1) };
         PV_EOI.store(true, Ordering::Relaxed);
-    }
-}
-
-pub fn id() -> u32 {
-    let raw = read(REG_ID);
-    if X2APIC.load(Ordering::Relaxed) {
-        raw
-    } else {
-        raw >> 24
     }
 }
 

@@ -172,11 +172,6 @@ pub fn init() -> Backend {
     backend
 }
 
-/// The backend chosen at boot.
-pub fn backend() -> Backend {
-    BACKEND.get().copied().unwrap_or(Backend::Native)
-}
-
 pub fn features() -> CpuFeatures {
     FEATURES.get().copied().unwrap_or_default()
 }

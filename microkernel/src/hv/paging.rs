@@ -15,14 +15,6 @@ pub fn flush_page(virt: u64) {
     unsafe { asm!("invlpg [{}]", in(reg) virt, options(nostack, preserves_flags)) };
 }
 
-/// Drop every non-global translation (reloading CR3).
-#[inline]
-pub fn flush_all() {
-    let root = current_address_space();
-    // SAFETY: reloading the current root changes no mapping.
-    unsafe { switch_address_space(root) };
-}
-
 /// The physical address of the current top-level page table (CR3).
 #[inline]
 pub fn current_address_space() -> u64 {
