@@ -198,7 +198,9 @@ unsafe extern "C" {
 // builds the same TrapFrame an interrupt from ring 3 would, then joins the
 // common trap path, so that blocking, preemption and return are one code.
 global_asm!(
-    r#"
+    concat!(
+        super::trap::save_registers_and_dispatch!(),
+        r#"
     .section .text.trap, "ax"
     .global syscall_entry
     .balign 16
@@ -213,27 +215,12 @@ syscall_entry:
     push rcx                            /* RIP */
     push 0                              /* error code */
     push {vector}                       /* vector */
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    mov rdi, rsp
-    cld
-    call trap_dispatch
+    save_registers_and_dispatch
     mov rsp, rax
     jmp trap_return
-"#,
+    .purgem save_registers_and_dispatch
+"#
+    ),
     user_ss = const USER_DATA as u64,
     user_cs = const cpu::USER_CODE as u64,
     vector = const SYSCALL_VECTOR,

@@ -58,10 +58,43 @@ pub fn stub_address(vector: u8) -> u64 {
     base + u64::from(vector) * STUB_SIZE
 }
 
+/// The general registers pushed in `TrapFrame` order (r15 ends lowest),
+/// then the call of `trap_dispatch` with the frame: one text for the trap
+/// stubs and the SYSCALL entry, so that both build the same frame.
+macro_rules! save_registers_and_dispatch {
+    () => {
+        r#"
+    .macro save_registers_and_dispatch
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    cld
+    call trap_dispatch
+    .endm
+"#
+    };
+}
+pub(super) use save_registers_and_dispatch;
+
 // Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a
 // zero so that every frame has the same layout.
 global_asm!(
-    r#"
+    concat!(
+        save_registers_and_dispatch!(),
+        r#"
     .section .text.trap, "ax"
     .balign 16
     .global trap_stubs
@@ -84,24 +117,7 @@ trap_common:
     jz 1f
     swapgs
 1:
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    mov rdi, rsp
-    cld
-    call trap_dispatch
+    save_registers_and_dispatch
     mov rsp, rax                        /* the frame to resume */
     .global trap_return
 trap_return:
@@ -138,6 +154,8 @@ trap_return:
     mov rsp, [rsp + 40]
     swapgs
     sysretq
-"#,
+    .purgem save_registers_and_dispatch
+"#
+    ),
     syscall_vector = const super::context::SYSCALL_VECTOR,
 );
