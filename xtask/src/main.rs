@@ -145,7 +145,14 @@ fn cargo() -> Command {
 }
 
 /// The host-testable crates (the kernel's pure logic is its library).
-const HOST_TEST_PACKAGES: &[&str] = &["pvchannel", "boot", "microkernel", "userland", "testing", "xtask"];
+const HOST_TEST_PACKAGES: &[&str] = &[
+    "pvchannel",
+    "boot",
+    "microkernel",
+    "userland",
+    "testing",
+    "xtask",
+];
 
 fn test(args: &TestArgs) -> Result<ExitCode> {
     let mut host = cargo();
