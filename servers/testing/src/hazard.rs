@@ -79,3 +79,24 @@ pub fn fuzz_syscall(nr: u64, args: [u64; 6]) -> Option<i64> {
     // kernel's MMIO window, which this program does not use.
     Some(unsafe { sys::syscall6(nr, args[0], args[1], args[2], args[3], args[4], args[5]) })
 }
+
+/// Read one byte from I/O port `port` with `in al, dx`. If the manifest did
+/// not grant the port (and `ioport_enable` did not open it), the TSS I/O
+/// permission bitmap denies it: a general-protection fault (#GP) that ends
+/// the server. On a granted, enabled port it is an ordinary device read.
+pub fn read_port(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: `in` touches no memory of this program; its only effect is
+    // the device read itself. The ports the test servers read are either
+    // denied (the CPU raises #GP before the access) or registers whose
+    // read has no side effect (the CMOS data port).
+    unsafe {
+        core::arch::asm!(
+            "in al, dx",
+            in("dx") port,
+            out("al") value,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    value
+}

@@ -1,0 +1,45 @@
+//! mmio-intruder: reaches for an MMIO region the manifest did not grant
+//! it; the kernel must refuse the mapping and, when the server reads the
+//! region's physical address as if it were mapped anyway, stop it with a
+//! page fault, while the other servers go on.
+//!
+//! Its manifest entry grants one page at 0xfed00000 only. It maps that
+//! page (which must work), asks `mmio_map` for the I/O APIC page at
+//! 0xfec00000 (which must fail with `Denied`), prints `mmio-intruder:
+//! about to fault (reading ungranted 0xfec00000)` and reads it. If the
+//! read returns, or a check fails, it prints `mmio-intruder: FAIL ...` and
+//! exits 1.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use testing::hazard;
+use userland::abi::Error;
+use userland::{println, sys};
+
+userland::entry!(run);
+
+/// Granted by tests/manifests/intruders.toml (never accessed).
+const GRANTED: u64 = 0xfed0_0000;
+/// Not granted: the I/O APIC.
+const FORBIDDEN: u64 = 0xfec0_0000;
+const PAGE: u64 = 0x1000;
+
+fn run() -> i32 {
+    match sys::mmio_map(GRANTED, PAGE) {
+        Ok(at) => println!("mmio-intruder: granted {GRANTED:#x} mapped at {at:#x}"),
+        Err(e) => {
+            println!("mmio-intruder: FAIL mmio_map of granted {GRANTED:#x}: {e}");
+            return 1;
+        }
+    }
+    match sys::mmio_map(FORBIDDEN, PAGE) {
+        Err(Error::Denied) => println!("mmio-intruder: mmio_map({FORBIDDEN:#x}) denied"),
+        other => {
+            println!("mmio-intruder: FAIL mmio_map({FORBIDDEN:#x}) returned {other:?}");
+            return 1;
+        }
+    }
+    println!("mmio-intruder: about to fault (reading ungranted {FORBIDDEN:#x})");
+    let value = hazard::read_forbidden(FORBIDDEN);
+    println!("mmio-intruder: FAIL read of {FORBIDDEN:#x} returned {value:#x}");
+    1
+}
