@@ -1,0 +1,975 @@
+//! `cargo xtask stress`: the ring-throughput stress test. One QEMU boot per
+//! configuration (accelerator x batching x batch size, plus one ping-pong
+//! boot per accelerator and batching), each running the servers of
+//! `tests/manifests/stress.toml` or `pingpong.toml` (`servers/stress`).
+//!
+//! The guest times its workload with the TSC and prints one
+//! `stress-result key=value ...` line with the kernel's counter deltas;
+//! around the workload it prints `stress-ready` and `stress-done` and
+//! pauses, and on KVM this module reads KVM's exit counters over QMP
+//! ([`crate::qmp`]) when it sees each marker. Results become a table,
+//! optionally JSON (`--json`) and an SVG plot (`--plot`).
+//!
+//! Also here: [`run_with_stats`], `cargo xtask run --stats`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use wait_timeout::ChildExt;
+
+use crate::build::{self, Image};
+use crate::qemu::{self, Accel, Config};
+use crate::qmp::{self, Stats};
+
+/// The word that starts every result line.
+pub const RESULT_TAG: &str = "stress-result";
+/// The guest's markers around a workload.
+pub const READY: &str = "stress-ready";
+pub const DONE: &str = "stress-done";
+/// The bytes of one message on the ring (a 64-byte descriptor).
+pub const MESSAGE_BYTES: u64 = 64;
+/// The most payload a message carries (servers/stress: `MAX_PAYLOAD`).
+pub const MAX_PAYLOAD: u32 = 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    Kvm,
+    Tcg,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchingChoice {
+    On,
+    Off,
+    Both,
+}
+
+/// The options of `cargo xtask stress`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StressArgs {
+    /// Run on KVM only.
+    #[arg(long, conflicts_with_all = ["tcg", "both"])]
+    pub kvm: bool,
+    /// Run on TCG only.
+    #[arg(long, conflicts_with = "both")]
+    pub tcg: bool,
+    /// Run on KVM and on TCG (the default is KVM when usable, else TCG).
+    #[arg(long)]
+    pub both: bool,
+    /// Batching on, off, or both (one set of runs each).
+    #[arg(long, value_enum, default_value = "both")]
+    pub batching: BatchingChoice,
+    /// Messages per stream run with batching on.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Messages per stream run with batching off (every one pays a doorbell,
+    /// so the default is smaller; the per-message figures stay comparable).
+    #[arg(long)]
+    pub off_messages: Option<u64>,
+    /// Payload bytes per message (0..=48: what a 64-byte descriptor carries
+    /// besides its opcode, flags and sequence number).
+    #[arg(long, default_value_t = MAX_PAYLOAD, value_parser = clap::value_parser!(u32).range(0..=48))]
+    pub payload: u32,
+    /// Batch sizes, comma separated (capped at the ring's 4096 slots).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 16, 64, 256])]
+    pub batch: Vec<u32>,
+    /// Ping-pong round trips per run (0 skips ping-pong).
+    #[arg(long, default_value_t = 10_000)]
+    pub rounds: u64,
+    /// Write every result (and the raw result lines) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of throughput against batch size to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Give up on one boot after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+/// The `key=value` words of a result line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Fields(pub BTreeMap<String, String>);
+
+impl Fields {
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.str(key)?.parse().ok()
+    }
+    /// A numeric field the line must have.
+    pub fn need(&self, key: &str) -> Result<u64> {
+        self.u64(key)
+            .with_context(|| format!("result line without a numeric {key}="))
+    }
+}
+
+/// Parse a `stress-result key=value ...` line (anything before the tag, such
+/// as the kernel's `[server]` prefix, is ignored). `None` if the line has no
+/// tag; words without `=` are skipped.
+pub fn parse_result_line(line: &str) -> Option<Fields> {
+    let at = line.find(RESULT_TAG)?;
+    let after = &line[at + RESULT_TAG.len()..];
+    if !after.is_empty() && !after.starts_with(' ') {
+        return None;
+    }
+    let rest = after.trim_start();
+    Some(Fields(
+        rest.split_ascii_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    ))
+}
+
+/// What one boot gave.
+#[derive(Debug)]
+pub struct Outcome {
+    pub fields: Fields,
+    /// KVM's counters between `stress-ready` and `stress-done` (KVM only).
+    pub kvm: Option<Stats>,
+    pub output: String,
+}
+
+/// Boot `image` with `config` (whose command line selects the workload),
+/// read KVM's counters at the markers, and return the result line.
+pub fn run_one(
+    config: &Config,
+    image: &Image,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<Outcome> {
+    let kvm = config.accel == Accel::Kvm;
+    let socket = qmp::socket_path("stress");
+    let _ = std::fs::remove_file(&socket);
+    let mut cmd = config.command(image);
+    if kvm {
+        cmd.args(qmp::args(&socket));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu::QEMU))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut client = None;
+    if kvm {
+        client = Some(qmp::Client::connect(&socket, Duration::from_secs(10))?);
+    }
+    let deadline = Instant::now() + timeout;
+    let (mut before, mut after, mut fields) = (None, None, None);
+    let mut output = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            Ok(line) => {
+                output.push_str(&line);
+                output.push('\n');
+                if line.contains(READY) {
+                    progress("running");
+                    if let Some(c) = client.as_mut() {
+                        before = Some(c.vcpu_stats()?);
+                    }
+                } else if line.contains(DONE) {
+                    progress("done");
+                    if let Some(c) = client.as_mut() {
+                        after = Some(c.vcpu_stats()?);
+                    }
+                } else if let Some(f) = parse_result_line(&line) {
+                    fields = Some(f);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if Instant::now() >= deadline {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+    }
+    drop(client);
+    let status = if timed_out {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    } else {
+        child
+            .wait_timeout(Duration::from_secs(10))?
+            .and_then(|s| s.code())
+    };
+    let _ = reader.join();
+    let errors = err_reader.join().unwrap_or_default();
+    let _ = std::fs::remove_file(&socket);
+    if !errors.trim().is_empty() {
+        output.push_str("[qemu stderr]\n");
+        output.push_str(&errors);
+    }
+    let tail = || {
+        let lines: Vec<&str> = output.lines().collect();
+        lines[lines.len().saturating_sub(25)..].join("\n")
+    };
+    if timed_out {
+        bail!(
+            "no end after {} s (cmdline \"{}\"); last output:\n{}",
+            timeout.as_secs(),
+            config.cmdline,
+            tail()
+        );
+    }
+    let Some(fields) = fields else {
+        bail!(
+            "no {RESULT_TAG} line (QEMU status {status:?}, cmdline \"{}\"); last output:\n{}",
+            config.cmdline,
+            tail()
+        );
+    };
+    if status != Some(qemu::EXIT_SUCCESS)
+        || fields.str("ok") != Some("1")
+        || output.contains("FAIL")
+    {
+        bail!(
+            "the run failed (QEMU status {status:?}, cmdline \"{}\"):\n{}",
+            config.cmdline,
+            tail()
+        );
+    }
+    let kvm = match (before, after) {
+        (Some(b), Some(a)) => Some(a.since(&b)),
+        _ => None,
+    };
+    Ok(Outcome {
+        fields,
+        kvm,
+        output,
+    })
+}
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub accel: String,
+    pub batching: String,
+    pub batch: u64,
+    pub payload: u64,
+    pub messages: u64,
+    pub seconds: f64,
+    pub msgs_per_s: f64,
+    pub mb_per_s: f64,
+    pub entries_per_msg: f64,
+    pub switches_per_msg: f64,
+    pub doorbells_per_msg: f64,
+    pub exits_per_msg: Option<f64>,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// KVM's counters over the workload (KVM only).
+    pub kvm: Option<Stats>,
+    pub result: Fields,
+}
+
+/// One ping-pong run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PingRow {
+    pub accel: String,
+    pub batching: String,
+    pub rounds: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p50_cycles: u64,
+    pub p99_cycles: u64,
+    pub entries_per_round: f64,
+    pub exits_per_round: Option<f64>,
+    pub kvm: Option<Stats>,
+    pub result: Fields,
+}
+
+fn per(n: u64, d: u64) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+impl Row {
+    pub fn from_outcome(accel: Accel, o: &Outcome) -> Result<Self> {
+        let f = &o.fields;
+        let messages = f.need("messages")?;
+        let cycles = f.need("cycles")?;
+        let hz = f.need("tsc_hz")?.max(1);
+        let seconds = cycles as f64 / hz as f64;
+        let rate = if seconds > 0.0 {
+            messages as f64 / seconds
+        } else {
+            0.0
+        };
+        let entries = f.need("syscalls")? + f.need("irqs")?;
+        Ok(Self {
+            accel: accel.to_string(),
+            batching: f.str("batching").unwrap_or("?").to_string(),
+            batch: f.need("batch")?,
+            payload: f.need("payload")?,
+            messages,
+            seconds,
+            msgs_per_s: rate,
+            mb_per_s: rate * MESSAGE_BYTES as f64 / 1e6,
+            entries_per_msg: per(entries, messages),
+            switches_per_msg: per(f.need("switches")?, messages),
+            doorbells_per_msg: per(f.need("doorbells")?, messages),
+            exits_per_msg: o
+                .kvm
+                .as_ref()
+                .and_then(|k| k.get("exits"))
+                .map(|e| per(e, messages)),
+            lost: f.need("lost")?,
+            duplicates: f.need("duplicates")?,
+            reordered: f.need("reordered")?,
+            kvm: o.kvm.clone(),
+            result: f.clone(),
+        })
+    }
+}
+
+impl PingRow {
+    pub fn from_outcome(accel: Accel, o: &Outcome) -> Result<Self> {
+        let f = &o.fields;
+        let rounds = f.need("rounds")?;
+        Ok(Self {
+            accel: accel.to_string(),
+            batching: f.str("batching").unwrap_or("?").to_string(),
+            rounds,
+            p50_ns: f.need("p50_ns")?,
+            p99_ns: f.need("p99_ns")?,
+            p50_cycles: f.need("p50_cycles")?,
+            p99_cycles: f.need("p99_cycles")?,
+            entries_per_round: per(f.need("syscalls")? + f.need("irqs")?, rounds),
+            exits_per_round: o
+                .kvm
+                .as_ref()
+                .and_then(|k| k.get("exits"))
+                .map(|e| per(e, rounds)),
+            kvm: o.kvm.clone(),
+            result: f.clone(),
+        })
+    }
+}
+
+/// Everything one `cargo xtask stress` measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub stream: Vec<Row>,
+    pub pingpong: Vec<PingRow>,
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn fmt_ratio(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 0.01 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+/// The table, as Markdown (it reads as a table on a terminal too).
+pub fn table(report: &Report) -> String {
+    let mut s = String::new();
+    s.push_str("| accel | batching | batch | payload B | messages | msgs/s | MB/s | kernel entries/msg | switches/msg | VM exits/msg | RTT p50 ns (cycles) | RTT p99 ns (cycles) | lost |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in &report.stream {
+        let ping = report
+            .pingpong
+            .iter()
+            .find(|p| p.accel == r.accel && p.batching == r.batching);
+        let rtt = |ns: fn(&PingRow) -> (u64, u64)| {
+            ping.map(|p| {
+                let (n, c) = ns(p);
+                format!("{n} ({c})")
+            })
+            .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            r.accel,
+            r.batching,
+            r.batch,
+            r.payload,
+            r.messages,
+            fmt_rate(r.msgs_per_s),
+            r.mb_per_s,
+            fmt_ratio(r.entries_per_msg),
+            fmt_ratio(r.switches_per_msg),
+            r.exits_per_msg.map(fmt_ratio).unwrap_or_else(|| "-".into()),
+            rtt(|p| (p.p50_ns, p.p50_cycles)),
+            rtt(|p| (p.p99_ns, p.p99_cycles)),
+            r.lost + r.duplicates + r.reordered,
+        );
+    }
+    if report.stream.is_empty() {
+        for p in &report.pingpong {
+            let _ = writeln!(
+                s,
+                "| {} | {} | - | - | - | - | - | - | - | - | {} ({}) | {} ({}) | - |",
+                p.accel, p.batching, p.p50_ns, p.p50_cycles, p.p99_ns, p.p99_cycles
+            );
+        }
+    }
+    s
+}
+
+/// A plot of throughput (messages/s, log scale) against batch size (log
+/// scale), one line per accelerator and batching setting. Hand-made SVG.
+pub fn svg(report: &Report) -> String {
+    const W: f64 = 760.0;
+    const H: f64 = 440.0;
+    const L: f64 = 80.0;
+    const R: f64 = 190.0;
+    const T: f64 = 40.0;
+    const B: f64 = 60.0;
+    let mut series: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &report.stream {
+        if r.msgs_per_s > 0.0 && r.batch > 0 {
+            series
+                .entry((r.accel.clone(), r.batching.clone()))
+                .or_default()
+                .push((r.batch as f64, r.msgs_per_s));
+        }
+    }
+    let points = || series.values().flatten();
+    let lg = |v: f64| v.max(1e-9).log10();
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    let (mut y0, mut y1) = (f64::MAX, f64::MIN);
+    for &(x, y) in points() {
+        x0 = x0.min(x.log2());
+        x1 = x1.max(x.log2());
+        y0 = y0.min(lg(y).floor());
+        y1 = y1.max(lg(y).ceil());
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1.0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1.0 {
+        y1 = y0 + 1.0;
+    }
+    let px = |x: f64| L + (x.log2() - x0) / (x1 - x0) * (W - L - R);
+    let py = |y: f64| T + (1.0 - (lg(y) - y0) / (y1 - y0)) * (H - T - B);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Ring throughput against batch size (cargo xtask stress)</text>"#,
+        (L + W - R) / 2.0
+    );
+    // Axes and grid.
+    let mut e = y0 as i32;
+    while e <= y1 as i32 {
+        let v = 10f64.powi(e);
+        let y = py(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - R,
+            L - 6.0,
+            y + 4.0,
+            fmt_rate(v).trim()
+        );
+        e += 1;
+    }
+    let mut k = x0 as i32;
+    while k <= x1 as i32 {
+        let v = 2f64.powi(k);
+        let x = px(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            H - B,
+            H - B + 18.0,
+            v
+        );
+        k += 1;
+    }
+    let _ = writeln!(
+        s,
+        r#"<rect x="{L}" y="{T}" width="{:.1}" height="{:.1}" fill="none" stroke="black"/>"#,
+        W - L - R,
+        H - T - B
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">batch size (messages per publication)</text>"#,
+        (L + W - R) / 2.0,
+        H - 18.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">messages per second (log scale)</text>"#,
+        (T + H - B) / 2.0
+    );
+    const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"];
+    for (i, ((accel, batching), pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let dash = if batching == "off" {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let mut pts = pts.clone();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            path.join(" ")
+        );
+        for &(x, y) in &pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{accel} batching {batching}, batch {x}: {} msgs/s</title></circle>"#,
+                px(x),
+                py(y),
+                fmt_rate(y).trim()
+            );
+        }
+        let ly = T + 20.0 + i as f64 * 22.0;
+        let lx = W - R + 16.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{accel}, batching {batching}</text>"#,
+            lx + 28.0,
+            lx + 34.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Copy the image aside, so that builds by other commands while the runs
+/// go on cannot change what is measured.
+fn private_image(image: &Image) -> Result<Image> {
+    let dir = crate::workspace_root()
+        .join("target")
+        .join(format!("stress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let copy = Image {
+        kernel: dir.join("microkernel"),
+        initrd: dir.join("initrd.tar"),
+    };
+    std::fs::copy(&image.kernel, &copy.kernel).context("copying the kernel")?;
+    std::fs::copy(&image.initrd, &copy.initrd).context("copying the initrd")?;
+    Ok(copy)
+}
+
+fn accels(args: &StressArgs) -> Result<Vec<Accel>> {
+    let kvm_ok = qemu::kvm_unusable_reason();
+    Ok(if args.both {
+        match kvm_ok {
+            None => vec![Accel::Kvm, Accel::Tcg],
+            Some(why) => {
+                eprintln!("xtask: KVM skipped: {why}");
+                vec![Accel::Tcg]
+            }
+        }
+    } else if args.tcg {
+        vec![Accel::Tcg]
+    } else if args.kvm {
+        if let Some(why) = kvm_ok {
+            bail!("--kvm asked for, but {why}");
+        }
+        vec![Accel::Kvm]
+    } else if kvm_ok.is_none() {
+        vec![Accel::Kvm]
+    } else {
+        vec![Accel::Tcg]
+    })
+}
+
+/// `cargo xtask stress`.
+pub fn main(args: &StressArgs) -> Result<ExitCode> {
+    if args.batch.is_empty() || args.batch.contains(&0) {
+        bail!("--batch needs sizes of at least 1");
+    }
+    qemu::ensure_qemu()?;
+    let accels = accels(args)?;
+    let image = private_image(&build::all()?)?;
+    let batchings: &[&str] = match args.batching {
+        BatchingChoice::On => &["on"],
+        BatchingChoice::Off => &["off"],
+        BatchingChoice::Both => &["on", "off"],
+    };
+    let off_messages = args
+        .off_messages
+        .unwrap_or((args.messages / 100).max(1_000));
+    // The plan: (accel, batching, Some(batch) for a stream, None for ping-pong).
+    let mut plan = Vec::new();
+    for &accel in &accels {
+        for &batching in batchings {
+            if args.rounds > 0 {
+                plan.push((accel, batching, None));
+            }
+            for &b in &args.batch {
+                plan.push((accel, batching, Some(b)));
+            }
+        }
+    }
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let total = plan.len();
+    for (i, &(accel, batching, batch)) in plan.iter().enumerate() {
+        let mut config = Config::new(accel);
+        let what = match batch {
+            Some(b) => {
+                let messages = if batching == "on" {
+                    args.messages
+                } else {
+                    off_messages
+                };
+                config.cmdline = format!(
+                    "test=stress batching={batching} stress-producer.messages={messages} stress-producer.batch={b} stress-producer.payload={}",
+                    args.payload
+                );
+                format!("stream batch {b}, {messages} messages")
+            }
+            None => {
+                config.cmdline = format!(
+                    "test=pingpong batching={batching} ping.rounds={}",
+                    args.rounds
+                );
+                format!("ping-pong, {} rounds", args.rounds)
+            }
+        };
+        let label = format!("[{}/{total}] {accel} batching {batching}: {what}", i + 1);
+        let show = |state: &str| {
+            eprint!(
+                "\r\x1b[Kxtask: {label}: {state} ({:.0} s so far)",
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        };
+        show("booting");
+        let outcome = run_one(&config, &image, Duration::from_secs(args.timeout), show);
+        eprintln!();
+        let outcome = outcome.with_context(|| label.clone())?;
+        match batch {
+            Some(_) => {
+                let row = Row::from_outcome(accel, &outcome)?;
+                eprintln!(
+                    "xtask:   {} msgs/s, {} kernel entries/msg, {} VM exits/msg, lost {}",
+                    fmt_rate(row.msgs_per_s),
+                    fmt_ratio(row.entries_per_msg),
+                    row.exits_per_msg
+                        .map(fmt_ratio)
+                        .unwrap_or_else(|| "-".into()),
+                    row.lost
+                );
+                report.stream.push(row);
+            }
+            None => {
+                let row = PingRow::from_outcome(accel, &outcome)?;
+                eprintln!(
+                    "xtask:   round trip p50 {} ns ({} cycles), p99 {} ns",
+                    row.p50_ns, row.p50_cycles, row.p99_ns
+                );
+                report.pingpong.push(row);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(image.kernel.parent().expect("a private directory"));
+    println!("{}", table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("xtask: results written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("xtask: plot written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last `counters: key=value ...` line a server printed (e.g.
+/// `ring-consumer: counters: doorbells=... syscalls=...`), or the counters
+/// of the last result line.
+pub fn parse_counters_line(line: &str) -> Option<Fields> {
+    if let Some(f) = parse_result_line(line) {
+        return Some(f);
+    }
+    let at = line.find("counters:")?;
+    let fields: BTreeMap<String, String> = line[at + "counters:".len()..]
+        .split_ascii_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (!fields.is_empty()).then_some(Fields(fields))
+}
+
+/// `cargo xtask run --stats`: boot interactively with the serial port on
+/// this terminal (and on KVM a QMP socket), and when QEMU ends print the
+/// kernel's counters as the guest last printed them and KVM's exit
+/// counters.
+///
+/// KVM's counters are cumulative since QEMU started. QEMU ends the moment
+/// the guest writes the exit port, after which QMP is
+/// gone; so KVM's counters are read every 100 ms and when a counters line
+/// appears, and the table shows the last reading (at most 100 ms before
+/// the end). The kernel prints no counters of its own: the table shows
+/// the last `counters:` or `stress-result` line a server printed.
+pub fn run_with_stats(config: &Config, image: &Image) -> Result<ExitCode> {
+    let kvm = config.accel == Accel::Kvm;
+    let socket = qmp::socket_path("run");
+    let _ = std::fs::remove_file(&socket);
+    let mut cmd = config.command(image);
+    if kvm {
+        cmd.args(qmp::args(&socket));
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu::QEMU))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<Fields>();
+    // Pass the serial output through unchanged, and watch it for counters.
+    let tee = std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        let mut line = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    if let Some(f) = parse_counters_line(&String::from_utf8_lossy(&line)) {
+                        let _ = tx.send(f);
+                    }
+                    line.clear();
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+    });
+    let mut client = if kvm {
+        qmp::Client::connect(&socket, Duration::from_secs(10)).ok()
+    } else {
+        None
+    };
+    let mut last_stats = client.as_mut().and_then(|c| c.vcpu_stats().ok());
+    let mut last_counters = None;
+    let status = loop {
+        if let Some(status) = child.wait_timeout(Duration::from_millis(100))? {
+            break status;
+        }
+        while let Ok(f) = rx.try_recv() {
+            last_counters = Some(f);
+        }
+        if let Some(c) = client.as_mut() {
+            match c.vcpu_stats() {
+                Ok(s) => last_stats = Some(s),
+                Err(_) => client = None,
+            }
+        }
+    };
+    let _ = tee.join();
+    while let Ok(f) = rx.try_recv() {
+        last_counters = Some(f);
+    }
+    let _ = std::fs::remove_file(&socket);
+    let (ok, why) = qemu::describe_exit(status);
+    eprintln!("xtask: {why}");
+    eprintln!(
+        "{}",
+        stats_table(last_counters.as_ref(), last_stats.as_ref(), kvm)
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The `run --stats` table.
+pub fn stats_table(counters: Option<&Fields>, kvm: Option<&Stats>, on_kvm: bool) -> String {
+    let mut s = String::from("| counter | value |\n|---|---:|\n");
+    match counters {
+        Some(f) => {
+            for key in [
+                "syscalls",
+                "doorbells",
+                "wakeups",
+                "switches",
+                "context_switches",
+                "irqs",
+                "interrupts",
+                "timer_irqs",
+            ] {
+                if let Some(v) = f.str(key) {
+                    let _ = writeln!(s, "| kernel {key} | {v} |");
+                }
+            }
+        }
+        None => s.push_str(
+            "| kernel counters | (no server printed a `counters:` line; the kernel prints none itself) |\n",
+        ),
+    }
+    match kvm {
+        Some(k) => {
+            for key in qmp::KEY_STATS {
+                if let Some(v) = k.get(key) {
+                    let _ = writeln!(s, "| KVM {key} | {v} |");
+                }
+            }
+        }
+        None if on_kvm => s.push_str("| KVM counters | (QMP gave none) |\n"),
+        None => s.push_str("| KVM counters | (TCG: none) |\n"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "[stress-producer] stress-result kind=stream batching=on batch=64 payload=48 ring=1024 messages=1000000 cycles=2595545273 tsc_hz=2595545273 ns=1000000000 syscalls=3913 doorbells=1956 wakeups=1956 switches=1956 irqs=0 timer_irqs=0 received=1000000 lost=0 duplicates=0 reordered=0 checksum=ok ok=1";
+
+    #[test]
+    fn result_line_parses_after_the_server_prefix() {
+        let f = parse_result_line(STREAM).unwrap();
+        assert_eq!(f.str("kind"), Some("stream"));
+        assert_eq!(f.u64("messages"), Some(1_000_000));
+        assert_eq!(f.u64("lost"), Some(0));
+        assert_eq!(f.str("checksum"), Some("ok"));
+        assert!(f.need("nothing").is_err());
+        assert!(parse_result_line("[x] hello").is_none());
+        assert!(parse_result_line("stress-results a=1").is_none());
+        assert_eq!(
+            parse_result_line("stress-result").unwrap(),
+            Fields::default()
+        );
+    }
+
+    #[test]
+    fn row_figures_follow_from_the_line() {
+        let outcome = Outcome {
+            fields: parse_result_line(STREAM).unwrap(),
+            kvm: Some(Stats([("exits".into(), 500)].into())),
+            output: String::new(),
+        };
+        let row = Row::from_outcome(Accel::Kvm, &outcome).unwrap();
+        // One second of TSC cycles for 10^6 messages.
+        assert!((row.msgs_per_s - 1e6).abs() < 1.0);
+        assert!((row.mb_per_s - 64.0).abs() < 0.001);
+        assert!((row.entries_per_msg - 0.003913).abs() < 1e-9);
+        assert_eq!(row.exits_per_msg, Some(0.0005));
+        assert_eq!(row.lost, 0);
+        let report = Report {
+            stream: vec![row],
+            ..Report::default()
+        };
+        let t = table(&report);
+        assert!(
+            t.contains("| KVM | on | 64 | 48 | 1000000 | 1.00 M | 64.0 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn svg_has_a_line_per_series_and_a_point_per_run() {
+        let mut report = Report::default();
+        for (batching, rate) in [("on", 1e6), ("off", 1e4)] {
+            for batch in [1u64, 16, 256] {
+                let line = format!(
+                    "stress-result batching={batching} batch={batch} payload=48 messages={rate} cycles=1000 tsc_hz=1000 syscalls=0 irqs=0 switches=0 doorbells=0 lost=0 duplicates=0 reordered=0"
+                );
+                let o = Outcome {
+                    fields: parse_result_line(&line).unwrap(),
+                    kvm: None,
+                    output: String::new(),
+                };
+                report
+                    .stream
+                    .push(Row::from_outcome(Accel::Tcg, &o).unwrap());
+            }
+        }
+        let s = svg(&report);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert_eq!(s.matches("<circle").count(), 6);
+        assert!(s.contains("TCG, batching on") && s.contains("TCG, batching off"));
+        // Balanced quotes and no NaN coordinates.
+        assert!(!s.contains("NaN") && !s.contains("inf"));
+        assert_eq!(s.matches('"').count() % 2, 0);
+        // An empty report still draws axes.
+        assert!(svg(&Report::default()).contains("</svg>"));
+    }
+
+    #[test]
+    fn counters_lines_are_found() {
+        let f = parse_counters_line(
+            "[ring-consumer] ring-consumer: counters: doorbells=5 wakeups=4 context_switches=9 syscalls=20 interrupts=1",
+        )
+        .unwrap();
+        assert_eq!(f.u64("syscalls"), Some(20));
+        let t = stats_table(Some(&f), None, false);
+        assert!(t.contains("| kernel syscalls | 20 |") && t.contains("TCG: none"));
+        assert!(parse_counters_line("nothing here").is_none());
+    }
+}
