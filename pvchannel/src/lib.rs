@@ -113,6 +113,7 @@ pub mod layout;
 pub mod manifest;
 #[cfg(any(test, feature = "alloc"))]
 pub mod owned;
+pub mod proto;
 pub mod ring;
 mod sync;
 
