@@ -52,13 +52,37 @@ impl Write for SerialWriter<'_> {
     }
 }
 
-/// Write formatted text to the boot console.
+/// Write formatted text to the kernel log: through the console server once
+/// it is up (`klog`), else to COM1.
 pub fn print(args: fmt::Arguments<'_>) {
     hv::interrupts::without(|| {
+        let mut line = LineBuffer {
+            bytes: [0; 256],
+            len: 0,
+        };
+        let _ = line.write_fmt(args);
+        if crate::klog::write(&line.bytes[..line.len]) {
+            return;
+        }
         if let Some(uart) = SERIAL.lock().as_mut() {
             let _ = SerialWriter(uart).write_fmt(args);
         }
     });
+}
+
+/// A formatted line for the console server (a longer one is cut).
+struct LineBuffer {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Write for LineBuffer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 /// Release the console lock so that a fault report can be printed even if
@@ -67,8 +91,12 @@ pub fn print(args: fmt::Arguments<'_>) {
 /// # Safety
 /// Only for the fatal-fault path, which never returns to the interrupted code.
 pub unsafe fn force_unlock() {
-    // SAFETY: the caller guarantees the holder never runs again.
-    unsafe { SERIAL.force_unlock() }
+    // SAFETY: the caller guarantees the holder never runs again; the fatal
+    // report goes straight to COM1, not through a server.
+    unsafe {
+        SERIAL.force_unlock();
+        crate::klog::abandon();
+    }
 }
 
 #[macro_export]

@@ -12,6 +12,8 @@ mod exit;
 #[cfg(target_os = "none")]
 mod hv;
 #[cfg(target_os = "none")]
+mod klog;
+#[cfg(target_os = "none")]
 mod ktest;
 #[cfg(target_os = "none")]
 mod memory;

@@ -42,7 +42,9 @@ impl State {
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelEnd {
     pub channel: usize,
-    pub peer: usize,
+    /// The server at the other end; `None` for the kernel itself (its log
+    /// channel to the console server).
+    pub peer: Option<usize>,
     /// The bit the peer's `notify` sets in this server.
     pub own_bit: u32,
     /// The bit this server's `notify` sets in the peer.

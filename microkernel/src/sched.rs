@@ -41,7 +41,8 @@ pub struct Channel {
     pub ends_alive: u8,
     pub service: [u8; pvchannel::abi::NAME_LEN],
     pub provider: usize,
-    pub client: usize,
+    /// `None` for the kernel's own log channel.
+    pub client: Option<usize>,
     pub ring_slots: u32,
     /// `notify` calls from the client, and from the provider.
     pub doorbells: [u64; 2],
@@ -154,6 +155,9 @@ impl System {
                 log::warn!("unexpected interrupt vector {v:#x}");
                 lapic::end_of_interrupt();
             }
+        }
+        if let Some((console, bit)) = crate::klog::take_doorbell() {
+            self.raise(console, 1 << bit);
         }
         let next = self.schedule();
         self.arm_timer();
@@ -283,6 +287,11 @@ impl System {
 
     fn end_server(&mut self, index: usize, state: State) {
         self.servers[index].state = state;
+        if let Some(dropped) = crate::klog::detach_if(index) {
+            kprintln!(
+                "kernel: the console server ended; the kernel log is back on COM1 ({dropped} lines dropped)"
+            );
+        }
         self.ready.retain(|&i| i != index);
         for line in 0..IRQ_LINES as usize {
             if self.irq_owner[line] == Some(index) {
@@ -293,6 +302,20 @@ impl System {
         self.zombies.push(index);
         if self.servers.iter().all(|s| !s.state.is_alive()) {
             kprintln!("kernel: all servers have ended");
+            let c = &self.counters;
+            kprintln!(
+                "kernel: counters: syscalls={} bad_syscalls={} doorbells={} wakeups={} device_irqs={} timer_irqs={} \
+                 switches={} faults={} entries={}",
+                c.syscalls.iter().sum::<u64>(),
+                c.bad_syscalls,
+                c.doorbells,
+                c.wakeups,
+                c.device_interrupts,
+                c.timer_interrupts,
+                c.context_switches,
+                c.faults,
+                c.entries()
+            );
             if self.test.is_some() {
                 exit::success();
             }

@@ -129,10 +129,11 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
             system,
             i,
             spec.ring_slots,
-            [provider, client],
+            provider,
+            Some(client),
             spec.service.as_bytes(),
         ) {
-            Ok(index) => created.push(Some(index)),
+            Ok((index, _)) => created.push(Some(index)),
             Err(why) => {
                 kprintln!(
                     "kernel: channel {} not created: {why}",
@@ -162,7 +163,7 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
             };
             server.channels.push(ChannelEnd {
                 channel,
-                peer,
+                peer: Some(peer),
                 own_bit,
                 peer_bit: 0,
                 provider: handle.role == Role::Provider,
@@ -174,7 +175,8 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
     for index in 0..system.servers.len() {
         for e in 0..system.servers[index].channels.len() {
             let end = system.servers[index].channels[e];
-            let peer_bit = system.servers[end.peer]
+            let Some(peer) = end.peer else { continue };
+            let peer_bit = system.servers[peer]
                 .channels
                 .iter()
                 .find(|p| p.channel == end.channel)
@@ -182,8 +184,47 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
             system.servers[index].channels[e].peer_bit = peer_bit.unwrap_or(0);
         }
     }
+    // The kernel's log joins the console service as one more client.
+    let console = manifest
+        .channels()
+        .find(|c| c.service.as_str() == pvchannel::proto::console::SERVICE)
+        .and_then(|c| loaded[c.provider].map(|p| (p, c.ring_slots)));
+    if let Some((console, slots)) = console {
+        attach_kernel_log(system, console, slots, manifest.channel_count());
+    }
     for index in 0..system.servers.len() {
         system.add_ready(index);
+    }
+}
+
+fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_slot: usize) {
+    let service = name_bytes(pvchannel::proto::console::SERVICE);
+    let (channel, duplex) = match make_channel(system, channel_slot, slots, console, None, &service)
+    {
+        Ok(made) => made,
+        Err(why) => {
+            kprintln!("kernel: the kernel log stays on COM1: {why}");
+            return;
+        }
+    };
+    let server = &mut system.servers[console];
+    let Some(own_bit) = server.allocate_bit() else {
+        kprintln!(
+            "kernel: the kernel log stays on COM1: the console server has no notification bit left"
+        );
+        return;
+    };
+    server.channels.push(ChannelEnd {
+        channel,
+        peer: None,
+        own_bit,
+        peer_bit: 0,
+        provider: true,
+        service,
+    });
+    match duplex.client() {
+        Ok((requests, _completions)) => crate::klog::attach(requests, console, own_bit),
+        Err(e) => kprintln!("kernel: the kernel log stays on COM1: {e:?}"),
     }
 }
 
@@ -191,9 +232,10 @@ fn make_channel(
     system: &mut System,
     manifest_index: usize,
     slots: u32,
-    ends: [usize; 2],
+    provider: usize,
+    client: Option<usize>,
     service: &[u8; abi::NAME_LEN],
-) -> Result<usize, &'static str> {
+) -> Result<(usize, pvchannel::Duplex<Descriptor, Completion>), &'static str> {
     let bytes =
         pvchannel::duplex_bytes::<Descriptor, Completion>(slots, slots).ok_or("bad ring size")?;
     let len = (bytes as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
@@ -209,9 +251,9 @@ fn make_channel(
         core::ptr::write_bytes(mem, 0, len as usize);
         pvchannel::init_duplex::<Descriptor, Completion>(mem, len as usize, slots, slots)
     };
-    formatted.map_err(|_| "ring layout refused")?;
+    let duplex = formatted.map_err(|_| "ring layout refused")?;
     let base = channel_base(manifest_index);
-    for &server in &ends {
+    for server in core::iter::once(provider).chain(client) {
         for page in 0..pages {
             system.servers[server]
                 .space
@@ -228,12 +270,12 @@ fn make_channel(
         frames: (0..pages).map(|p| phys + p * PAGE_SIZE).collect(),
         base,
         len,
-        ends_alive: 2,
+        ends_alive: 1 + u8::from(client.is_some()),
         service: *service,
-        provider: ends[0],
-        client: ends[1],
+        provider,
+        client,
         ring_slots: slots,
         doorbells: [0; 2],
     });
-    Ok(index)
+    Ok((index, duplex))
 }

@@ -108,7 +108,11 @@ fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> 
         .ok_or(Error::BadHandle)?;
     system.counters.doorbells += 1;
     system.channels[end.channel].doorbells[usize::from(end.provider)] += 1;
-    if system.raise(end.peer, 1 << end.peer_bit) {
+    // A doorbell towards the kernel's own log channel needs no wakeup: the
+    // kernel never waits on it.
+    if let Some(peer) = end.peer
+        && system.raise(peer, 1 << end.peer_bit)
+    {
         system.counters.wakeups += 1;
     }
     Ok(0)
@@ -120,10 +124,7 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         .get(handle as usize)
         .ok_or(Error::BadHandle)?;
     let channel = &system.channels[end.channel];
-    let mut peer = [0u8; abi::NAME_LEN];
-    let peer_name = system.servers[end.peer].name.as_bytes();
-    let n = peer_name.len().min(abi::NAME_LEN);
-    peer[..n].copy_from_slice(&peer_name[..n]);
+    let peer = name_bytes(end.peer.map_or(KERNEL_NAME, |p| &system.servers[p].name));
     let info = ChannelInfo {
         base: channel.base,
         len: channel.len,
@@ -335,7 +336,11 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
     let stats = ChannelStats {
         service: channel.service,
         provider: name_bytes(&system.servers[channel.provider].name),
-        client: name_bytes(&system.servers[channel.client].name),
+        client: name_bytes(
+            channel
+                .client
+                .map_or(KERNEL_NAME, |c| &system.servers[c].name),
+        ),
         ring_slots: channel.ring_slots,
         reserved: 0,
         requests: read_index(PRODUCER_INDEX_OFFSET),
@@ -347,6 +352,9 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
     UserRange::new(out, size_of::<ChannelStats>() as u64).write(space, bytes_of(&stats))?;
     Ok(0)
 }
+
+/// How the kernel names itself as a channel peer.
+pub const KERNEL_NAME: &str = "kernel";
 
 fn name_bytes(name: &str) -> [u8; abi::NAME_LEN] {
     let mut out = [0u8; abi::NAME_LEN];
