@@ -4,7 +4,11 @@
 
 pub mod build;
 pub mod manifest;
+pub mod new_server;
 pub mod qemu;
+pub mod qmp;
+pub mod stress;
+pub mod summary;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use xtask::qemu::{self, Accel, Machine};
-use xtask::{build, workspace_root};
+use xtask::{build, summary, workspace_root};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,24 @@ enum Cmd {
     /// Boot with a GDB server on localhost:1234, paused at the first
     /// instruction, and print the gdb command that attaches to it.
     Gdb(RunArgs),
+    /// Ring-throughput stress test: one boot per accelerator, batching and
+    /// batch size (plus ping-pong round trips), then a table of messages/s,
+    /// kernel entries, context switches and VM exits per message.
+    Stress(xtask::stress::StressArgs),
+    /// Create a new server, add it to the workspace and to the manifest.
+    ///
+    /// Writes servers/NAME (a working async request loop that answers
+    /// opcode 1 with args[0]) and adds it to the workspace members and to
+    /// servers/manifest.toml. A bad or taken name is refused and nothing is
+    /// written. See docs/ADDING_A_SERVER.md.
+    NewServer {
+        /// The server's name: 1..=16 bytes of [a-z0-9-] starting with a
+        /// letter; also its crate, bin and directory name.
+        name: String,
+        /// The service it provides (default: NAME).
+        #[arg(long, value_name = "SERVICE")]
+        provides: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +77,10 @@ struct RunArgs {
     /// More kernel command-line options, e.g. "log=debug".
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// At the end, print the kernel's counters (as a server last printed
+    /// them) and KVM's exit counters read over QMP, as a table.
+    #[arg(long)]
+    stats: bool,
     /// Arguments passed to QEMU as they are (after `--`).
     #[arg(last = true)]
     qemu_args: Vec<String>,
@@ -121,6 +143,9 @@ fn run(args: &RunArgs, gdb: bool) -> Result<ExitCode> {
     }
     // Interactive: Ctrl-A X leaves QEMU, Ctrl-A C reaches its monitor.
     config.interactive = !gdb;
+    if args.stats && !gdb {
+        return xtask::stress::run_with_stats(&config, &image);
+    }
     let mut cmd = config.command(&image);
     eprintln!(
         "xtask: {} MiB, machine {:?}, cmdline \"{}\"",
@@ -151,6 +176,7 @@ const HOST_TEST_PACKAGES: &[&str] = &[
     "microkernel",
     "userland",
     "testing",
+    "stress",
     "xtask",
 ];
 
@@ -165,24 +191,28 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
         host.arg("--").args(&args.test_args);
     }
     eprintln!("xtask: host tests");
-    if !host.status().context("running cargo test")?.success() {
-        return Ok(ExitCode::FAILURE);
-    }
-    if args.host_only {
-        return Ok(ExitCode::SUCCESS);
-    }
-    qemu::ensure_qemu()?;
-    let image = build::all()?;
-    eprintln!("xtask: in-QEMU tests");
-    let mut guest = cargo();
-    guest.args(["test", "--package", "tests"]);
-    guest
-        .env("MICROKERNEL_KERNEL", &image.kernel)
-        .env("MICROKERNEL_INITRD", &image.initrd);
-    if !args.test_args.is_empty() {
-        guest.arg("--").args(&args.test_args);
-    }
-    Ok(if guest.status().context("running cargo test")?.success() {
+    let (host_ok, mut totals) = summary::run_counted(host)?;
+    let guest_ok = if host_ok && !args.host_only {
+        qemu::ensure_qemu()?;
+        let image = build::all()?;
+        eprintln!("xtask: in-QEMU tests");
+        let mut guest = cargo();
+        guest.args(["test", "--package", "tests"]);
+        guest
+            .env("MICROKERNEL_KERNEL", &image.kernel)
+            .env("MICROKERNEL_INITRD", &image.initrd);
+        if !args.test_args.is_empty() {
+            guest.arg("--").args(&args.test_args);
+        }
+        let (ok, guest_totals) = summary::run_counted(guest)?;
+        totals.add(guest_totals);
+        ok
+    } else {
+        host_ok
+    };
+    // One line that counts everything, host and in-QEMU tests together.
+    println!("summary: {totals}");
+    Ok(if host_ok && guest_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -202,6 +232,11 @@ fn main() -> ExitCode {
         }),
         Cmd::Run(args) => run(&args, false),
         Cmd::Gdb(args) => run(&args, true),
+        Cmd::Stress(args) => xtask::stress::main(&args),
+        Cmd::NewServer { name, provides } => {
+            xtask::new_server::run(&workspace_root(), &name, provides.as_deref())
+                .map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Test(args) => test(&args),
     };
     match result {
