@@ -66,6 +66,12 @@ pub struct System {
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
     slice_end: u64,
+    /// The deadline the timer is armed with, so that an unchanged one is
+    /// not written again (a timer write may exit to the hypervisor).
+    armed: Option<u64>,
+    /// The user GS base last written: servers cannot change their GS base
+    /// (FSGSBASE is off), so it only needs writing when it differs.
+    loaded_user_gs: u64,
     pub batching: bool,
     pub test: Option<[u8; 32]>,
     pub tsc_hz: u64,
@@ -102,6 +108,8 @@ impl System {
             irq_in_service: 0,
             zombies: Vec::new(),
             slice_end: 0,
+            armed: None,
+            loaded_user_gs: 0,
             batching,
             test,
             tsc_hz: lapic::tsc_hz().max(1),
@@ -141,6 +149,8 @@ impl System {
             context::SYSCALL_VECTOR => crate::syscall::handle(self, frame),
             v if v == u64::from(lapic::TIMER_VECTOR) => {
                 lapic::end_of_interrupt();
+                // A one-shot deadline is spent once it fires.
+                self.armed = None;
                 self.counters.timer_interrupts += 1;
                 self.expire_deadlines();
                 if self.current.is_some() && hv::rdtsc() >= self.slice_end {
@@ -379,9 +389,7 @@ impl System {
         if let Some(prev) = self.current
             && self.servers[prev].state.is_alive()
         {
-            let server = &mut self.servers[prev];
-            server.fpu.save();
-            server.user_gs = context::user_gs_base();
+            self.servers[prev].fpu.save();
         }
         self.counters.context_switches += 1;
         self.current = next;
@@ -390,7 +398,10 @@ impl System {
         self.slice_end = now + self.ns_to_tsc(TIME_SLICE_NS);
         let server = &self.servers[index];
         server.fpu.restore();
-        context::set_user_gs_base(server.user_gs);
+        if server.user_gs != self.loaded_user_gs {
+            context::set_user_gs_base(server.user_gs);
+            self.loaded_user_gs = server.user_gs;
+        }
         context::set_kernel_stack(server.kernel_stack.top());
         if hv::paging::current_address_space() != server.space.root() {
             // SAFETY: every server space shares the kernel half.
@@ -431,7 +442,10 @@ impl System {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        lapic::set_deadline(deadline);
+        if deadline != self.armed {
+            lapic::set_deadline(deadline);
+            self.armed = deadline;
+        }
     }
 
     pub fn count_syscall(&mut self, number: Option<Syscall>) {

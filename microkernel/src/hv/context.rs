@@ -59,13 +59,8 @@ pub fn set_kernel_stack(top: u64) {
     unsafe { (*addr_of_mut!(PER_CPU)).kernel_rsp = top };
 }
 
-/// The user GS base of the thread being left (while in the kernel, after
-/// SWAPGS, the user's value sits in KERNEL_GS_BASE).
-pub fn user_gs_base() -> u64 {
-    // SAFETY: reading an MSR that always exists on x86_64.
-    unsafe { msr::read(msr::KERNEL_GS_BASE) }
-}
-
+/// Set the user GS base the next return to ring 3 installs (while in the
+/// kernel, after SWAPGS, the user's value sits in KERNEL_GS_BASE).
 pub fn set_user_gs_base(base: u64) {
     // SAFETY: the value only takes effect in ring 3 after SWAPGS; a
     // non-canonical value would fault WRMSR, so callers pass what they read.
