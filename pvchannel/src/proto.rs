@@ -233,6 +233,20 @@ pub mod apic {
     pub const STAT_COUNT: u64 = 4;
 }
 
+/// The timer benchmark's barrier (`servers/sleepers`: `ticker-coord` and
+/// its `ticker` workers), so that ten timer clients start and end together
+/// inside the harness's `stress-ready` / `stress-done` markers.
+pub mod ticks {
+    /// The service name in the manifest.
+    pub const SERVICE: &str = "ticks";
+    /// "I am ready": answered once every worker is and the counters have
+    /// been read.
+    pub const OP_READY: u32 = 1;
+    /// "I am done": `args[0]` = the latest wake-up after its deadline (ns);
+    /// answered once every worker is done.
+    pub const OP_DONE: u32 = 2;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
