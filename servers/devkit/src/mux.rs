@@ -1,0 +1,258 @@
+//! A device server's main loop over many clients and one IRQ.
+//!
+//! [`Mux`] holds the provider end of every client of a service and,
+//! optionally, the server's [`IrqLine`]. The server's loop is:
+//!
+//! 1. [`Mux::take_batch`]: every request already in the rings (with
+//!    batching off: one request), so the device work of a whole batch can
+//!    be done with as few device accesses as it allows;
+//! 2. the device work, answering with [`Mux::reply`];
+//! 3. [`Mux::wait`]: publish the answers and sleep until a ring has a
+//!    request, the IRQ fired, or a full completion ring has room again.
+//!
+//! Hang-ups ([`OP_HANGUP`]) end a client: it is reported once in the batch
+//! and never polled again. A client whose ring breaks is dropped the same
+//! way (and logged).
+//!
+//! Context: a server's only thread, inside the executor.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::task::Poll;
+
+use userland::{Batching, Channel, ChannelError, Completion, Descriptor, OP_HANGUP, Provider};
+use userland::{println, pvchannel::RingError, sys};
+
+use crate::irq::IrqLine;
+
+/// Why [`Mux::wait`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request is waiting (take it with [`Mux::take_batch`]).
+    Request,
+    /// The IRQ line fired (acknowledge it when handled).
+    Irq,
+    /// A client's completion ring has room for the answers held back.
+    Room,
+    /// No client is left and there is no IRQ to wait for.
+    Idle,
+}
+
+struct ClientSlot {
+    provider: Provider,
+    alive: bool,
+    /// Answers that did not fit the completion ring yet.
+    backlog: VecDeque<Completion>,
+}
+
+/// The clients of one service, and the server's IRQ.
+pub struct Mux {
+    clients: Vec<ClientSlot>,
+    irq: Option<IrqLine>,
+    /// Requests taken while waiting, handed out first by `take_batch`.
+    stash: VecDeque<(usize, Descriptor)>,
+    batching: Batching,
+    batch_limit: usize,
+}
+
+impl Mux {
+    /// Attach every client of `service` (as the manifest lists them).
+    pub fn new(service: &str) -> Result<Self, ChannelError> {
+        let clients = Channel::clients_of(service)?
+            .into_iter()
+            .map(|provider| ClientSlot {
+                provider,
+                alive: true,
+                backlog: VecDeque::new(),
+            })
+            .collect();
+        Ok(Self {
+            clients,
+            irq: None,
+            stash: VecDeque::new(),
+            batching: sys::batching(),
+            batch_limit: 1024,
+        })
+    }
+
+    /// Wait on `irq` too.
+    pub fn with_irq(mut self, irq: IrqLine) -> Self {
+        self.irq = Some(irq);
+        self
+    }
+
+    /// The batching policy chosen at boot.
+    pub fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    /// The IRQ line, if any.
+    pub fn irq(&mut self) -> Option<&mut IrqLine> {
+        self.irq.as_mut()
+    }
+
+    /// Clients attached at start.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Clients that have not hung up.
+    pub fn alive(&self) -> usize {
+        self.clients.iter().filter(|c| c.alive).count()
+    }
+
+    /// The name of client `i`.
+    pub fn peer(&self, i: usize) -> &str {
+        self.clients.get(i).map(|c| c.provider.peer()).unwrap_or("")
+    }
+
+    fn drop_client(&mut self, i: usize, why: RingError) {
+        if let Some(c) = self.clients.get_mut(i) {
+            if c.alive {
+                println!("client {} dropped: {why}", c.provider.peer());
+            }
+            c.alive = false;
+            c.backlog.clear();
+        }
+    }
+
+    fn accept(&mut self, i: usize, d: Descriptor, out: &mut Vec<(usize, Descriptor)>) {
+        if d.opcode() == OP_HANGUP
+            && let Some(c) = self.clients.get_mut(i)
+        {
+            c.alive = false;
+            c.provider.flush();
+        }
+        out.push((i, d));
+    }
+
+    /// Append the requests that are there to `out` without waiting: all of
+    /// them (up to a bound) with batching on, at most one with it off.
+    /// Hang-ups are included (and end their client). Returns how many.
+    pub fn take_batch(&mut self, out: &mut Vec<(usize, Descriptor)>) -> usize {
+        let start = out.len();
+        let limit = match self.batching {
+            Batching::On => self.batch_limit,
+            Batching::Off => 1,
+        };
+        while out.len() - start < limit {
+            let Some((i, d)) = self.stash.pop_front() else {
+                break;
+            };
+            self.accept(i, d, out);
+        }
+        let n = self.clients.len();
+        let mut progress = true;
+        while progress && out.len() - start < limit {
+            progress = false;
+            for i in 0..n {
+                if out.len() - start >= limit {
+                    break;
+                }
+                if !self.clients[i].alive {
+                    continue;
+                }
+                match self.clients[i].provider.receiver().try_recv() {
+                    Ok(d) => {
+                        self.accept(i, d, out);
+                        progress = true;
+                    }
+                    Err(RingError::Empty) => {}
+                    Err(e) => self.drop_client(i, e),
+                }
+            }
+        }
+        out.len() - start
+    }
+
+    /// Answer client `i` (queued if its completion ring is full).
+    pub fn reply(&mut self, i: usize, completion: Completion) {
+        let Some(c) = self.clients.get_mut(i) else {
+            return;
+        };
+        if !c.backlog.is_empty() {
+            c.backlog.push_back(completion);
+            return;
+        }
+        match c.provider.sender().try_send(completion) {
+            Ok(()) => {}
+            Err(RingError::Full) => c.backlog.push_back(completion),
+            Err(e) => self.drop_client(i, e),
+        }
+    }
+
+    /// Publish every answer (and move held-back ones into rings with room).
+    pub fn flush(&mut self) {
+        for i in 0..self.clients.len() {
+            let c = &mut self.clients[i];
+            let mut broken = None;
+            while let Some(&next) = c.backlog.front() {
+                match c.provider.sender().try_send(next) {
+                    Ok(()) => {
+                        c.backlog.pop_front();
+                    }
+                    Err(RingError::Full) => break,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            c.provider.flush();
+            if let Some(e) = broken {
+                self.drop_client(i, e);
+            }
+        }
+    }
+
+    /// Publish the answers, then sleep until there is something to do.
+    pub async fn wait(&mut self) -> Event {
+        self.flush();
+        if !self.stash.is_empty() {
+            return Event::Request;
+        }
+        poll_fn(|cx| {
+            if let Some(irq) = self.irq.as_mut()
+                && irq.poll_fired(cx).is_ready()
+            {
+                return Poll::Ready(Event::Irq);
+            }
+            let mut any = self.irq.is_some();
+            for i in 0..self.clients.len() {
+                let c = &mut self.clients[i];
+                if !c.alive {
+                    continue;
+                }
+                any = true;
+                if !c.backlog.is_empty()
+                    && let Poll::Ready(Ok(())) = c.provider.sender().poll_ready(cx)
+                {
+                    return Poll::Ready(Event::Room);
+                }
+                match c.provider.receiver().poll_recv(cx) {
+                    Poll::Ready(Ok(d)) => {
+                        self.stash.push_back((i, d));
+                        return Poll::Ready(Event::Request);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.drop_client(i, e);
+                        return Poll::Ready(Event::Request);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if any {
+                Poll::Pending
+            } else {
+                Poll::Ready(Event::Idle)
+            }
+        })
+        .await
+    }
+}
+
+/// An error completion for an unknown opcode.
+pub fn unknown(d: &Descriptor) -> Completion {
+    Completion::err(d.cookie(), userland::abi::Error::InvalidArgument)
+}

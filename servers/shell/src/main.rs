@@ -1,0 +1,244 @@
+//! shell: a client of the console (and of the timer): reads a command line,
+//! answers, shows the prompt again.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `help` | lists the commands |
+//! | `ps` | every server: state, restarts, system calls, exit code |
+//! | `stats` | kernel entries by kind, context switches, interrupts, each ring's messages and doorbells, and the console's and timer's counters |
+//! | `sleep MS` | sleeps through the timer service and says how long it took |
+//! | `echo ...` | prints its arguments |
+//! | `batching` | shows whether batching is on or off |
+//! | `poweroff` | prints the counters, then ends the machine (isa-debug-exit) |
+//!
+//! Context: user space, the shell's only thread.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+extern crate alloc;
+
+mod power;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use devkit::clock::now_ns;
+use devkit::sysinfo::{channel_stats, server_info};
+use devkit::{Console, Timer};
+use userland::abi::{self, ServerState, Syscall};
+use userland::pvchannel::proto::{console as cproto, timer as tproto};
+use userland::{Batching, ChannelError, println, sys};
+
+userland::entry!(async run);
+
+const PROMPT: &[u8] = b"> ";
+
+const HELP: &[&str] = &[
+    "commands:",
+    "  help        this list",
+    "  ps          servers: state, restarts, system calls",
+    "  stats       kernel entries, context switches, interrupts, rings",
+    "  sleep MS    sleep MS milliseconds through the timer service",
+    "  echo TEXT   print TEXT",
+    "  batching    show whether batching is on or off",
+    "  poweroff    print the counters and end the machine",
+];
+
+struct Shell {
+    console: Console,
+    timer: Option<Timer>,
+}
+
+impl Shell {
+    async fn say(&mut self, text: &str) -> Result<(), ChannelError> {
+        self.console.line(text).await
+    }
+
+    async fn ps(&mut self) -> Result<(), ChannelError> {
+        self.say("server           state     restarts  syscalls")
+            .await?;
+        for i in 0.. {
+            let Ok(info) = server_info(i) else { break };
+            let state = ServerState::from_raw(info.state)
+                .map(ServerState::name)
+                .unwrap_or("?");
+            let mut line = format!(
+                "{:<16} {:<9} {:>8}  {:>8}",
+                abi::name_str(&info.name),
+                state,
+                info.restarts,
+                info.syscalls
+            );
+            if info.state == ServerState::Exited as u32 {
+                line.push_str(&format!("  (exit code {})", info.exit_code));
+            }
+            self.say(&line).await?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&mut self) -> Result<(), ChannelError> {
+        match sys::counters() {
+            Ok(c) => {
+                self.say(&format!("kernel entries: {}", c.entries()))
+                    .await?;
+                let mut calls = String::from("  system calls:");
+                for (nr, &n) in c.syscalls.iter().enumerate() {
+                    if n != 0
+                        && let Some(call) = Syscall::from_raw(nr as u64)
+                    {
+                        calls.push_str(&format!(" {}={n}", call.name()));
+                    }
+                }
+                self.say(&calls).await?;
+                self.say(&format!(
+                    "  device interrupts: {}, timer interrupts: {}, bad system calls: {}",
+                    c.device_interrupts, c.timer_interrupts, c.bad_syscalls
+                ))
+                .await?;
+                self.say(&format!(
+                    "context switches: {}; doorbells: {} ({} woke a server); faults: {}",
+                    c.context_switches, c.doorbells, c.wakeups, c.faults
+                ))
+                .await?;
+            }
+            Err(e) => self.say(&format!("counters: {e}")).await?,
+        }
+        self.say(
+            "rings (client -> provider): requests, completions, doorbells from client/provider",
+        )
+        .await?;
+        for i in 0.. {
+            let Ok(s) = channel_stats(i) else { break };
+            self.say(&format!(
+                "  {:<10} {} -> {}: {} requests, {} completions, doorbells {}/{}",
+                abi::name_str(&s.service),
+                abi::name_str(&s.client),
+                abi::name_str(&s.provider),
+                s.requests,
+                s.completions,
+                s.doorbells_from_client,
+                s.doorbells_from_provider
+            ))
+            .await?;
+        }
+        let mut console = [0u64; cproto::STAT_COUNT as usize];
+        for (k, v) in console.iter_mut().enumerate() {
+            *v = self.console.stat(k as u64).await?;
+        }
+        self.say(&format!(
+            "console: {} bytes out in {} lines, {} status reads, {} bursts; {} bytes in through {} rx interrupts",
+            console[cproto::STAT_TX_BYTES as usize],
+            console[cproto::STAT_LINES as usize],
+            console[cproto::STAT_TX_STATUS_READS as usize],
+            console[cproto::STAT_BURSTS as usize],
+            console[cproto::STAT_RX_BYTES as usize],
+            console[cproto::STAT_RX_IRQS as usize],
+        ))
+        .await?;
+        if let Some(timer) = self.timer.as_mut() {
+            let mut t = [0u64; tproto::STAT_COUNT as usize];
+            for (k, v) in t.iter_mut().enumerate() {
+                *v = timer.stat(k as u64).await?;
+            }
+            self.say(&format!(
+                "timer: {} requests, {} wake-ups, {} hardware programmings ({} port writes), {} interrupts",
+                t[tproto::STAT_REQUESTS as usize],
+                t[tproto::STAT_WAKEUPS as usize],
+                t[tproto::STAT_PROGRAMMINGS as usize],
+                t[tproto::STAT_PORT_WRITES as usize],
+                t[tproto::STAT_IRQS as usize],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn sleep(&mut self, arg: &str) -> Result<(), ChannelError> {
+        let Ok(ms) = arg.trim().parse::<u64>() else {
+            return self.say("usage: sleep MS").await;
+        };
+        let Some(timer) = self.timer.as_mut() else {
+            return self.say("sleep: no timer service").await;
+        };
+        let start = now_ns();
+        let ended = timer.sleep_for(ms * 1_000_000).await?;
+        let took = ended.saturating_sub(start);
+        self.say(&format!(
+            "slept {ms} ms ({}.{:03} ms by the timer's clock)",
+            took / 1_000_000,
+            took / 1000 % 1000
+        ))
+        .await
+    }
+
+    /// Run one command line; false when the shell should end.
+    async fn command(&mut self, line: &str) -> Result<bool, ChannelError> {
+        let line = line.trim();
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match cmd {
+            "" => {}
+            "help" => {
+                for l in HELP {
+                    self.say(l).await?;
+                }
+            }
+            "ps" => self.ps().await?,
+            "stats" => self.stats().await?,
+            "sleep" => self.sleep(rest).await?,
+            "echo" => self.say(rest.trim_start()).await?,
+            "batching" => {
+                let on = sys::batching() == Batching::On;
+                self.say(if on { "batching on" } else { "batching off" })
+                    .await?
+            }
+            "poweroff" => {
+                self.stats().await?;
+                self.say("powering off").await?;
+                self.console.flush().await?;
+                let e = power::poweroff();
+                self.say(&format!("poweroff failed: {e}")).await?;
+            }
+            other => {
+                self.say(&format!("unknown command: {other} (try help)"))
+                    .await?
+            }
+        }
+        Ok(true)
+    }
+}
+
+async fn run() -> i32 {
+    let console = match Console::open() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("shell: FAIL cannot open the console: {e}");
+            return 1;
+        }
+    };
+    let timer = Timer::open().ok();
+    let mut shell = Shell { console, timer };
+    let result: Result<(), ChannelError> = async {
+        shell
+            .say("shell: ready (type help for the commands)")
+            .await?;
+        loop {
+            shell.console.write(PROMPT).await?;
+            shell.console.flush().await?;
+            let mut line = Vec::new();
+            shell.console.read_line(&mut line).await?;
+            let text = String::from_utf8_lossy(&line).into_owned();
+            if !shell.command(&text).await? {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("shell: FAIL {e}");
+            1
+        }
+    }
+}

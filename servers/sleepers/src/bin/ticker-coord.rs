@@ -1,0 +1,117 @@
+//! ticker-coord: the timer benchmark's coordinator. Waits until every
+//! `ticker` worker is ready, reads the timer's and the kernel's counters,
+//! prints `stress-ready` and pauses (so the harness reads KVM's counters),
+//! lets the workers go, waits until all are done, reads the counters again,
+//! prints `stress-done`, pauses, and prints
+//! `stress-result kind=timer ok=1 clients=N sleeps=N programmings=N
+//! port_writes=N irqs=N wakeups=N latest_us=N ns=N entries=N ...`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use devkit::Timer;
+use devkit::clock::now_ns;
+use devkit::sysinfo::arg_u64;
+use sleepers::{MARKER_PAUSE_NS, kernel_delta, pause};
+use userland::pvchannel::proto::{ticks, timer as proto};
+use userland::{Channel, ChannelError, Completion, OP_HANGUP, Provider, println, sys};
+
+userland::entry!(async run);
+
+async fn stats(t: &mut Timer) -> Result<[u64; 4], ChannelError> {
+    Ok([
+        t.stat(proto::STAT_PROGRAMMINGS).await?,
+        t.stat(proto::STAT_PORT_WRITES).await?,
+        t.stat(proto::STAT_IRQS).await?,
+        t.stat(proto::STAT_WAKEUPS).await?,
+    ])
+}
+
+/// Wait for one `op` request from every worker; returns their cookies and
+/// first arguments.
+async fn gather(workers: &mut [Provider], op: u32) -> Result<Vec<(u64, u64)>, ChannelError> {
+    let mut got = Vec::new();
+    for w in workers.iter_mut() {
+        let d = w.recv().await?;
+        if d.opcode() != op {
+            println!(
+                "ticker-coord: FAIL expected opcode {op}, got {}",
+                d.opcode()
+            );
+            return Err(ChannelError::Sys(userland::abi::Error::InvalidArgument));
+        }
+        got.push((d.cookie(), d.arg(0)));
+    }
+    Ok(got)
+}
+
+async fn release(workers: &mut [Provider], cookies: &[(u64, u64)]) -> Result<(), ChannelError> {
+    for (w, (cookie, _)) in workers.iter_mut().zip(cookies) {
+        w.reply(Completion::ok(*cookie, 0)).await?;
+        w.flush();
+    }
+    Ok(())
+}
+
+async fn bench(timer: &mut Timer, workers: &mut [Provider]) -> Result<(), ChannelError> {
+    let sleeps = arg_u64("sleeps", 1000);
+    let ready = gather(workers, ticks::OP_READY).await?;
+    let before = stats(timer).await?;
+    let k0 = sys::counters().unwrap_or_default();
+    println!("stress-ready");
+    pause(MARKER_PAUSE_NS);
+    let t0 = now_ns();
+    release(workers, &ready).await?;
+    let done = gather(workers, ticks::OP_DONE).await?;
+    let elapsed = now_ns() - t0;
+    let k1 = sys::counters().unwrap_or_default();
+    let after = stats(timer).await?;
+    println!("stress-done");
+    pause(MARKER_PAUSE_NS);
+    let latest = done.iter().map(|d| d.1).max().unwrap_or(0);
+    println!(
+        "stress-result kind=timer ok=1 batching={:?} clients={} sleeps={} programmings={} port_writes={} irqs={} wakeups={} latest_us={} ns={elapsed} {}",
+        sys::batching(),
+        workers.len(),
+        sleeps * workers.len() as u64,
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        after[3] - before[3],
+        latest / 1000,
+        kernel_delta(&k0, &k1)
+    );
+    release(workers, &done).await?;
+    for w in workers.iter_mut() {
+        while w.recv().await?.opcode() != OP_HANGUP {}
+    }
+    Ok(())
+}
+
+async fn run() -> i32 {
+    let mut timer = match Timer::open() {
+        Ok(t) => t,
+        Err(e) => {
+            println!("ticker-coord: FAIL cannot open the timer: {e}");
+            return 1;
+        }
+    };
+    let mut workers = match Channel::clients_of(ticks::SERVICE) {
+        Ok(w) => w,
+        Err(e) => {
+            println!("ticker-coord: FAIL cannot attach the ticks channels: {e}");
+            return 1;
+        }
+    };
+    let result = bench(&mut timer, &mut workers).await;
+    let _ = timer.close().await;
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("ticker-coord: FAIL {e}");
+            1
+        }
+    }
+}
