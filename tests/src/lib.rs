@@ -96,6 +96,101 @@ impl Boot {
     }
 }
 
+impl Boot {
+    /// Boot and type into the serial port as the output goes: each step's
+    /// bytes are written once the output (after the previous step's marker)
+    /// contains its marker. `Boot::input` is written first, at start. For
+    /// input that must arrive while a server listens (typing before the
+    /// kernel has set up the UART may lose bytes).
+    pub fn run_typing(&self, steps: &[(&str, &[u8])]) -> Run {
+        self.run_typing_image(image(), steps)
+    }
+
+    /// [`run_typing`](Self::run_typing) with another image.
+    pub fn run_typing_image(&self, image: &Image, steps: &[(&str, &[u8])]) -> Run {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        use std::sync::mpsc;
+        use std::time::Instant;
+
+        let mut child = self
+            .config
+            .command(image)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting QEMU");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let _ = stdin.write_all(&self.input);
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let deadline = Instant::now() + self.timeout;
+        let mut output = Vec::new();
+        let mut from = 0;
+        let mut step = 0;
+        let mut status = None;
+        let mut timed_out = false;
+        loop {
+            while let Some((marker, bytes)) = steps.get(step) {
+                let seen = String::from_utf8_lossy(&output[from..]).into_owned();
+                let Some(at) = seen.find(marker) else { break };
+                from += seen[..at + marker.len()].len();
+                let _ = stdin.write_all(bytes);
+                let _ = stdin.flush();
+                step += 1;
+            }
+            if let Some(s) = child.try_wait().expect("waiting for QEMU") {
+                status = s.code();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break;
+            }
+            if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(20)) {
+                output.extend_from_slice(&chunk);
+            }
+        }
+        drop(stdin);
+        let _ = out_reader.join();
+        while let Ok(chunk) = rx.try_recv() {
+            output.extend_from_slice(&chunk);
+        }
+        let mut output = String::from_utf8_lossy(&output).into_owned();
+        let errors = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        if !errors.trim().is_empty() {
+            output.push_str("\n[qemu stderr]\n");
+            output.push_str(&errors);
+        }
+        Run {
+            cmdline: self.config.cmdline.clone(),
+            accel: self.config.accel,
+            captured: qemu::Captured {
+                output,
+                status,
+                timed_out,
+            },
+        }
+    }
+}
+
 /// What one boot printed and how it ended.
 pub struct Run {
     pub cmdline: String,
