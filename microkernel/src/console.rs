@@ -40,15 +40,21 @@ struct SerialWriter<'a>(&'a mut Uart16550<PioBackend>);
 
 impl Write for SerialWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().split_inclusive(|&b| b == b'\n') {
-            if let Some((b'\n', line)) = chunk.split_last() {
-                self.0.send_bytes_exact(line);
-                self.0.send_bytes_exact(b"\r\n");
-            } else {
-                self.0.send_bytes_exact(chunk);
-            }
-        }
+        send_with_crlf(self.0, s.as_bytes());
         Ok(())
+    }
+}
+
+/// Send `bytes`, turning each `\n` into `\r\n` for the terminal.
+fn send_with_crlf(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
+    for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+        match chunk.split_last() {
+            Some((b'\n', line)) => {
+                uart.send_bytes_exact(line);
+                uart.send_bytes_exact(b"\r\n");
+            }
+            _ => uart.send_bytes_exact(chunk),
+        }
     }
 }
 
@@ -66,6 +72,16 @@ pub fn print(args: fmt::Arguments<'_>) {
         }
         if let Some(uart) = SERIAL.lock().as_mut() {
             let _ = SerialWriter(uart).write_fmt(args);
+        }
+    });
+}
+
+/// Write bytes straight to COM1, whatever the kernel log's route (for what
+/// the console server left unprinted when it ended).
+pub fn write_direct(bytes: &[u8]) {
+    hv::interrupts::without(|| {
+        if let Some(uart) = SERIAL.lock().as_mut() {
+            send_with_crlf(uart, bytes);
         }
     });
 }

@@ -11,12 +11,16 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use pvchannel::proto::console::{OP_WRITE, WRITE_MAX, pack};
+use pvchannel::proto::console::{OP_WRITE, WRITE_MAX, pack, unpack};
 use pvchannel::{Descriptor, Producer};
 use spin::Mutex;
 
 struct KernelLog {
     ring: Producer<Descriptor>,
+    /// The request ring's memory (direct map), to take over its consumer
+    /// end when the console server is gone.
+    ring_mem: *mut u8,
+    ring_len: usize,
     /// The console server and the bit that is its doorbell for this ring.
     console: usize,
     bit: u32,
@@ -32,10 +36,19 @@ unsafe impl Send for KernelLog {}
 static LOG: Mutex<Option<KernelLog>> = Mutex::new(None);
 static DOORBELL: AtomicBool = AtomicBool::new(false);
 
-/// Send the kernel log to `console` through `ring`.
-pub fn attach(ring: Producer<Descriptor>, console: usize, bit: u32) {
+/// Send the kernel log to `console` through `ring`, whose memory is
+/// `ring_len` bytes at `ring_mem` in the direct map.
+pub fn attach(
+    ring: Producer<Descriptor>,
+    ring_mem: *mut u8,
+    ring_len: usize,
+    console: usize,
+    bit: u32,
+) {
     *LOG.lock() = Some(KernelLog {
         ring,
+        ring_mem,
+        ring_len,
         console,
         bit,
         line: [0; WRITE_MAX],
@@ -44,14 +57,36 @@ pub fn attach(ring: Producer<Descriptor>, console: usize, bit: u32) {
     });
 }
 
-/// The console server `console` ended: log to COM1 again. Returns how many
-/// lines were dropped because the ring was full.
-pub fn detach_if(console: usize) -> Option<u64> {
-    let mut log = LOG.lock();
-    if log.as_ref().is_some_and(|l| l.console == console) {
-        return log.take().map(|l| l.dropped);
+/// The console server `console` ended: log to COM1 again. What it never
+/// consumed, and a partial line, go to `write` first, so nothing the log
+/// published is lost. Returns how many chunks were dropped earlier because
+/// the ring was full.
+pub fn detach_if(console: usize, mut write: impl FnMut(&[u8])) -> Option<u64> {
+    let log = {
+        let mut guard = LOG.lock();
+        if guard.as_ref().is_none_or(|l| l.console != console) {
+            return None;
+        }
+        guard.take()?
+    };
+    // Every write ends with a publish, so all the log staged is published.
+    // SAFETY: the region is the kernel's channel memory, live in the direct
+    // map; the console server that consumed it has ended, so the kernel is
+    // now its only consumer.
+    let ring = unsafe { pvchannel::attach::<Descriptor>(log.ring_mem, log.ring_len) };
+    if let Ok(mut consumer) = ring
+        .map_err(|_| ())
+        .and_then(|mem| mem.into_consumer().map_err(|_| ()))
+    {
+        while let Ok(request) = consumer.pop() {
+            if request.opcode() == OP_WRITE {
+                let (bytes, n) = unpack(&request.args());
+                write(&bytes[..n]);
+            }
+        }
     }
-    None
+    write(&log.line[..log.len]);
+    Some(log.dropped)
 }
 
 /// Stop using the ring for good (the fatal-fault path).

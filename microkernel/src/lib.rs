@@ -6,4 +6,5 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod irq;
 pub mod physmem;

@@ -25,6 +25,7 @@ use crate::memory::paging::kernel_space;
 use crate::process::{Server, State};
 use crate::traps::exception_name;
 use crate::{exit, kprintln};
+use microkernel::irq::InService;
 
 /// How long a server runs before another ready one gets the CPU.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
@@ -62,7 +63,7 @@ pub struct System {
     /// IRQ lines bound, and by whom.
     pub irq_owner: [Option<usize>; IRQ_LINES as usize],
     /// Lines delivered whose end of interrupt waits for `irq_ack`.
-    pub irq_in_service: u32,
+    irq_in_service: InService,
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
     slice_end: u64,
@@ -105,7 +106,7 @@ impl System {
             counters: KernelCounters::default(),
             io_loaded: None,
             irq_owner: [None; IRQ_LINES as usize],
-            irq_in_service: 0,
+            irq_in_service: InService::default(),
             zombies: Vec::new(),
             slice_end: 0,
             armed: None,
@@ -242,7 +243,7 @@ impl System {
             Some(owner) => {
                 // The end of interrupt waits for the owner's `irq_ack`, so the
                 // line stays masked at the local APIC until it is handled.
-                self.irq_in_service |= 1 << line;
+                self.irq_in_service.deliver(line as u32);
                 let bit = self.servers[owner].irq_bits[line].expect("an owner has a bit");
                 self.raise(owner, 1 << bit);
             }
@@ -255,8 +256,7 @@ impl System {
 
     /// End an IRQ line's service (its owner called `irq_ack`).
     pub fn ack_irq(&mut self, line: usize) {
-        if self.irq_in_service & (1 << line) != 0 {
-            self.irq_in_service &= !(1 << line);
+        for _ in 0..self.irq_in_service.acknowledge(line as u32) {
             lapic::end_of_interrupt();
         }
     }
@@ -297,9 +297,10 @@ impl System {
 
     fn end_server(&mut self, index: usize, state: State) {
         self.servers[index].state = state;
-        if let Some(dropped) = crate::klog::detach_if(index) {
+        if let Some(dropped) = crate::klog::detach_if(index, crate::console::write_direct) {
             kprintln!(
-                "kernel: the console server ended; the kernel log is back on COM1 ({dropped} lines dropped)"
+                "kernel: the console server ended; the kernel log is back on COM1 \
+                 ({dropped} chunks were dropped while its ring was full)"
             );
         }
         self.ready.retain(|&i| i != index);

@@ -223,7 +223,11 @@ fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_sl
         service,
     });
     match duplex.client() {
-        Ok((requests, _completions)) => crate::klog::attach(requests, console, own_bit),
+        Ok((requests, _completions)) => {
+            let ring_mem = phys_to_virt(system.channels[channel].frames[0]);
+            let ring_len = pvchannel::ring_bytes::<Descriptor>(slots).unwrap_or(0);
+            crate::klog::attach(requests, ring_mem, ring_len, console, own_bit)
+        }
         Err(e) => kprintln!("kernel: the kernel log stays on COM1: {e:?}"),
     }
 }

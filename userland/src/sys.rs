@@ -7,7 +7,9 @@
 
 use core::mem::{MaybeUninit, size_of};
 
-use pvchannel::abi::{BootInfo, ChannelInfo, Error, KernelCounters, Syscall};
+use pvchannel::abi::{
+    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall,
+};
 
 /// Make a raw system call: number `nr`, up to six arguments; returns `rax`
 /// as the kernel left it (non-negative = success, negative = `-(Error)`).
@@ -113,6 +115,31 @@ pub fn channel_info(handle: u32) -> Result<ChannelInfo, Error> {
         0,
     )?;
     Ok(info)
+}
+
+/// Describe server `index` (any server may ask); `BadHandle` past the last,
+/// which is how to count them.
+pub fn server_info(index: u32) -> Result<ServerInfo, Error> {
+    let mut info = ServerInfo::default();
+    call(
+        Syscall::ServerInfo,
+        u64::from(index),
+        (&raw mut info) as u64,
+        0,
+    )?;
+    Ok(info)
+}
+
+/// Traffic on channel `index` (system-wide); `BadHandle` past the last.
+pub fn channel_stats(index: u32) -> Result<ChannelStats, Error> {
+    let mut stats = ChannelStats::default();
+    call(
+        Syscall::ChannelStats,
+        u64::from(index),
+        (&raw mut stats) as u64,
+        0,
+    )?;
+    Ok(stats)
 }
 
 /// Take delivery of IRQ `line`: returns the notification bit it raises.
