@@ -136,7 +136,8 @@ mod kernel {
         log::debug!("direct map covers {} MiB", direct_map >> 20);
 
         context::init();
-        if !features.x2apic {
+        // The local APIC stays in xAPIC mode (see `hv::lapic`).
+        {
             let flags = Flags::WRITABLE
                 | Flags::NO_EXECUTE
                 | Flags::NO_CACHE
@@ -150,7 +151,6 @@ mod kernel {
             }
         }
         lapic::init(
-            features.x2apic,
             memory::KERNEL_MMIO_BASE,
             backend,
             memory::image_virt_to_phys,
@@ -189,7 +189,7 @@ mod kernel {
             on_off(features.invariant_tsc),
         );
         kprintln!(
-            "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline, end of interrupt by {}",
+            "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline (xapic mode), end of interrupt by {}",
             lapic::tsc_hz() / 1_000_000,
             if features.tsc_hz.is_some() {
                 "cpuid"

@@ -2,8 +2,10 @@
 //! (context switching) and the end of interrupt (interrupt masking). Routing,
 //! IPIs and the I/O APIC belong to the `apic` server.
 //!
-//! x2APIC through MSRs when the CPU has it, else xAPIC through the page the
-//! kernel maps at `KERNEL_MMIO_BASE`. The deadline uses TSC-deadline mode
+//! Always xAPIC mode, through the page the kernel maps at
+//! `KERNEL_MMIO_BASE`, even where x2APIC is offered: the apic server maps
+//! the same page for IPIs and LVT setup, and x2APIC's MSRs are out of reach
+//! of ring 3. The deadline uses TSC-deadline mode
 //! when offered, else the one-shot count calibrated against the PIT. On KVM
 //! with PV EOI, most ends of interrupt clear a flag in memory instead of
 //! exiting to the hypervisor.
@@ -37,7 +39,6 @@ const LVT_MASKED: u32 = 1 << 16;
 const LVT_TSC_DEADLINE: u32 = 2 << 17;
 const DIVIDE_BY_16: u32 = 0x3;
 
-static X2APIC: AtomicBool = AtomicBool::new(false);
 static XAPIC_VIRT: AtomicU64 = AtomicU64::new(0);
 static USE_TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -50,47 +51,30 @@ static PV_EOI_FLAG: PvEoiFlag = PvEoiFlag(AtomicU32::new(0));
 static PV_EOI: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: u32) -> u32 {
-    if X2APIC.load(Ordering::Relaxed) {
-        // SAFETY: x2APIC mode is on, so its MSR range exists.
-        unsafe { msr::read(msr::X2APIC_BASE + (reg >> 4)) as u32 }
-    } else {
-        let base = XAPIC_VIRT.load(Ordering::Relaxed);
-        // SAFETY: `init` mapped the xAPIC page uncached at `base`.
-        unsafe { core::ptr::read_volatile((base + u64::from(reg)) as *const u32) }
-    }
+    let base = XAPIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: `init` got the xAPIC page mapped uncached at `base`.
+    unsafe { core::ptr::read_volatile((base + u64::from(reg)) as *const u32) }
 }
 
 fn write(reg: u32, value: u32) {
-    if X2APIC.load(Ordering::Relaxed) {
-        // SAFETY: as for `read`; every register written here is writable.
-        unsafe { msr::write(msr::X2APIC_BASE + (reg >> 4), u64::from(value)) }
-    } else {
-        let base = XAPIC_VIRT.load(Ordering::Relaxed);
-        // SAFETY: as for `read`.
-        unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, value) }
-    }
+    let base = XAPIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: as for `read`; every register written here is writable.
+    unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, value) }
 }
 
 /// Enable the local APIC with every local interrupt source masked (the
 /// legacy PIC can never reach the CPU through LINT0), the timer idle, and
 /// PV EOI on when KVM offers it. `xapic_virt` is where the xAPIC page is
-/// mapped, for CPUs without x2APIC. `image_phys` turns a kernel image
-/// address into a physical one (for the PV EOI flag).
-pub fn init(x2apic: bool, xapic_virt: u64, backend: Backend, image_phys: impl Fn(u64) -> u64) {
+/// mapped. `image_phys` turns a kernel image address into a physical one
+/// (for the PV EOI flag).
+pub fn init(xapic_virt: u64, backend: Backend, image_phys: impl Fn(u64) -> u64) {
     const APIC_ENABLE: u64 = 1 << 11;
-    const X2APIC_ENABLE: u64 = 1 << 10;
-    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the enable
-    // bits keeps the base address.
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
+    // enable bit keeps the base address and the (xAPIC) mode.
     unsafe {
         let base = msr::read(msr::APIC_BASE);
-        let mode = if x2apic {
-            APIC_ENABLE | X2APIC_ENABLE
-        } else {
-            APIC_ENABLE
-        };
-        msr::write(msr::APIC_BASE, base | mode);
+        msr::write(msr::APIC_BASE, base | APIC_ENABLE);
     }
-    X2APIC.store(x2apic, Ordering::Relaxed);
     XAPIC_VIRT.store(xapic_virt, Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));

@@ -12,8 +12,6 @@ pub const GS_BASE: u32 = 0xC000_0101;
 pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
 /// KVM's PV EOI: guest-physical address of a 4-byte flag, bit 0 enables.
 pub const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
-/// x2APIC registers: 0x800 + (xAPIC offset >> 4).
-pub const X2APIC_BASE: u32 = 0x800;
 
 /// # Safety
 /// `msr` must exist on this CPU.
