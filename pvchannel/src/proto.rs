@@ -10,6 +10,14 @@
 //! Context: any. No allocation, no panics on peer input: every decoder
 //! accepts any bit pattern and clamps what it reads.
 
+/// The echo-style request every new server answers (`cargo xtask
+/// new-server` generates it, `servers/echo` is the model), and which the
+/// shell's `call SERVICE VALUE` sends.
+pub mod echo {
+    /// Answer with a completion whose value is `args[0]`.
+    pub const OP_ECHO: u32 = 1;
+}
+
 /// The console server (`servers/console`): line-interleaved output from many
 /// clients, and line-buffered input from the 16550 (interrupt driven).
 pub mod console {

@@ -13,7 +13,7 @@ use tests::{Accel, Boot, Machine, Run, on_kvm};
 /// typed before its interrupt was on), so every one of these bytes arrives
 /// through the interrupt.
 const COMMANDS: &[u8] =
-    b"help\nps\necho hello from the test\nbatching\nsleep 50\nnosuchcommand\nstats\npoweroff\n";
+    b"help\nps\necho hello from the test\nbatching\nsleep 50\nnosuchcommand\ncall echo 42\ncall nosuch 1\nstats\npoweroff\n";
 
 fn boot(accel: Accel, machine: Machine) -> Boot {
     let timeout = match (accel, machine) {
@@ -73,6 +73,9 @@ fn shell_answers(accel: Accel, machine: Machine, batching: &str) {
         .assert_contains(&format!("batching {batching}"))
         .assert_contains("slept 50 ms")
         .assert_contains("unknown command: nosuchcommand (try help)")
+        // call: a service the shell uses answers; one it does not is named
+        .assert_contains("echo answered 42")
+        .assert_contains("call: no channel to nosuch")
         // stats (twice: the command and poweroff)
         .assert_contains("kernel entries: ")
         .assert_contains("context switches: ")

@@ -8,6 +8,7 @@
 //! | `stats` | kernel entries by kind, context switches, interrupts, each ring's messages and doorbells, and the console's and timer's counters |
 //! | `sleep MS` | sleeps through the timer service and says how long it took |
 //! | `echo ...` | prints its arguments |
+//! | `call SERVICE [VALUE]` | sends an echo request (`proto::echo::OP_ECHO`) to a service the shell uses, and prints the answer |
 //! | `batching` | shows whether batching is on or off |
 //! | `poweroff` | prints the counters, then ends the machine (isa-debug-exit) |
 //!
@@ -26,8 +27,9 @@ use devkit::clock::now_ns;
 use devkit::sysinfo::{channel_stats, server_info};
 use devkit::{Console, Timer};
 use userland::abi::{self, ServerState, Syscall};
+use userland::pvchannel::proto::echo::OP_ECHO;
 use userland::pvchannel::proto::{console as cproto, timer as tproto};
-use userland::{Batching, ChannelError, println, sys};
+use userland::{Batching, Channel, ChannelError, Client, Descriptor, println, sys};
 
 userland::entry!(async run);
 
@@ -40,6 +42,7 @@ const HELP: &[&str] = &[
     "  stats       kernel entries, context switches, interrupts, rings",
     "  sleep MS    sleep MS milliseconds through the timer service",
     "  echo TEXT   print TEXT",
+    "  call SERVICE [VALUE]  ask SERVICE to echo VALUE (a service the shell uses)",
     "  batching    show whether batching is on or off",
     "  poweroff    print the counters and end the machine",
 ];
@@ -47,6 +50,8 @@ const HELP: &[&str] = &[
 struct Shell {
     console: Console,
     timer: Option<Timer>,
+    /// Services opened by `call`, kept for the next call.
+    services: Vec<(String, Client)>,
 }
 
 impl Shell {
@@ -172,6 +177,40 @@ impl Shell {
         .await
     }
 
+    async fn call(&mut self, arg: &str) -> Result<(), ChannelError> {
+        let mut words = arg.split_whitespace();
+        let Some(service) = words.next() else {
+            return self.say("usage: call SERVICE [VALUE]").await;
+        };
+        let Ok(value) = words.next().unwrap_or("1").parse::<u64>() else {
+            return self.say("call: VALUE must be a number").await;
+        };
+        let at = match self.services.iter().position(|(name, _)| name == service) {
+            Some(at) => at,
+            None => match Channel::open(service) {
+                Ok(client) => {
+                    self.services.push((service.into(), client));
+                    self.services.len() - 1
+                }
+                Err(e) => {
+                    let text = format!(
+                        "call: no channel to {service} ({e}); the manifest must list it in the shell's uses"
+                    );
+                    return self.say(&text).await;
+                }
+            },
+        };
+        let request = Descriptor::new(OP_ECHO, 0).with_args([value]);
+        let text = match self.services[at].1.call(request).await {
+            Ok(answer) => match answer.result() {
+                Ok(v) => format!("{service} answered {v}"),
+                Err(e) => format!("{service} refused: {e}"),
+            },
+            Err(e) => format!("call: {service}: {e}"),
+        };
+        self.say(&text).await
+    }
+
     /// Run one command line; false when the shell should end.
     async fn command(&mut self, line: &str) -> Result<bool, ChannelError> {
         let line = line.trim();
@@ -187,6 +226,7 @@ impl Shell {
             "stats" => self.stats().await?,
             "sleep" => self.sleep(rest).await?,
             "echo" => self.say(rest.trim_start()).await?,
+            "call" => self.call(rest).await?,
             "batching" => {
                 let on = sys::batching() == Batching::On;
                 self.say(if on { "batching on" } else { "batching off" })
@@ -217,7 +257,11 @@ async fn run() -> i32 {
         }
     };
     let timer = Timer::open().ok();
-    let mut shell = Shell { console, timer };
+    let mut shell = Shell {
+        console,
+        timer,
+        services: Vec::new(),
+    };
     let result: Result<(), ChannelError> = async {
         shell
             .say("shell: ready (type help for the commands)")
