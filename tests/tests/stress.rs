@@ -80,8 +80,11 @@ fn pingpong(accel: Accel) {
     assert!(0 < min && min <= p50 && p50 <= p99 && p99 <= max, "{r:?}");
     assert!(r.u64("tsc_hz").unwrap() > 0, "{r:?}");
     assert!(r.u64("p50_ns").unwrap() > 0, "{r:?}");
-    // Each round trip is two doorbells at least (ping, then pong's answer).
-    assert!(r.u64("doorbells").unwrap() >= 2 * 2000, "{r:?}");
+    // A doorbell is rung only when the peer sleeps (it may still be awake,
+    // so fewer is fine): at most one per message each way, 3,000 pings
+    // counting the warm-up, and some, since each side waits for the other.
+    let doorbells = r.u64("doorbells").unwrap();
+    assert!(0 < doorbells && doorbells <= 2 * 3000, "{r:?}");
 }
 
 #[test]
