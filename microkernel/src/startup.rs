@@ -35,13 +35,6 @@ fn find<'a>(archive: &TarArchiveRef<'a>, name: &str) -> Option<&'a [u8]> {
         .map(|e| e.data())
 }
 
-fn name_bytes(name: &str) -> [u8; abi::NAME_LEN] {
-    let mut out = [0u8; abi::NAME_LEN];
-    let n = name.len().min(abi::NAME_LEN);
-    out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    out
-}
-
 /// Load the servers and channels of the manifest into `system`.
 pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&str>) {
     let Some(initrd) = initrd else {
@@ -167,7 +160,7 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
                 own_bit,
                 peer_bit: 0,
                 provider: handle.role == Role::Provider,
-                service: name_bytes(handle.service.as_str()),
+                service: *handle.service.as_bytes(),
             });
         }
     }
@@ -198,7 +191,7 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
 }
 
 fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_slot: usize) {
-    let service = name_bytes(pvchannel::proto::console::SERVICE);
+    let service = abi::name_bytes(pvchannel::proto::console::SERVICE);
     let (channel, duplex) = match make_channel(system, channel_slot, slots, console, None, &service)
     {
         Ok(made) => made,

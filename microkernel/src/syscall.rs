@@ -10,8 +10,8 @@ use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use pvchannel::abi::{
-    self, BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState,
-    Syscall, layout,
+    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState, Syscall,
+    layout, name_bytes,
 };
 use pvchannel::layout::PRODUCER_INDEX_OFFSET;
 use x86_64::structures::paging::PageTableFlags as Flags;
@@ -355,13 +355,6 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
 
 /// How the kernel names itself as a channel peer.
 pub const KERNEL_NAME: &str = "kernel";
-
-fn name_bytes(name: &str) -> [u8; abi::NAME_LEN] {
-    let mut out = [0u8; abi::NAME_LEN];
-    let n = name.len().min(abi::NAME_LEN);
-    out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    out
-}
 
 /// Where channel `i` is mapped in both of its servers.
 pub fn channel_base(channel: usize) -> u64 {

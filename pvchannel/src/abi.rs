@@ -207,6 +207,15 @@ pub struct ChannelInfo {
     pub peer: [u8; NAME_LEN],
 }
 
+/// A name as the wire carries it: NUL padded to [`NAME_LEN`] bytes (a
+/// longer one is cut). The inverse of [`name_str`].
+pub fn name_bytes(name: &str) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    let n = name.len().min(NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
 /// A NUL-padded name as a string (invalid UTF-8 reads as empty).
 pub fn name_str(name: &[u8]) -> &str {
     let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
@@ -417,6 +426,20 @@ mod tests {
         }
         assert_eq!(Syscall::from_raw(Syscall::COUNT as u64), None);
         assert_eq!(Syscall::from_raw(u64::MAX), None);
+    }
+
+    #[test]
+    fn names_round_trip_through_their_padded_form() {
+        assert_eq!(name_str(&name_bytes("console")), "console");
+        assert_eq!(name_str(&name_bytes("")), "");
+        assert_eq!(
+            name_str(&name_bytes("exactly-sixteen!")),
+            "exactly-sixteen!"
+        );
+        assert_eq!(
+            name_str(&name_bytes("longer-than-sixteen-bytes")),
+            "longer-than-sixt"
+        );
     }
 
     #[test]
