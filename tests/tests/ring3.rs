@@ -164,18 +164,7 @@ fn a_corrupt_server_image_is_named_and_the_others_boot() {
     let dir = std::env::temp_dir().join(format!("microkernel-corrupt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let initrd = dir.join("initrd.tar");
-    let mut builder = tar::Builder::new(std::fs::File::create(&initrd).unwrap());
-    for (name, data) in &files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, data.as_slice())
-            .unwrap();
-    }
-    builder.finish().unwrap();
-    drop(builder);
+    xtask::build::write_initrd(&initrd, &files).expect("writing the initrd");
 
     let custom = Image {
         kernel: image().kernel.clone(),

@@ -80,11 +80,18 @@ pub fn kernel() -> Result<PathBuf> {
         .join("microkernel"))
 }
 
-/// Pack the initrd: a tar archive of the files the kernel reads at boot.
+/// Pack the initrd: a tar archive of the files the kernel reads at boot,
+/// at its usual place (`target/initrd.tar`).
 pub fn initrd(files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
     let path = workspace_root().join("target").join("initrd.tar");
+    write_initrd(&path, files)?;
+    Ok(path)
+}
+
+/// Write `files` as an initrd archive at `path` (tests build their own).
+pub fn write_initrd(path: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut archive = tar::Builder::new(file);
     for (name, bytes) in files {
         let mut header = tar::Header::new_ustar();
@@ -96,7 +103,7 @@ pub fn initrd(files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
             .with_context(|| format!("adding {name}"))?;
     }
     archive.finish()?;
-    Ok(path)
+    Ok(())
 }
 
 /// Build every server crate the manifests name (release, one cargo run for
