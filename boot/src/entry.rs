@@ -8,8 +8,13 @@ use core::arch::global_asm;
 // Early page tables (each one 4 KiB page, in .boot.bss):
 //   PML4[0]   -> PDPT_LOW : [0..4] -> PD0..PD3  identity map of 0..4 GiB
 //   PML4[511] -> PDPT_HIGH: [510] -> PD0, [511] -> PD1: -2 GiB maps 0..2 GiB
-//   PDn[i] = (n * 1 GiB + i * 2 MiB) | PRESENT | WRITABLE | HUGE
-// The kernel replaces all of this with its own W^X tables as soon as it can.
+//   PDn[i] = (n * 1 GiB + i * 2 MiB) | PRESENT | WRITABLE | USER | HUGE
+// Every entry is user-accessible: the kernel may enter the pvm backend's
+// native mode (microkernel/src/hv/pvm.rs) on these tables, where a
+// supervisor-only page stops the vCPU. Nothing runs in ring 3 while they are
+// live, and SMEP is off until the kernel's own tables replace them, so on
+// other backends the bit changes nothing. The kernel replaces all of this
+// with its own W^X tables as soon as it can.
 global_asm!(
     r#"
     .section .note.Xen, "a", @note
@@ -37,7 +42,7 @@ pvh_start32:
 
     /* PD0..PD3: 2048 huge pages of 2 MiB, 0..4 GiB. */
     mov edi, offset early_pd
-    mov eax, 0x83                       /* present | writable | huge */
+    mov eax, 0x87                       /* present | writable | user | huge */
     xor edx, edx
     mov ecx, 2048
 1:
@@ -52,7 +57,7 @@ pvh_start32:
     /* PDPT_LOW[0..4] -> PD0..PD3 */
     mov edi, offset early_pdpt_low
     mov eax, offset early_pd
-    or eax, 3
+    or eax, 7
     mov ecx, 4
 2:
     mov [edi], eax
@@ -63,17 +68,17 @@ pvh_start32:
 
     /* PDPT_HIGH[510] -> PD0, [511] -> PD1 */
     mov eax, offset early_pd
-    or eax, 3
+    or eax, 7
     mov [offset early_pdpt_high + 510 * 8], eax
     add eax, 4096
     mov [offset early_pdpt_high + 511 * 8], eax
 
     /* PML4[0] -> PDPT_LOW, PML4[511] -> PDPT_HIGH */
     mov eax, offset early_pdpt_low
-    or eax, 3
+    or eax, 7
     mov [offset early_pml4], eax
     mov eax, offset early_pdpt_high
-    or eax, 3
+    or eax, 7
     mov [offset early_pml4 + 511 * 8], eax
 
     /* CR4.PAE */

@@ -1,4 +1,5 @@
-//! The kernel command line: `batching=on|off`, `log=LEVEL`, `test=NAME`.
+//! The kernel command line: `batching=on|off`, `log=LEVEL`, `test=NAME`,
+//! `hv=auto|native|pvm`.
 //!
 //! Parsing never fails: an unknown option or a malformed value becomes a
 //! [`Warning`] that names it, and the default stays in force, so a typo costs
@@ -27,6 +28,30 @@ impl LogLevel {
     }
 }
 
+/// Which hypervisor backend to run (`hv=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HvRequest {
+    /// The best the machine offers: pvm where its interface answers,
+    /// native everywhere else.
+    Auto,
+    /// Plain instructions, whatever the machine offers.
+    Native,
+    /// The PVM native mode; refused with a warning (and `Auto` taken) where
+    /// the machine does not offer it.
+    Pvm,
+}
+
+impl HvRequest {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "auto" => Self::Auto,
+            "native" => Self::Native,
+            "pvm" => Self::Pvm,
+            _ => return None,
+        })
+    }
+}
+
 /// The longest test name kept.
 pub const MAX_TEST_NAME: usize = 32;
 
@@ -35,6 +60,7 @@ pub const MAX_TEST_NAME: usize = 32;
 pub struct Config {
     pub batching: bool,
     pub log_level: LogLevel,
+    pub hv: HvRequest,
     test: [u8; MAX_TEST_NAME],
     test_len: usize,
 }
@@ -44,6 +70,7 @@ impl Default for Config {
         Self {
             batching: true,
             log_level: LogLevel::Info,
+            hv: HvRequest::Auto,
             test: [0; MAX_TEST_NAME],
             test_len: 0,
         }
@@ -117,6 +144,14 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
                     expected: "error, warn, info, debug or trace",
                 }),
             },
+            ("hv", v) => match v.and_then(HvRequest::parse) {
+                Some(request) => config.hv = request,
+                None => warn(Warning::BadValue {
+                    option,
+                    value: v.unwrap_or(""),
+                    expected: "auto, native or pvm",
+                }),
+            },
             ("test", Some(name))
                 if !name.is_empty()
                     && name.len() <= MAX_TEST_NAME
@@ -177,7 +212,23 @@ mod tests {
         assert!(c.batching);
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.test(), None);
+        assert_eq!(c.hv, HvRequest::Auto);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn hv_takes_auto_native_or_pvm_and_names_anything_else() {
+        assert_eq!(parse_all("hv=native").0.hv, HvRequest::Native);
+        assert_eq!(parse_all("hv=pvm").0.hv, HvRequest::Pvm);
+        assert_eq!(parse_all("hv=pvm hv=auto").0.hv, HvRequest::Auto);
+        let (c, w) = parse_all("hv=xen");
+        assert_eq!(c.hv, HvRequest::Auto);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("'hv'") && w[0].contains("'xen'") && w[0].contains("auto, native or pvm"),
+            "{}",
+            w[0]
+        );
     }
 
     #[test]

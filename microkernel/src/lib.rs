@@ -8,3 +8,4 @@ pub mod cmdline;
 pub mod elf;
 pub mod irq;
 pub mod physmem;
+pub mod portinsn;

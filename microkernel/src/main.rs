@@ -18,6 +18,8 @@ mod ktest;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod ports;
+#[cfg(target_os = "none")]
 mod process;
 #[cfg(target_os = "none")]
 mod sched;
@@ -66,6 +68,7 @@ mod kernel {
 
     #[unsafe(no_mangle)]
     pub fn kernel_main(info: &'static BootInfo) -> ! {
+        let boot_tsc = hv::rdtsc();
         console::init();
         let line = info.cmdline();
         let config = cmdline::parse(line, |_| {});
@@ -79,8 +82,6 @@ mod kernel {
             log::warn!("the command line is longer than the kernel keeps; the rest is ignored");
         }
 
-        let backend = hv::init();
-        let features = hv::features();
         // SAFETY: linker-script symbols; only their addresses are used.
         let stacks = unsafe {
             cpu::TrapStacks {
@@ -90,8 +91,12 @@ mod kernel {
                 kernel_top: addr(&__boot_stack_top),
             }
         };
-        let protection = cpu::init(&stacks, features.smep, features.smap);
-        context::set_smap_active(protection.smap);
+        // The tables first, so that the backend's probe can survive a #GP;
+        // then the backend, before the page tables that take its flags.
+        cpu::init(&stacks, hv::trap::stubs(hv::trap::EntryFlavour::Swapgs));
+        let selection = hv::init(config.hv);
+        let backend = selection.backend;
+        let features = hv::features();
 
         // SAFETY: as above.
         let image = unsafe {
@@ -134,8 +139,11 @@ mod kernel {
             exit::failure();
         }
         log::debug!("direct map covers {} MiB", direct_map >> 20);
+        // Only now: the boot tables were user-accessible throughout, which
+        // SMEP would have refused.
+        let protection = cpu::set_control_registers(backend.protection(&features));
+        context::set_smap_active(protection.smap);
 
-        context::init();
         // The local APIC stays in xAPIC mode (see `hv::lapic`).
         {
             let flags = Flags::WRITABLE
@@ -152,7 +160,7 @@ mod kernel {
         }
         lapic::init(
             memory::KERNEL_MMIO_BASE,
-            backend,
+            hv::kvm().is_some_and(|k| k.has(hv::KvmFeatures::PV_EOI)),
             memory::image_virt_to_phys,
         );
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
@@ -167,23 +175,22 @@ mod kernel {
             heap::usage().0 >> 20
         );
         kprintln!("  cmdline:    \"{line}\"");
-        kprintln!("  hypervisor: {backend}");
-        if let hv::Backend::Kvm(_) = backend {
-            // With one vCPU there is no remote TLB to flush and no other
-            // vCPU to yield to: PV TLB flush and PV sched-yield do not apply.
-            kprintln!(
-                "  kvm takes:  {}; pv-tlb-flush and pv-sched-yield unused (one vCPU)",
-                if lapic::pv_eoi_enabled() {
-                    "pv-eoi"
-                } else {
-                    "nothing"
-                }
-            );
-        }
         kprintln!(
-            "  cpu:        smep {}, smap {}, x2apic {}, tsc-deadline {}, invariant tsc {}",
+            "  hypervisor: {} backend ({}), chosen in {} us",
+            backend.name(),
+            selection.reason,
+            selection.took_cycles * 1_000_000 / lapic::tsc_hz().max(1)
+        );
+        kprintln!(
+            "  {:<11} {}",
+            format_args!("{} takes:", backend.name()),
+            Describe(backend)
+        );
+        kprintln!(
+            "  cpu:        smep {}, smap {}, umip {}, x2apic {}, tsc-deadline {}, invariant tsc {}",
             on_off(protection.smep),
             on_off(protection.smap),
+            on_off(protection.umip),
             on_off(features.x2apic),
             on_off(features.tsc_deadline),
             on_off(features.invariant_tsc),
@@ -192,7 +199,7 @@ mod kernel {
             "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline (xapic mode), end of interrupt by {}",
             lapic::tsc_hz() / 1_000_000,
             if features.tsc_hz.is_some() {
-                "cpuid"
+                "reported by the cpu or hypervisor"
             } else {
                 "measured against the PIT"
             },
@@ -227,9 +234,19 @@ mod kernel {
 
         let test = config.test().map(|_| config.test_bytes());
         let mut system = System::new(config.batching, test, line, info.rsdp_phys.unwrap_or(0));
+        system.set_boot_tsc(boot_tsc);
         startup::start(&mut system, startup::initrd(info), config.test());
         sched::install(system);
         idle()
+    }
+
+    /// A backend's account of what it took, for the banner.
+    struct Describe(&'static dyn hv::backend::Backend);
+
+    impl core::fmt::Display for Describe {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            self.0.describe(f)
+        }
     }
 
     fn on_off(value: bool) -> &'static str {

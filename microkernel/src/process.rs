@@ -69,7 +69,8 @@ pub struct Server {
     pub owned_frames: Vec<u64>,
     pub kernel_stack: KernelStack,
     pub fpu: Box<FpuState>,
-    pub user_gs: u64,
+    /// Set at the first `wait`: the server has finished starting up.
+    pub reached_wait: bool,
     pub pending: u64,
     pub wait_mask: u64,
     /// TSC value at which a `wait` gives up.
@@ -224,7 +225,7 @@ impl Server {
             owned_frames: Vec::new(),
             kernel_stack,
             fpu: Box::new(FpuState::initial()),
-            user_gs: 0,
+            reached_wait: false,
             pending: 0,
             wait_mask: 0,
             deadline: None,

@@ -70,9 +70,10 @@ pub struct System {
     /// The deadline the timer is armed with, so that an unchanged one is
     /// not written again (a timer write may exit to the hypervisor).
     armed: Option<u64>,
-    /// The user GS base last written: servers cannot change their GS base
-    /// (FSGSBASE is off), so it only needs writing when it differs.
-    loaded_user_gs: u64,
+    /// TSC at the kernel's first instruction, for the "all servers ready"
+    /// line, which is printed once (`ready_reported`).
+    boot_tsc: u64,
+    ready_reported: bool,
     pub batching: bool,
     pub test: Option<[u8; 32]>,
     pub tsc_hz: u64,
@@ -110,7 +111,8 @@ impl System {
             zombies: Vec::new(),
             slice_end: 0,
             armed: None,
-            loaded_user_gs: 0,
+            boot_tsc: 0,
+            ready_reported: false,
             batching,
             test,
             tsc_hz: lapic::tsc_hz().max(1),
@@ -127,8 +129,36 @@ impl System {
         self.current
     }
 
+    /// `ns` in TSC cycles, saturating: a timeout of centuries is "never",
+    /// not a wrapped few milliseconds.
     pub fn ns_to_tsc(&self, ns: u64) -> u64 {
-        (u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
+        u64::try_from(u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000).unwrap_or(u64::MAX)
+    }
+
+    /// Where the kernel started, for the boot-to-ready report.
+    pub fn set_boot_tsc(&mut self, tsc: u64) {
+        self.boot_tsc = tsc;
+    }
+
+    /// Print `kernel: all servers ready after N ms` the first time every
+    /// server has reached its first `wait` or has ended.
+    fn report_ready(&mut self) {
+        if self.ready_reported
+            || !self
+                .servers
+                .iter()
+                .all(|s| s.reached_wait || !s.state.is_alive())
+        {
+            return;
+        }
+        self.ready_reported = true;
+        let cycles = hv::rdtsc().saturating_sub(self.boot_tsc);
+        let micros = u128::from(cycles) * 1_000_000 / u128::from(self.tsc_hz);
+        kprintln!(
+            "kernel: all servers ready after {}.{:03} ms",
+            micros / 1000,
+            micros % 1000
+        );
     }
 
     /// Handle one trap; return the frame to resume.
@@ -138,18 +168,13 @@ impl System {
             Some(index) => debug_assert_eq!(self.servers[index].frame(), frame as *mut TrapFrame),
         }
         self.reap();
-        // A system call that arrived as a fault keeps its fault vector, so
-        // that it returns through IRETQ (PVM forbids SYSRET to its guests).
-        let vector = if frame.vector == 14 && context::syscall_arrived_as_fault(frame) {
-            context::SYSCALL_VECTOR
-        } else {
-            frame.vector
-        };
-        match vector {
+        let backend = hv::backend();
+        match backend.trap_vector(frame) {
+            13 if !backend.ports_direct() && crate::ports::emulate(self, frame) => {}
             0..=31 => self.fault_current(frame),
             context::SYSCALL_VECTOR => crate::syscall::handle(self, frame),
             v if v == u64::from(lapic::TIMER_VECTOR) => {
-                lapic::end_of_interrupt();
+                backend.end_of_interrupt();
                 // A one-shot deadline is spent once it fires.
                 self.armed = None;
                 self.counters.timer_interrupts += 1;
@@ -164,7 +189,7 @@ impl System {
             v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
             v => {
                 log::warn!("unexpected interrupt vector {v:#x}");
-                lapic::end_of_interrupt();
+                backend.end_of_interrupt();
             }
         }
         if let Some((console, bit)) = crate::klog::take_doorbell() {
@@ -212,6 +237,10 @@ impl System {
         server.state = State::Blocked;
         server.wait_mask = mask;
         server.deadline = deadline;
+        if !server.reached_wait {
+            server.reached_wait = true;
+            self.report_ready();
+        }
     }
 
     pub fn yield_current(&mut self) {
@@ -249,7 +278,7 @@ impl System {
             }
             None => {
                 log::warn!("IRQ {line} arrived with no server bound to it");
-                lapic::end_of_interrupt();
+                hv::backend().end_of_interrupt();
             }
         }
     }
@@ -257,7 +286,7 @@ impl System {
     /// End an IRQ line's service (its owner called `irq_ack`).
     pub fn ack_irq(&mut self, line: usize) {
         for _ in 0..self.irq_in_service.acknowledge(line as u32) {
-            lapic::end_of_interrupt();
+            hv::backend().end_of_interrupt();
         }
     }
 
@@ -297,6 +326,7 @@ impl System {
 
     fn end_server(&mut self, index: usize, state: State) {
         self.servers[index].state = state;
+        self.report_ready();
         if let Some(dropped) = crate::klog::detach_if(index, crate::console::write_direct) {
             kprintln!(
                 "kernel: the console server ended; the kernel log is back on COM1 \
@@ -348,7 +378,7 @@ impl System {
                 unsafe { hv::paging::switch_address_space(kernel_space().root()) };
             }
             if self.io_loaded == Some(index) {
-                context::set_io_bitmap(&DENY_ALL_PORTS);
+                hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
                 self.io_loaded = None;
             }
             for end in self.servers[index].channels.clone() {
@@ -398,23 +428,18 @@ impl System {
         let now = hv::rdtsc();
         self.slice_end = now + self.ns_to_tsc(TIME_SLICE_NS);
         let server = &self.servers[index];
+        let backend = hv::backend();
         server.fpu.restore();
-        if server.user_gs != self.loaded_user_gs {
-            context::set_user_gs_base(server.user_gs);
-            self.loaded_user_gs = server.user_gs;
-        }
-        context::set_kernel_stack(server.kernel_stack.top());
-        if hv::paging::current_address_space() != server.space.root() {
-            // SAFETY: every server space shares the kernel half.
-            unsafe { hv::paging::switch_address_space(server.space.root()) };
-        }
+        backend.set_kernel_stack(server.kernel_stack.top());
+        // SAFETY: every server space shares the kernel half.
+        unsafe { hv::paging::switch_address_space(server.space.root()) };
         match (&server.io_bitmap, self.io_loaded) {
             (Some(bitmap), loaded) if loaded != Some(index) => {
-                context::set_io_bitmap(bitmap);
+                backend.set_io_bitmap(bitmap);
                 self.io_loaded = Some(index);
             }
             (None, Some(_)) => {
-                context::set_io_bitmap(&DENY_ALL_PORTS);
+                backend.set_io_bitmap(&DENY_ALL_PORTS);
                 self.io_loaded = None;
             }
             _ => {}
@@ -426,7 +451,7 @@ impl System {
         if let Some(index) = self.current
             && let Some(bitmap) = &self.servers[index].io_bitmap
         {
-            context::set_io_bitmap(bitmap);
+            hv::backend().set_io_bitmap(bitmap);
             self.io_loaded = Some(index);
         }
     }
@@ -444,7 +469,7 @@ impl System {
             (a, b) => a.or(b),
         };
         if deadline != self.armed {
-            lapic::set_deadline(deadline);
+            hv::backend().set_deadline(deadline);
             self.armed = deadline;
         }
     }

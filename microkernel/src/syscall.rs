@@ -77,6 +77,7 @@ fn dispatch(
         Syscall::BootInfo => boot_info(system, index, a[0], a[1]).map(Some),
         Syscall::ServerInfo => server_info(system, index, a[0], a[1]).map(Some),
         Syscall::ChannelStats => channel_stats(system, index, a[0], a[1]).map(Some),
+        Syscall::IoPortWritePaced => crate::ports::write_paced(system, index, a).map(Some),
     }
 }
 
@@ -173,7 +174,7 @@ fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
 }
 
 fn ioport_enable(system: &mut System, index: usize, first: u64, count: u64) -> Result<u64, Error> {
-    if count == 0 || first > 0xFFFF || first + count > 0x1_0000 {
+    if count == 0 || first > 0xFFFF || count > 0x1_0000 - first {
         return Err(Error::BadSize);
     }
     let (first, last) = (first as u32, (first + count - 1) as u32);
@@ -239,6 +240,7 @@ fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64
     }
     let mut snapshot: KernelCounters = system.counters;
     snapshot.tsc = hv::rdtsc();
+    snapshot.hv_ops = hv::exits::snapshot();
     let n = len.min(size_of::<KernelCounters>() as u64);
     let space = &mut system.servers[index].space;
     Ok(UserRange::new(out, n).write(space, bytes_of(&snapshot))? as u64)
@@ -267,6 +269,13 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
         tsc_hz: system.tsc_hz,
         test_name: system.test.unwrap_or([0; 32]),
         rsdp: system.rsdp,
+        ports_direct: u32::from(hv::backend().ports_direct()),
+        backend: {
+            let mut name = [0u8; 12];
+            let b = hv::backend().name().as_bytes();
+            name[..b.len()].copy_from_slice(b);
+            name
+        },
         ..BootInfo::default()
     };
     let mut at = 0;

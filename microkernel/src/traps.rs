@@ -55,17 +55,29 @@ pub fn exception_name(vector: u64) -> &'static str {
 /// frame to resume, which is another thread's after a context switch.
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
-    if frame.vector < 32 && !frame.came_from_user() {
+    let backend = hv::backend();
+    backend.trap_entered();
+    let from_user = frame.came_from_user();
+    if frame.vector < 32 && !from_user && !hv::fixup::recover(frame) {
         kernel_fault(frame);
     }
-    if let Some(next) = sched::with(|system| system.dispatch(frame)) {
-        return next;
-    }
-    // Before servers exist only the boot path runs; nothing is routed yet.
-    if frame.vector == u64::from(lapic::TIMER_VECTOR) {
-        lapic::end_of_interrupt();
-    }
-    frame
+    let next = match sched::with(|system| system.dispatch(frame)) {
+        Some(next) => next,
+        None => {
+            // Before servers exist only the boot path runs; nothing is
+            // routed yet.
+            if frame.vector == u64::from(lapic::TIMER_VECTOR) {
+                backend.end_of_interrupt();
+            }
+            frame as *mut TrapFrame
+        }
+    };
+    // SAFETY: `dispatch` returns a frame at the top of a live kernel stack
+    // (a server's, or the one the idle loop trapped on).
+    let resumed = unsafe { &*next };
+    hv::note_crossings(from_user, resumed.came_from_user());
+    backend.trap_leaving(resumed);
+    next
 }
 
 /// A CPU exception in the kernel: report everything and end the machine.

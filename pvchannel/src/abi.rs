@@ -51,11 +51,20 @@ pub enum Syscall {
     /// `channel_stats(index, out_ptr) -> 0`: traffic on channel `index`
     /// (system-wide index). `BadHandle` past the last channel.
     ChannelStats = 13,
+    /// `ioport_write_paced(port, ptr, len, status_port, ready_mask, chunk)
+    /// -> written`: write `len` bytes from `ptr` to granted port `port`, one
+    /// byte at a time, waiting before every `chunk` bytes until
+    /// `in8(status_port) & ready_mask` is non-zero (a FIFO that has room).
+    /// Stops early, returning what it wrote, when the device stays busy.
+    /// The batched path for device output where ring-3 port I/O is
+    /// emulated (`BootInfo::ports_direct` is 0): one kernel entry for a
+    /// whole burst.
+    IoPortWritePaced = 14,
 }
 
 impl Syscall {
     /// The number of system calls; numbers at or above this are invalid.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     /// Decode a raw number from `rax`.
     pub const fn from_raw(raw: u64) -> Option<Self> {
@@ -74,6 +83,7 @@ impl Syscall {
             11 => Self::BootInfo,
             12 => Self::ServerInfo,
             13 => Self::ChannelStats,
+            14 => Self::IoPortWritePaced,
             _ => return None,
         })
     }
@@ -95,6 +105,7 @@ impl Syscall {
             Self::BootInfo => "boot_info",
             Self::ServerInfo => "server_info",
             Self::ChannelStats => "channel_stats",
+            Self::IoPortWritePaced => "ioport_write_paced",
         }
     }
 }
@@ -248,6 +259,75 @@ pub mod layout {
 /// but IRQ and channel bits are allocated from 0 upward below it.
 pub const MAX_NOTIFY_BITS: u32 = 63;
 
+/// The kernel's operations that leave the guest (or, on a hypervisor that
+/// runs the kernel at hardware CPL 3, trap to it): one counter each in
+/// [`KernelCounters::hv_ops`]. Counted by the kernel's hypervisor-facing
+/// module as it executes them, per backend.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HvOp {
+    /// Interrupts masked (CLI).
+    Cli = 0,
+    /// Interrupts unmasked (STI, also the one before HLT).
+    Sti = 1,
+    /// The CPU halted until an interrupt (HLT).
+    Hlt = 2,
+    /// An address-space switch (write of CR3).
+    Cr3Write = 3,
+    /// One translation flushed (INVLPG).
+    Invlpg = 4,
+    /// A model-specific register read (RDMSR).
+    Rdmsr = 5,
+    /// A model-specific register write (WRMSR: timer deadline, GS bases).
+    Wrmsr = 6,
+    /// SWAPGS.
+    Swapgs = 7,
+    /// A local-APIC register access by the kernel (end of interrupt, timer).
+    ApicAccess = 8,
+    /// A port read or write by the kernel, its own or emulated for a server.
+    PortIo = 9,
+    /// A return to ring 3 (IRETQ or SYSRETQ).
+    ReturnToUser = 10,
+    /// Other privileged instructions (control registers, descriptor tables,
+    /// CPUID): boot only.
+    Other = 11,
+}
+
+impl HvOp {
+    pub const COUNT: usize = 12;
+    pub const ALL: [HvOp; Self::COUNT] = [
+        HvOp::Cli,
+        HvOp::Sti,
+        HvOp::Hlt,
+        HvOp::Cr3Write,
+        HvOp::Invlpg,
+        HvOp::Rdmsr,
+        HvOp::Wrmsr,
+        HvOp::Swapgs,
+        HvOp::ApicAccess,
+        HvOp::PortIo,
+        HvOp::ReturnToUser,
+        HvOp::Other,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            HvOp::Cli => "cli",
+            HvOp::Sti => "sti",
+            HvOp::Hlt => "hlt",
+            HvOp::Cr3Write => "cr3",
+            HvOp::Invlpg => "invlpg",
+            HvOp::Rdmsr => "rdmsr",
+            HvOp::Wrmsr => "wrmsr",
+            HvOp::Swapgs => "swapgs",
+            HvOp::ApicAccess => "apic",
+            HvOp::PortIo => "port",
+            HvOp::ReturnToUser => "iret",
+            HvOp::Other => "other",
+        }
+    }
+}
+
 /// The kernel's counters, as `counters` copies them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +350,11 @@ pub struct KernelCounters {
     pub faults: u64,
     /// TSC when the counters were copied.
     pub tsc: u64,
+    /// Exit-causing operations the kernel performed, by [`HvOp`].
+    pub hv_ops: [u64; HvOp::COUNT],
+    /// Port accesses by servers that the kernel emulated after a #GP
+    /// (where the backend ignores the I/O permission bitmap).
+    pub emulated_port_io: u64,
 }
 
 impl Default for KernelCounters {
@@ -284,6 +369,8 @@ impl Default for KernelCounters {
             context_switches: 0,
             faults: 0,
             tsc: 0,
+            hv_ops: [0; HvOp::COUNT],
+            emulated_port_io: 0,
         }
     }
 }
@@ -295,6 +382,11 @@ impl KernelCounters {
             + self.bad_syscalls
             + self.device_interrupts
             + self.timer_interrupts
+    }
+
+    /// Every exit-causing operation the kernel performed.
+    pub fn hv_ops_total(&self) -> u64 {
+        self.hv_ops.iter().sum()
     }
 }
 
@@ -319,6 +411,13 @@ pub struct BootInfo {
     /// `NAME.key=value` for this server's NAME, as `key=value` words
     /// separated by spaces, NUL padded.
     pub args: [u8; SERVER_ARGS_LEN],
+    /// 1 when a granted port is reached by IN/OUT in ring 3 at the
+    /// hardware's cost; 0 when the kernel's backend emulates each such
+    /// access (the hypervisor ignores the I/O permission bitmap), so that
+    /// bursts should go through `ioport_write_paced`.
+    pub ports_direct: u32,
+    /// The kernel's hypervisor backend ("native", "pvm"), NUL padded.
+    pub backend: [u8; 12],
 }
 
 impl Default for BootInfo {
@@ -330,6 +429,8 @@ impl Default for BootInfo {
             test_name: [0; 32],
             rsdp: 0,
             args: [0; SERVER_ARGS_LEN],
+            ports_direct: 1,
+            backend: [0; 12],
         }
     }
 }
@@ -426,6 +527,13 @@ mod tests {
         }
         assert_eq!(Syscall::from_raw(Syscall::COUNT as u64), None);
         assert_eq!(Syscall::from_raw(u64::MAX), None);
+    }
+
+    #[test]
+    fn hv_op_table_is_in_number_order() {
+        for (i, op) in HvOp::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i, "{}", op.name());
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Family 3, context switching: what the kernel swaps when it moves the CPU
 //! from one thread to another (FPU/SSE state, the kernel stack a ring-3 trap
-//! lands on, the user GS base, the I/O permission bitmap), the SYSCALL
-//! entry, and the copies between kernel and user memory that SMAP guards.
+//! lands on, the I/O permission bitmap), the SYSCALL entries (one per
+//! [`EntryFlavour`]), and the copies between kernel and user memory that
+//! SMAP guards.
 //!
 //! Context: trap context (interrupts masked), except `init`, run at boot.
 
@@ -9,15 +10,19 @@ use core::arch::{asm, global_asm};
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::cpu::{self, IO_BITMAP_BYTES, KERNEL_CODE, USER_DATA};
+use pvchannel::abi::HvOp;
+
+use super::cpu::{self, KERNEL_CODE, USER_DATA};
+use super::exits::count;
 use super::msr;
-use super::trap::TrapFrame;
+use super::trap::{EntryFlavour, TrapFrame};
 
 /// The `vector` a SYSCALL entry stores in its frame (no IDT vector has it).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-/// What the SYSCALL entry reads through GS: the current thread's kernel
-/// stack top, and a scratch slot for the user stack pointer.
+/// What the SYSCALL entries read (through GS on the native flavour, by
+/// address on the plain one): the current thread's kernel stack top, and a
+/// scratch slot for the user stack pointer.
 #[repr(C)]
 struct PerCpu {
     kernel_rsp: u64,
@@ -29,8 +34,18 @@ static mut PER_CPU: PerCpu = PerCpu {
     user_rsp: 0,
 };
 
-/// Enable SYSCALL/SYSRET and point GS at the per-CPU block. Once, at boot.
-pub fn init() {
+/// Enable SYSCALL/SYSRET with the entry of `flavour`. With the swapgs
+/// flavour the kernel's GS base is the per-CPU block and the user's is 0;
+/// with the plain flavour both are 0 (the hypervisor's swap on the way out
+/// then changes nothing). Once, at boot.
+pub fn init(flavour: EntryFlavour) {
+    let (entry, kernel_gs) = match flavour {
+        EntryFlavour::Swapgs => (
+            syscall_entry_swapgs as *const () as u64,
+            addr_of_mut!(PER_CPU) as u64,
+        ),
+        EntryFlavour::Plain => (syscall_entry_plain as *const () as u64, 0),
+    };
     const EFER_SCE: u64 = 1;
     // RFLAGS bits cleared on SYSCALL: TF, IF, DF, AC.
     const SFMASK_BITS: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 18);
@@ -44,9 +59,9 @@ pub fn init() {
             msr::STAR,
             (sysret_base << 48) | (u64::from(KERNEL_CODE) << 32),
         );
-        msr::write(msr::LSTAR, syscall_entry as *const () as u64);
+        msr::write(msr::LSTAR, entry);
         msr::write(msr::SFMASK, SFMASK_BITS);
-        msr::write(msr::GS_BASE, addr_of_mut!(PER_CPU) as u64);
+        msr::write(msr::GS_BASE, kernel_gs);
         msr::write(msr::KERNEL_GS_BASE, 0);
     }
 }
@@ -57,19 +72,6 @@ pub fn set_kernel_stack(top: u64) {
     // SAFETY: trap context, interrupts masked: the SYSCALL entry cannot read
     // this while it changes.
     unsafe { (*addr_of_mut!(PER_CPU)).kernel_rsp = top };
-}
-
-/// Set the user GS base the next return to ring 3 installs (while in the
-/// kernel, after SWAPGS, the user's value sits in KERNEL_GS_BASE).
-pub fn set_user_gs_base(base: u64) {
-    // SAFETY: the value only takes effect in ring 3 after SWAPGS; a
-    // non-canonical value would fault WRMSR, so callers pass what they read.
-    unsafe { msr::write(msr::KERNEL_GS_BASE, base) };
-}
-
-/// Install a thread's I/O permission bitmap.
-pub fn set_io_bitmap(bitmap: &[u8; IO_BITMAP_BYTES]) {
-    cpu::set_io_bitmap(bitmap);
 }
 
 /// FXSAVE area: x87, MMX and SSE state.
@@ -109,7 +111,7 @@ impl FpuState {
 ///
 /// # Safety
 /// The whole source range must be mapped user memory in the current address
-/// space (checked by `memory::user` before calling).
+/// space (checked by `usermem` before calling).
 pub unsafe fn copy_from_user(dst: &mut [u8], src: u64) {
     // SAFETY: the caller checked the range; `user_access` opens SMAP only
     // for the copy.
@@ -148,33 +150,36 @@ unsafe fn user_access(open: bool) {
     }
     // SAFETY: STAC/CLAC only toggle RFLAGS.AC, and CR4.SMAP is set, so the
     // CPU has them.
+    // Not `nomem`: the copy must stay inside the window these open.
     unsafe {
         if open {
-            asm!("stac", options(nomem, nostack));
+            asm!("stac", options(nostack));
         } else {
-            asm!("clac", options(nomem, nostack));
+            asm!("clac", options(nostack));
         }
     }
 }
 
-/// SYSCALL under KVM's PVM backend, for a guest that does not use PVM's own
-/// event ABI: the hypervisor loads RIP and RCX with LSTAR but leaves the CPU
-/// in user mode, so the first fetch at `syscall_entry` faults from ring 3.
-/// Every argument register is intact, but RCX (the return address) is gone;
-/// the runtime's system-call stub therefore also keeps its return address in
-/// R12, which SYSCALL never touches. Recognise exactly that fault (a user
-/// instruction fetch of a present page at LSTAR, CR2 = LSTAR) and turn the
-/// frame into the system call it is, returning to R12. A server that jumps
-/// to LSTAR on purpose gains nothing: it is a system call from where it
-/// chose to return, which it could make anyway.
+/// SYSCALL under KVM's PVM hypervisor for a kernel it interprets (the native
+/// backend on these machines, `hv=native`): the hypervisor loads RIP and RCX
+/// with LSTAR but leaves the CPU in user mode, so the first fetch at the
+/// entry faults from ring 3. Every argument register is intact, but RCX (the
+/// return address) is gone; the runtime's system-call stub therefore also
+/// keeps its return address in R12, which SYSCALL never touches. Recognise
+/// exactly that fault (a user instruction fetch of a present page at LSTAR,
+/// CR2 = LSTAR) and turn the frame into the system call it is, returning to
+/// R12. A server that jumps to LSTAR on purpose gains nothing: it is a
+/// system call from where it chose to return, which it could make anyway.
+/// The pvm backend never needs this: its SYSCALL arrives in supervisor mode.
 pub fn syscall_arrived_as_fault(frame: &mut TrapFrame) -> bool {
     const FETCH_FROM_USER_PRESENT: u64 = 0x1 | 0x4 | 0x10;
-    let lstar = syscall_entry as *const () as u64;
-    if !frame.came_from_user()
+    let lstar = syscall_entry_swapgs as *const () as u64;
+    if frame.vector != 14
+        || !frame.came_from_user()
         || frame.rip != lstar
-        || super::paging::fault_address() != lstar
         || frame.error_code & FETCH_FROM_USER_PRESENT != FETCH_FROM_USER_PRESENT
         || frame.r12 >= pvchannel::abi::layout::USER_END
+        || super::paging::fault_address() != lstar
     {
         return false;
     }
@@ -184,22 +189,33 @@ pub fn syscall_arrived_as_fault(frame: &mut TrapFrame) -> bool {
     true
 }
 
+/// Count what a crossing between ring 3 and the kernel costs beyond itself:
+/// the SWAPGS of the native flavour, on the way in or out.
+pub(super) fn count_swapgs(flavour: EntryFlavour) {
+    if flavour == EntryFlavour::Swapgs {
+        count(HvOp::Swapgs);
+    }
+}
+
 unsafe extern "C" {
-    fn syscall_entry();
+    fn syscall_entry_swapgs();
+    fn syscall_entry_plain();
 }
 
 // SYSCALL leaves the user RIP in RCX and RFLAGS in R11, does not switch
-// stacks, and masks IF. The stub switches to the thread's kernel stack and
-// builds the same TrapFrame an interrupt from ring 3 would, then joins the
-// common trap path, so that blocking, preemption and return are one code.
+// stacks, and masks IF. The stubs switch to the thread's kernel stack and
+// build the same TrapFrame an interrupt from ring 3 would, then join the
+// common trap path of their flavour, so that blocking, preemption and
+// return are one code. The swapgs flavour finds the per-CPU block through
+// GS; the plain one by its address (one CPU: the block is a static).
 global_asm!(
     concat!(
         super::trap::save_registers_and_dispatch!(),
         r#"
     .section .text.trap, "ax"
-    .global syscall_entry
+    .global syscall_entry_swapgs
     .balign 16
-syscall_entry:
+syscall_entry_swapgs:
     swapgs
     mov gs:[8], rsp                     /* user RSP */
     mov rsp, gs:[0]                     /* this thread's kernel stack top */
@@ -212,11 +228,28 @@ syscall_entry:
     push {vector}                       /* vector */
     save_registers_and_dispatch
     mov rsp, rax
-    jmp trap_return
+    jmp trap_return_swapgs
+
+    .global syscall_entry_plain
+    .balign 16
+syscall_entry_plain:
+    mov [rip + {per_cpu} + 8], rsp      /* user RSP */
+    mov rsp, [rip + {per_cpu}]          /* this thread's kernel stack top */
+    push {user_ss}                      /* SS */
+    push qword ptr [rip + {per_cpu} + 8] /* RSP */
+    push r11                            /* RFLAGS */
+    push {user_cs}                      /* CS */
+    push rcx                            /* RIP */
+    push 0                              /* error code */
+    push {vector}                       /* vector */
+    save_registers_and_dispatch
+    mov rsp, rax
+    jmp trap_return_plain
     .purgem save_registers_and_dispatch
 "#
     ),
     user_ss = const USER_DATA as u64,
     user_cs = const cpu::USER_CODE as u64,
     vector = const SYSCALL_VECTOR,
+    per_cpu = sym PER_CPU,
 );

@@ -17,7 +17,10 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
-use super::trap;
+use pvchannel::abi::HvOp;
+
+use super::exits::count;
+use super::trap::STUB_SIZE;
 
 /// Segment selectors. The order (kernel code, kernel data, user data, user
 /// code) is the one SYSCALL/SYSRET require.
@@ -114,16 +117,23 @@ fn tss_descriptor(block: *const TssBlock) -> Descriptor {
     Descriptor::SystemSegment(low, base >> 32)
 }
 
-/// What protection the CPU actually enforces once CR4 is written (a
-/// hypervisor may drop bits CPUID advertised: PVM refuses SMAP).
-#[derive(Clone, Copy, Debug)]
+/// Protection bits of CR4: what the kernel asks for, and what the CPU keeps
+/// once CR4 is written (a hypervisor may drop bits CPUID advertised).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Protection {
+    /// Supervisor-mode execution prevention.
     pub smep: bool,
+    /// Supervisor-mode access prevention (STAC/CLAC around user copies).
     pub smap: bool,
+    /// User-mode instruction prevention: SGDT, SIDT, SLDT, SMSW and STR
+    /// fault in ring 3.
+    pub umip: bool,
 }
 
-/// Load the GDT, TSS and IDT and set the control registers. Once, at boot.
-pub fn init(stacks: &TrapStacks, smep: bool, smap: bool) -> Protection {
+/// Load the GDT, TSS and IDT, with IDT gate `n` at `stubs + 16 n`. Once, at
+/// boot; [`set_control_registers`] follows once the backend is known.
+pub fn init(stacks: &TrapStacks, stubs: u64) {
+    count(HvOp::Other);
     // SAFETY: single-threaded boot with interrupts masked: nothing else
     // touches the tables, and they are statics that live forever.
     unsafe {
@@ -155,25 +165,37 @@ pub fn init(stacks: &TrapStacks, smep: bool, smap: bool) -> Protection {
         GS::set_reg(SegmentSelector(0));
         load_tss(SegmentSelector(TSS_SELECTOR));
 
-        let idt = &mut *addr_of_mut!(IDT);
-        for vector in 0..=255u8 {
-            let ist = match vector {
-                2 => IST_NMI,
-                8 => IST_DOUBLE_FAULT,
-                18 => IST_MACHINE_CHECK,
-                _ => 0,
-            };
-            idt.0[usize::from(vector)] = Gate::interrupt(trap::stub_address(vector), ist);
-        }
+        install_stubs(stubs);
+        let idt = &*addr_of_mut!(IDT);
         lidt(&DescriptorTablePointer {
             limit: (size_of::<Idt>() - 1) as u16,
             base: VirtAddr::new(idt as *const Idt as u64),
         });
     }
-    set_control_registers(smep, smap)
 }
 
-fn set_control_registers(smep: bool, smap: bool) -> Protection {
+/// Point every IDT gate at the stub table starting at `stubs`.
+pub fn install_stubs(stubs: u64) {
+    // SAFETY: boot, interrupts masked: no trap reads a gate while it
+    // changes, and every stub of a table is a valid entry for its vector.
+    let idt = unsafe { &mut *addr_of_mut!(IDT) };
+    for vector in 0..=255u8 {
+        let ist = match vector {
+            2 => IST_NMI,
+            8 => IST_DOUBLE_FAULT,
+            18 => IST_MACHINE_CHECK,
+            _ => 0,
+        };
+        let handler = stubs + u64::from(vector) * STUB_SIZE;
+        idt.0[usize::from(vector)] = Gate::interrupt(handler, ist);
+    }
+}
+
+/// Set CR0 and CR4: write protection, SSE, global pages, and the protection
+/// bits of `want`; features ring 3 could use to keep state the kernel does
+/// not switch (XSAVE's AVX state, FS/GS base writes) stay off. Returns what
+/// the CPU kept.
+pub fn set_control_registers(want: Protection) -> Protection {
     const CR0_MP: u64 = 1 << 1;
     const CR0_EM: u64 = 1 << 2;
     const CR0_NE: u64 = 1 << 5;
@@ -181,8 +203,12 @@ fn set_control_registers(smep: bool, smap: bool) -> Protection {
     const CR4_PGE: u64 = 1 << 7;
     const CR4_OSFXSR: u64 = 1 << 9;
     const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    const CR4_UMIP: u64 = 1 << 11;
+    const CR4_FSGSBASE: u64 = 1 << 16;
+    const CR4_OSXSAVE: u64 = 1 << 18;
     const CR4_SMEP: u64 = 1 << 20;
     const CR4_SMAP: u64 = 1 << 21;
+    count(HvOp::Other);
     // SAFETY: these bits only tighten protection (WP, SMEP, SMAP), enable
     // global pages (the kernel's tables mark only kernel pages global) and
     // let FXSAVE/SSE work; none changes a mapping the kernel relies on.
@@ -194,17 +220,22 @@ fn set_control_registers(smep: bool, smap: bool) -> Protection {
         let mut cr4: u64;
         asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
         cr4 |= CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-        if smep {
+        cr4 &= !(CR4_FSGSBASE | CR4_OSXSAVE | CR4_SMEP | CR4_SMAP | CR4_UMIP);
+        if want.smep {
             cr4 |= CR4_SMEP;
         }
-        if smap {
+        if want.smap {
             cr4 |= CR4_SMAP;
+        }
+        if want.umip {
+            cr4 |= CR4_UMIP;
         }
         asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
         asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
         Protection {
             smep: cr4 & CR4_SMEP != 0,
             smap: cr4 & CR4_SMAP != 0,
+            umip: cr4 & CR4_UMIP != 0,
         }
     }
 }

@@ -1,9 +1,18 @@
 //! Family 1, interrupt masking: disable, enable, save/restore, halt until an
-//! interrupt, and the end of interrupt that unmasks one delivered vector.
+//! interrupt. The kernel calls the functions here; they ask the active
+//! backend ([`super::backend`]), which decides how: plain CLI/STI on the
+//! native backend, a kernel-kept interrupt flag on pvm (where PUSHF cannot
+//! see IF and every CLI or STI is an exit).
 //!
-//! Context: any. These are the only places the kernel changes IF.
+//! Context: any. The raw instructions at the bottom are the only places the
+//! kernel changes IF. They are not `nomem`: the compiler must not move a
+//! memory access out of (or into) the window they open or close.
 
 use core::arch::asm;
+
+use pvchannel::abi::HvOp;
+
+use super::exits::count;
 
 /// Interrupt-enable state saved by [`save_and_disable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,16 +23,12 @@ pub struct Saved {
 
 #[inline]
 pub fn are_enabled() -> bool {
-    let flags: u64;
-    // SAFETY: reading RFLAGS has no side effects.
-    unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
-    flags & (1 << 9) != 0
+    super::backend().interrupts_enabled()
 }
 
 #[inline]
 pub fn disable() {
-    // SAFETY: masking interrupts cannot break memory safety.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    super::backend().disable_interrupts();
 }
 
 /// Unmask interrupts.
@@ -33,8 +38,8 @@ pub fn disable() {
 /// take a trap frame.
 #[inline]
 pub unsafe fn enable() {
-    // SAFETY: the caller guarantees handlers and stack are ready.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { super::backend().enable_interrupts() };
 }
 
 #[inline]
@@ -42,7 +47,9 @@ pub fn save_and_disable() -> Saved {
     let saved = Saved {
         were_enabled: are_enabled(),
     };
-    disable();
+    if saved.were_enabled {
+        disable();
+    }
     saved
 }
 
@@ -55,7 +62,8 @@ pub fn restore(saved: Saved) {
     }
 }
 
-/// Run `f` with interrupts masked, then restore the previous state.
+/// Run `f` with interrupts masked, then restore the previous state. In
+/// trap context (already masked) this executes no instruction at all.
 #[inline]
 pub fn without<R>(f: impl FnOnce() -> R) -> R {
     let saved = save_and_disable();
@@ -72,14 +80,51 @@ pub fn without<R>(f: impl FnOnce() -> R) -> R {
 /// As for [`enable`].
 #[inline]
 pub unsafe fn halt_until_interrupt() {
-    // SAFETY: the caller guarantees interrupts may be taken here.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { super::backend().halt_until_interrupt() };
 }
 
 /// Mask interrupts and halt for good (the end of a fatal path).
 pub fn halt_forever() -> ! {
     loop {
+        raw_disable();
+        count(HvOp::Hlt);
         // SAFETY: halting with interrupts masked only stops this CPU.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+        unsafe { asm!("hlt", options(nostack)) };
     }
+}
+
+/// RFLAGS.IF as the CPU shows it (meaningful on the native backend only).
+#[inline]
+pub(super) fn raw_flag() -> bool {
+    let flags: u64;
+    // SAFETY: reading RFLAGS has no side effects.
+    unsafe { asm!("pushfq; pop {}", out(reg) flags, options(preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+#[inline]
+pub(super) fn raw_disable() {
+    count(HvOp::Cli);
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nostack)) };
+}
+
+/// # Safety
+/// As for [`enable`].
+#[inline]
+pub(super) unsafe fn raw_enable() {
+    count(HvOp::Sti);
+    // SAFETY: the caller guarantees handlers and stack are ready.
+    unsafe { asm!("sti", options(nostack)) };
+}
+
+/// # Safety
+/// As for [`enable`].
+#[inline]
+pub(super) unsafe fn raw_enable_and_halt() {
+    count(HvOp::Sti);
+    count(HvOp::Hlt);
+    // SAFETY: the caller guarantees interrupts may be taken here.
+    unsafe { asm!("sti; hlt", options(nostack)) };
 }

@@ -14,9 +14,11 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use pvchannel::abi::HvOp;
 use x86_64::instructions::port::Port;
 
-use super::{Backend, KvmFeatures, msr, rdtsc};
+use super::exits::count;
+use super::{msr, rdtsc};
 
 /// The kernel's preemption/deadline timer.
 pub const TIMER_VECTOR: u8 = 0xF0;
@@ -51,12 +53,14 @@ static PV_EOI_FLAG: PvEoiFlag = PvEoiFlag(AtomicU32::new(0));
 static PV_EOI: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: u32) -> u32 {
+    count(HvOp::ApicAccess);
     let base = XAPIC_VIRT.load(Ordering::Relaxed);
     // SAFETY: `init` got the xAPIC page mapped uncached at `base`.
     unsafe { core::ptr::read_volatile((base + u64::from(reg)) as *const u32) }
 }
 
 fn write(reg: u32, value: u32) {
+    count(HvOp::ApicAccess);
     let base = XAPIC_VIRT.load(Ordering::Relaxed);
     // SAFETY: as for `read`; every register written here is writable.
     unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, value) }
@@ -64,10 +68,10 @@ fn write(reg: u32, value: u32) {
 
 /// Enable the local APIC with every local interrupt source masked (the
 /// legacy PIC can never reach the CPU through LINT0), the timer idle, and
-/// PV EOI on when KVM offers it. `xapic_virt` is where the xAPIC page is
-/// mapped. `image_phys` turns a kernel image address into a physical one
-/// (for the PV EOI flag).
-pub fn init(xapic_virt: u64, backend: Backend, image_phys: impl Fn(u64) -> u64) {
+/// PV EOI on when `pv_eoi` (KVM offers it). `xapic_virt` is where the xAPIC
+/// page is mapped. `image_phys` turns a kernel image address into a
+/// physical one (for the PV EOI flag).
+pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
     const APIC_ENABLE: u64 = 1 << 11;
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
     // enable bit keeps the base address and the (xAPIC) mode.
@@ -82,9 +86,7 @@ pub fn init(xapic_virt: u64, backend: Backend, image_phys: impl Fn(u64) -> u64) 
     write(REG_LVT_LINT1, LVT_MASKED);
     write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
     write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    if let Backend::Kvm(features) = backend
-        && features.has(KvmFeatures::PV_EOI)
-    {
+    if pv_eoi {
         let phys = image_phys(&PV_EOI_FLAG as *const PvEoiFlag as u64);
         // SAFETY: KVM advertises the MSR; the flag is a static that lives
         // forever, 4-byte aligned, at this physical address.
@@ -112,8 +114,20 @@ pub fn end_of_interrupt() {
 /// interrupt reaches nothing (the I/O APIC and LINT0 are masked).
 pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
     const PIT_HZ: u64 = 1_193_182;
+    USE_TSC_DEADLINE.store(tsc_deadline, Ordering::Relaxed);
+    if let (Some(hz), true) = (tsc_hz_from_cpuid, tsc_deadline) {
+        // Nothing to measure: the deadline is in TSC cycles and the rate is
+        // known. The LVT stays in TSC-deadline mode from here on, so that
+        // arming the timer is one MSR write.
+        TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        return;
+    }
     const TICKS: u16 = 11_932; // 10 ms
     let read_counter = || {
+        count(HvOp::PortIo);
+        count(HvOp::PortIo);
+        count(HvOp::PortIo);
         let mut command = Port::<u8>::new(0x43);
         let mut channel0 = Port::<u8>::new(0x40);
         // SAFETY: PIT command and channel-0 data ports; latching changes
@@ -162,7 +176,9 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         (apic_ticks * 1_000_000_000 / elapsed_ns).max(1),
         Ordering::Relaxed,
     );
-    USE_TSC_DEADLINE.store(tsc_deadline, Ordering::Relaxed);
+    if tsc_deadline {
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    }
 }
 
 pub fn tsc_hz() -> u64 {
@@ -190,8 +206,8 @@ pub fn set_deadline(deadline: Option<u64>) {
         return;
     };
     if uses_tsc_deadline() {
-        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-        // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
+        // SAFETY: TSC-deadline mode is on (the LVT was set once, in
+        // `calibrate`); a past deadline fires at once.
         unsafe { msr::write(msr::TSC_DEADLINE, deadline.max(1)) };
     } else {
         let now = rdtsc();

@@ -2,32 +2,41 @@
 //! executes after boot lives below this directory, so the kernel's whole
 //! surface towards the hypervisor can be read in one sitting.
 //!
-//! Three families, each with a native backend (plain instructions) and a KVM
-//! backend that uses KVM's paravirtual features where they remove exits:
-//! - [`interrupts`]: disable, enable, save/restore, halt until interrupt, and
-//!   end of interrupt;
-//! - [`paging`]: flush translations and switch address spaces (the page-table
-//!   edits themselves are ordinary memory writes, in `memory::paging`);
-//! - context switching ([`context`], [`cpu`], [`trap`], and the deadline in
-//!   [`lapic`]): FPU state, the kernel stack in the TSS, the user GS base,
-//!   the I/O bitmap, the SYSCALL, trap entry and exit paths, and the
-//!   kernel's own preemption deadline.
+//! [`backend::Backend`] is that surface: the operations of the three
+//! families (interrupt masking, paging, context switching), in one file.
+//! Two implementations, one chosen at boot by [`init`]:
+//! - [`native::Native`]: plain instructions (bare metal, TCG, KVM on
+//!   hardware virtualization with PV EOI; also correct, if slow, under the
+//!   PVM-type KVM of these machines when it interprets the kernel);
+//! - [`pvm::Pvm`]: that hypervisor's native mode, where the kernel runs on
+//!   the hardware at CPL 3 and every privileged instruction is an exit.
 //!
-//! [`interrupts`] also ends interrupts through [`lapic::end_of_interrupt`]
-//! (with KVM's PV EOI when offered).
-//!
-//! The backend is chosen once at boot from CPUID ([`init`]).
+//! The family modules hold the instructions themselves, each counted by
+//! kind ([`exits`]): [`interrupts`], [`paging`], and for context switching
+//! [`context`], [`cpu`], [`trap`] and the deadline in [`lapic`]. The kernel
+//! calls the family modules; they ask the backend where backends differ.
 
+pub mod backend;
 pub mod context;
 pub mod cpu;
+pub mod exits;
+pub mod fixup;
 pub mod interrupts;
 pub mod lapic;
 pub mod msr;
+pub mod native;
 pub mod paging;
+pub mod port;
+pub mod pvm;
 pub mod trap;
 
 use conquer_once::spin::OnceCell;
+
+use backend::Backend;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
+use microkernel::cmdline::HvRequest;
+use native::Native;
+use pvm::Pvm;
 
 /// KVM paravirtual features, from CPUID 0x4000_0001 eax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,29 +83,12 @@ impl core::fmt::Display for KvmFeatures {
     }
 }
 
-/// Which backend the three families use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// Plain instructions: bare metal, TCG, or a hypervisor we do not know.
-    Native,
-    /// KVM, with the paravirtual features it offers.
-    Kvm(KvmFeatures),
-}
-
-impl core::fmt::Display for Backend {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Backend::Native => f.write_str("native"),
-            Backend::Kvm(features) => write!(f, "kvm ({features})"),
-        }
-    }
-}
-
 /// CPU features the kernel turns on when present.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuFeatures {
     pub smep: bool,
     pub smap: bool,
+    pub umip: bool,
     pub x2apic: bool,
     pub tsc_deadline: bool,
     pub invariant_tsc: bool,
@@ -104,15 +96,34 @@ pub struct CpuFeatures {
     pub tsc_hz: Option<u64>,
 }
 
-static BACKEND: OnceCell<Backend> = OnceCell::uninit();
 static FEATURES: OnceCell<CpuFeatures> = OnceCell::uninit();
+static KVM: OnceCell<Option<KvmFeatures>> = OnceCell::uninit();
+static ACTIVE: OnceCell<&'static dyn Backend> = OnceCell::uninit();
+static NATIVE: OnceCell<Native> = OnceCell::uninit();
+static PVM: OnceCell<Pvm> = OnceCell::uninit();
+/// Before [`init`] chooses, the plain instructions serve (early boot).
+static EARLY: Native = Native {
+    kvm: None,
+    interpreted_by_pvm: false,
+};
 
-fn detect_backend() -> Backend {
-    // CPUID is unprivileged; it lives here because it decides the backend.
+/// The active backend.
+#[inline]
+pub fn backend() -> &'static dyn Backend {
+    match ACTIVE.get() {
+        Some(active) => *active,
+        None => &EARLY,
+    }
+}
+
+/// KVM's paravirtual features, when CPUID says the hypervisor is KVM.
+fn detect_kvm() -> Option<KvmFeatures> {
+    // CPUID is unprivileged where the hardware runs it, an exit where a
+    // hypervisor interprets it; it lives here because it decides the backend.
     let leaf1 = __cpuid(1);
     let hypervisor_present = leaf1.ecx & (1 << 31) != 0;
     if !hypervisor_present {
-        return Backend::Native;
+        return None;
     }
     let base = __cpuid(0x4000_0000);
     let mut signature = [0u8; 12];
@@ -120,12 +131,14 @@ fn detect_backend() -> Backend {
     signature[4..8].copy_from_slice(&base.ecx.to_le_bytes());
     signature[8..12].copy_from_slice(&base.edx.to_le_bytes());
     if &signature != b"KVMKVMKVM\0\0\0" || base.eax < 0x4000_0001 {
-        return Backend::Native;
+        return None;
     }
-    Backend::Kvm(KvmFeatures(__cpuid(0x4000_0001).eax))
+    Some(KvmFeatures(__cpuid(0x4000_0001).eax))
 }
 
-fn detect_features(backend: Backend) -> CpuFeatures {
+/// The CPU's features; `pvm_tsc_hz` is the TSC rate the PVM interface
+/// reports, used when CPUID gives none.
+fn detect_features(kvm: Option<KvmFeatures>, pvm_tsc_hz: Option<u64>) -> CpuFeatures {
     let leaf1 = __cpuid(1);
     let max_leaf = __cpuid(0).eax;
     let leaf7 = if max_leaf >= 7 {
@@ -142,22 +155,21 @@ fn detect_features(backend: Backend) -> CpuFeatures {
             tsc_hz = Some(u64::from(l.ecx) * u64::from(l.ebx) / u64::from(l.eax));
         }
     }
-    if tsc_hz.is_none()
-        && matches!(backend, Backend::Kvm(_))
-        && __cpuid(0x4000_0000).eax >= 0x4000_0010
-    {
+    if tsc_hz.is_none() && kvm.is_some() && __cpuid(0x4000_0000).eax >= 0x4000_0010 {
         let khz = __cpuid(0x4000_0010).eax;
         if khz != 0 {
             tsc_hz = Some(u64::from(khz) * 1000);
         }
     }
+    let tsc_hz = tsc_hz.or(pvm_tsc_hz);
     CpuFeatures {
         smep: max_leaf >= 7 && leaf7.ebx & (1 << 7) != 0,
-        // KVM's PVM backend (these project machines) advertises SMAP but
-        // cannot run STAC/CLAC, and a guest cannot tell PVM from KVM; the
-        // KVM backend therefore leaves SMAP off. User pointers are still
-        // checked against the page tables before every copy (`usermem`).
-        smap: max_leaf >= 7 && leaf7.ebx & (1 << 20) != 0 && backend == Backend::Native,
+        // A PVM-type KVM (these project machines) advertises SMAP but
+        // cannot run STAC/CLAC, and CPUID cannot tell it from KVM: under
+        // KVM SMAP stays off. User pointers are still checked against the
+        // page tables before every copy (`usermem`).
+        smap: max_leaf >= 7 && leaf7.ebx & (1 << 20) != 0 && kvm.is_none(),
+        umip: max_leaf >= 7 && leaf7.ecx & (1 << 2) != 0,
         x2apic: leaf1.ecx & (1 << 21) != 0,
         tsc_deadline: leaf1.ecx & (1 << 24) != 0,
         invariant_tsc,
@@ -165,15 +177,109 @@ fn detect_features(backend: Backend) -> CpuFeatures {
     }
 }
 
-/// Choose the backend from CPUID. Called once, early in boot.
-pub fn init() -> Backend {
-    let backend = *BACKEND.get_or_init(detect_backend);
-    FEATURES.init_once(|| detect_features(backend));
-    backend
+/// Why the active backend was chosen.
+#[derive(Clone, Copy, Debug)]
+pub enum Reason {
+    /// `hv=native` or `hv=pvm` on the command line, and the machine has it.
+    Forced,
+    /// `hv=auto` (or nothing): the probe's finding decided.
+    Auto(pvm::Probe),
+    /// `hv=pvm` was refused for what the probe found; `auto` decided.
+    PvmRefused(pvm::Probe),
 }
 
+impl core::fmt::Display for Reason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Reason::Forced => f.write_str("forced by the command line"),
+            Reason::Auto(probe) => write!(f, "auto: {probe}"),
+            Reason::PvmRefused(probe) => write!(f, "hv=pvm refused, {probe}; auto"),
+        }
+    }
+}
+
+/// The choice [`init`] made, for the banner.
+#[derive(Clone, Copy)]
+pub struct Selection {
+    pub backend: &'static dyn Backend,
+    pub reason: Reason,
+    /// TSC cycles from the kernel's first instruction to the switch.
+    pub took_cycles: u64,
+}
+
+/// Choose the backend: probe the machine (CPUID, and the PVM interface with
+/// guarded MSR reads), honour `request`, and make the choice live: the trap
+/// stubs and SYSCALL entry of its flavour, and for pvm native mode itself.
+/// Once, at boot, after [`cpu::init`] (a probe's #GP needs the IDT) and
+/// before the kernel builds its page tables (they take the backend's
+/// flags). A refused request is logged as a warning.
+pub fn init(request: HvRequest) -> Selection {
+    let started = rdtsc();
+    paging::init();
+    let kvm = detect_kvm();
+    let probe = pvm::probe();
+    let pvm_tsc_hz = match probe {
+        pvm::Probe::Offered { tsc_hz } if tsc_hz > 0 => Some(tsc_hz),
+        _ => None,
+    };
+    FEATURES.init_once(|| detect_features(kvm, pvm_tsc_hz));
+    KVM.init_once(|| kvm);
+    let offered = matches!(probe, pvm::Probe::Offered { .. });
+    let (use_pvm, reason) = match request {
+        HvRequest::Native => (false, Reason::Forced),
+        HvRequest::Pvm if offered => (true, Reason::Forced),
+        HvRequest::Pvm => {
+            log::warn!("hv=pvm refused: {probe}; booting with hv=auto");
+            (false, Reason::PvmRefused(probe))
+        }
+        HvRequest::Auto => (offered, Reason::Auto(probe)),
+    };
+    let chosen: &'static dyn Backend = if use_pvm {
+        PVM.get_or_init(|| Pvm { kvm })
+    } else {
+        NATIVE.get_or_init(|| Native {
+            kvm,
+            interpreted_by_pvm: offered,
+        })
+    };
+    let flavour = chosen.entry_flavour();
+    cpu::install_stubs(trap::stubs(flavour));
+    context::init(flavour);
+    ACTIVE.init_once(|| chosen);
+    if use_pvm {
+        // SAFETY: the probe found the interface; the plain stubs are in
+        // the IDT; the boot tables map everything user-accessible (see
+        // `boot::entry`) and SMEP is not on yet.
+        unsafe { pvm::enter_native_mode() };
+    }
+    Selection {
+        backend: chosen,
+        reason,
+        took_cycles: rdtsc().wrapping_sub(started),
+    }
+}
+
+/// What the CPU offers (CPUID, and the PVM interface's TSC rate).
 pub fn features() -> CpuFeatures {
     FEATURES.get().copied().unwrap_or_default()
+}
+
+/// KVM's paravirtual features, where the hypervisor is KVM.
+pub fn kvm() -> Option<KvmFeatures> {
+    KVM.get().copied().flatten()
+}
+
+/// Count what crossing between ring 3 and the kernel cost on this trap:
+/// the return to ring 3, and the SWAPGS of the native flavour each way.
+pub fn note_crossings(entered_from_user: bool, returns_to_user: bool) {
+    let flavour = backend().entry_flavour();
+    if entered_from_user {
+        context::count_swapgs(flavour);
+    }
+    if returns_to_user {
+        context::count_swapgs(flavour);
+        exits::count(pvchannel::abi::HvOp::ReturnToUser);
+    }
 }
 
 /// Read the time-stamp counter (unprivileged; here so that timing sits

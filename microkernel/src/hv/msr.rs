@@ -1,6 +1,12 @@
-//! Model-specific registers: the numbers the kernel uses, and access.
+//! Model-specific registers: the numbers the kernel uses, and access,
+//! including a guarded read that survives an MSR the machine lacks (for
+//! probing a hypervisor's interface).
 
 use core::arch::asm;
+
+use pvchannel::abi::HvOp;
+
+use super::exits::count;
 
 pub const APIC_BASE: u32 = 0x1B;
 pub const TSC_DEADLINE: u32 = 0x6E0;
@@ -18,6 +24,7 @@ pub const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
 #[inline]
 pub unsafe fn read(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
+    count(HvOp::Rdmsr);
     // SAFETY: the caller guarantees the MSR exists.
     unsafe {
         asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
@@ -25,11 +32,41 @@ pub unsafe fn read(msr: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// Read `msr`, or `None` if the CPU raised #GP because it has no such MSR.
+/// The fault is recovered through the kernel's fixup table
+/// ([`super::fixup`]): only before servers run, and only here.
+pub fn read_guarded(msr: u32) -> Option<u64> {
+    let (lo, hi): (u32, u32);
+    let ok: u32;
+    count(HvOp::Rdmsr);
+    // SAFETY: RDMSR either reads the MSR or raises #GP, which the fixup
+    // entry emitted beside it turns into a jump to label 3 with `ok` = 0.
+    unsafe {
+        asm!(
+            "xor {ok:e}, {ok:e}",
+            "2: rdmsr",
+            "mov {ok:e}, 1",
+            "3:",
+            ".pushsection .fixup_table, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            ok = out(reg) ok,
+            in("ecx") msr,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack),
+        )
+    };
+    (ok == 1).then_some((u64::from(hi) << 32) | u64::from(lo))
+}
+
 /// # Safety
 /// `msr` must exist and `value` must be valid for it and keep the kernel's
 /// invariants (segments, paging, entry points).
 #[inline]
 pub unsafe fn write(msr: u32, value: u64) {
+    count(HvOp::Wrmsr);
     // SAFETY: the caller guarantees the write is valid.
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,

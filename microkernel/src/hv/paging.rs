@@ -1,45 +1,89 @@
 //! Family 2, paging: flushing translations and switching address spaces.
 //! Page-table entries themselves are ordinary memory that `memory::paging`
-//! edits; what needs privilege (and, on a hypervisor, may exit) is here.
+//! edits; what needs privilege (and, on a hypervisor, may exit) is here,
+//! with the one backend-specific rule about entries: the bits every kernel
+//! mapping carries ([`kernel_flags`]).
 //!
-//! On one vCPU a flush is a local INVLPG on either backend. KVM's PV TLB
-//! flush only helps remote, preempted vCPUs; it joins when the kernel runs
-//! more than one CPU.
+//! The address space last loaded is kept in memory, so that asking which one
+//! is live, or switching to the one that already is, costs no instruction:
+//! reading CR3 is as privileged as writing it.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pvchannel::abi::HvOp;
+use x86_64::structures::paging::PageTableFlags;
+
+use super::exits::count;
+
+static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Flags every kernel mapping and every table above one carries, beyond
+/// what the mapping asks for: `USER_ACCESSIBLE` on pvm, nothing elsewhere.
+#[inline]
+pub fn kernel_flags() -> PageTableFlags {
+    super::backend().kernel_page_flags()
+}
 
 /// Drop the translation of one page from this CPU's TLB.
 #[inline]
 pub fn flush_page(virt: u64) {
-    // SAFETY: INVLPG only drops a cached translation.
-    unsafe { asm!("invlpg [{}]", in(reg) virt, options(nostack, preserves_flags)) };
+    super::backend().flush_page(virt);
 }
 
-/// The physical address of the current top-level page table (CR3).
+/// The physical address of the current top-level page table.
 #[inline]
 pub fn current_address_space() -> u64 {
-    let cr3: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-    cr3 & !0xfff
+    LOADED_ROOT.load(Ordering::Relaxed)
 }
 
-/// Switch to the address space whose top-level table is at `root_phys`.
+/// Switch to the address space whose top-level table is at `root_phys`;
+/// nothing happens when it is already live.
 ///
 /// # Safety
 /// The new tables must map the kernel half exactly as the current ones do
 /// (the code, stack and data in use).
 #[inline]
 pub unsafe fn switch_address_space(root_phys: u64) {
-    // SAFETY: the caller guarantees the kernel stays mapped.
-    unsafe { asm!("mov cr3, {}", in(reg) root_phys, options(nostack, preserves_flags)) };
+    if LOADED_ROOT.load(Ordering::Relaxed) == root_phys {
+        return;
+    }
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { super::backend().switch_address_space(root_phys) };
+    LOADED_ROOT.store(root_phys, Ordering::Relaxed);
+}
+
+/// Learn the boot loader's CR3 once, before the first switch.
+pub(super) fn init() {
+    let cr3: u64;
+    count(HvOp::Other);
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    LOADED_ROOT.store(cr3 & !0xfff, Ordering::Relaxed);
 }
 
 /// The faulting address of the last page fault (CR2).
 #[inline]
 pub fn fault_address() -> u64 {
     let cr2: u64;
+    count(HvOp::Other);
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
     cr2
+}
+
+#[inline]
+pub(super) fn raw_invlpg(virt: u64) {
+    count(HvOp::Invlpg);
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { asm!("invlpg [{}]", in(reg) virt, options(nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// As for [`switch_address_space`].
+#[inline]
+pub(super) unsafe fn raw_write_cr3(root_phys: u64) {
+    count(HvOp::Cr3Write);
+    // SAFETY: the caller guarantees the kernel stays mapped.
+    unsafe { asm!("mov cr3, {}", in(reg) root_phys, options(nostack, preserves_flags)) };
 }

@@ -1,9 +1,10 @@
 //! Context-switching family, the trap path: one entry stub per vector, the
 //! common save/restore code, and the frame layout they share.
 //!
-//! Every trap (exception, interrupt) enters through `trap_common`, which
-//! saves the general registers on the current kernel stack, swaps GS when the
-//! trap came from ring 3, and calls the kernel's `trap_dispatch`. The
+//! Every trap (exception, interrupt) enters through a common path that
+//! saves the general registers on the current kernel stack, swaps GS when
+//! the trap came from ring 3 and the backend wants it ([`EntryFlavour`]),
+//! and calls the kernel's `trap_dispatch`. The
 //! dispatcher returns the frame to resume, which may belong to another thread:
 //! that is how a context switch happens. The return path restores that
 //! frame and leaves with IRETQ.
@@ -44,23 +45,42 @@ impl TrapFrame {
     }
 }
 
-/// Each stub is padded to 16 bytes, so stub `n` is at `trap_stubs + 16 n`.
-const STUB_SIZE: u64 = 16;
+/// Each stub is padded to 16 bytes, so stub `n` is at `base + 16 n`.
+pub const STUB_SIZE: u64 = 16;
 
-unsafe extern "C" {
-    static trap_stubs: u8;
+/// The two sets of entry stubs and return paths. They differ in one thing:
+/// whether a crossing from or to ring 3 runs SWAPGS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryFlavour {
+    /// The native backend: the kernel's GS base (the per-CPU block) is
+    /// swapped in on entry from ring 3 and out on the way back.
+    Swapgs,
+    /// The pvm backend: the hypervisor swaps GS on its emulated IRETQ and
+    /// SYSRETQ but not on entry, so the kernel leaves GS alone and finds its
+    /// per-CPU block without it.
+    Plain,
 }
 
-/// The entry address for `vector`.
-pub fn stub_address(vector: u8) -> u64 {
-    // SAFETY: only the symbol's address is taken.
-    let base = unsafe { &trap_stubs as *const u8 as u64 };
-    base + u64::from(vector) * STUB_SIZE
+unsafe extern "C" {
+    static trap_stubs_swapgs: u8;
+    static trap_stubs_plain: u8;
+}
+
+/// The first stub of `flavour`'s table; the IDT points gate `n` at
+/// `stubs(flavour) + 16 n`.
+pub fn stubs(flavour: EntryFlavour) -> u64 {
+    // SAFETY: only the symbols' addresses are taken.
+    unsafe {
+        match flavour {
+            EntryFlavour::Swapgs => &trap_stubs_swapgs as *const u8 as u64,
+            EntryFlavour::Plain => &trap_stubs_plain as *const u8 as u64,
+        }
+    }
 }
 
 /// The general registers pushed in `TrapFrame` order (r15 ends lowest),
 /// then the call of `trap_dispatch` with the frame: one text for the trap
-/// stubs and the SYSCALL entry, so that both build the same frame.
+/// stubs and the SYSCALL entries, so that all build the same frame.
 macro_rules! save_registers_and_dispatch {
     () => {
         r#"
@@ -89,16 +109,20 @@ macro_rules! save_registers_and_dispatch {
 }
 pub(super) use save_registers_and_dispatch;
 
-// Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a
-// zero so that every frame has the same layout.
-global_asm!(
-    concat!(
-        save_registers_and_dispatch!(),
-        r#"
+/// One table of 256 stubs, its common entry and its return path. `$swapgs`
+/// is the text run where a crossing from or to ring 3 swaps GS: "swapgs"
+/// for the native flavour, a comment for the plain one.
+///
+/// Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get
+/// a zero so that every frame has the same layout.
+macro_rules! trap_path {
+    ($stubs:literal, $common:literal, $ret:literal, $swapgs:literal) => {
+        concat!(
+            r#"
     .section .text.trap, "ax"
     .balign 16
-    .global trap_stubs
-trap_stubs:
+    .global "#, $stubs, r#"
+"#, $stubs, r#":
     .set vec, 0
     .rept 256
     .balign 16
@@ -107,20 +131,20 @@ trap_stubs:
     push 0
     .endif
     push vec
-    jmp trap_common
+    jmp "#, $common, r#"
     .set vec, vec + 1
     .endr
 
     .balign 16
-trap_common:
+"#, $common, r#":
     test qword ptr [rsp + 24], 3        /* CS of the interrupted code */
     jz 1f
-    swapgs
+    "#, $swapgs, r#"
 1:
     save_registers_and_dispatch
     mov rsp, rax                        /* the frame to resume */
-    .global trap_return
-trap_return:
+    .global "#, $ret, r#"
+"#, $ret, r#":
     pop r15
     pop r14
     pop r13
@@ -140,22 +164,41 @@ trap_return:
     je 3f
     test qword ptr [rsp + 24], 3
     jz 2f
-    swapgs
+    "#, $swapgs, r#"
 2:
     add rsp, 16                         /* vector and error code */
     iretq
 3:
-    /* A frame made by the SYSCALL entry goes back the way it came: RIP and
+    /* A frame made by a SYSCALL entry goes back the way it came: RIP and
        RFLAGS through RCX and R11 (which the ABI clobbers), then the user
        stack. Its RIP is the instruction after a SYSCALL in mapped user
        memory, so it is canonical (the last user page is never mapped). */
     mov rcx, [rsp + 16]
     mov r11, [rsp + 32]
     mov rsp, [rsp + 40]
-    swapgs
+    "#, $swapgs, r#"
     sysretq
-    .purgem save_registers_and_dispatch
 "#
+        )
+    };
+}
+
+global_asm!(
+    concat!(
+        save_registers_and_dispatch!(),
+        trap_path!(
+            "trap_stubs_swapgs",
+            "trap_common_swapgs",
+            "trap_return_swapgs",
+            "swapgs"
+        ),
+        trap_path!(
+            "trap_stubs_plain",
+            "trap_common_plain",
+            "trap_return_plain",
+            "/* GS stays */"
+        ),
+        "    .purgem save_registers_and_dispatch\n",
     ),
     syscall_vector = const super::context::SYSCALL_VECTOR,
 );

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! 0x0000_0000_0000_0000 .. 0x0000_7FFF_FFFF_FFFF  user space (per server)
-//! 0xFFFF_8000_0000_0000 ..                        direct map of physical memory (RW, NX)
+//! 0xFFFF_8000_0000_0000 .. 0xFFFF_807F_FFFF_FFFF  PML4 slot 256: never mapped (see below)
+//! 0xFFFF_8080_0000_0000 ..                        direct map of physical memory (RW, NX)
 //! 0xFFFF_C000_0000_0000 ..                        kernel stacks, each under a guard page
 //! 0xFFFF_D000_0000_0000 ..                        device memory the kernel maps (local APIC)
 //! 0xFFFF_FFFF_8000_0000 ..                        kernel image: text RX, rodata R, data RW+NX
@@ -19,8 +20,11 @@ pub mod stacks;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const PAGE_SIZE: u64 = 4096;
-/// Where all of physical memory is mapped once the kernel's tables are live.
-pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
+/// Where all of physical memory is mapped once the kernel's tables are live:
+/// PML4 slot 257. Slot 256 stays empty on every backend, because the pvm
+/// backend's hypervisor takes a reserved-bit fault on any access there, and
+/// one layout for all backends keeps the kernel the same code everywhere.
+pub const PHYS_OFFSET: u64 = 0xFFFF_8080_0000_0000;
 pub const KERNEL_STACKS_BASE: u64 = 0xFFFF_C000_0000_0000;
 pub const KERNEL_MMIO_BASE: u64 = 0xFFFF_D000_0000_0000;
 pub const KERNEL_BASE: u64 = boot::KERNEL_BASE;

@@ -101,10 +101,29 @@ impl AddressSpace {
         Flags::PRESENT | Flags::WRITABLE | (flags & Flags::USER_ACCESSIBLE)
     }
 
+    /// `flags` plus what the backend wants on every kernel-half mapping
+    /// (user-accessible on pvm), so that no kernel mapping can miss it.
+    fn leaf_flags(virt: u64, flags: Flags) -> Flags {
+        if virt >= KERNEL_HALF {
+            flags | hv::paging::kernel_flags()
+        } else {
+            flags
+        }
+    }
+
+    /// Drop `virt`'s old translation where a TLB may hold it: the kernel
+    /// half is in every space, the user half only in the live one.
+    fn flush_if_live(&self, virt: u64) {
+        if virt >= KERNEL_HALF || self.root == hv::paging::current_address_space() {
+            hv::paging::flush_page(virt);
+        }
+    }
+
     /// Map the 4 KiB page at `virt` to the frame at `phys`.
     pub fn map(&mut self, virt: u64, phys: u64, flags: Flags) -> Result<(), MapError> {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
         let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        let flags = Self::leaf_flags(virt, flags);
         // SAFETY: the caller of the address-space API decides what is mapped;
         // a new mapping of a fresh page cannot alias anything the kernel uses
         // unless the caller maps such a frame, which kernel code does not.
@@ -117,8 +136,9 @@ impl AddressSpace {
                 &mut Frames,
             )
         }?;
+        // A new mapping replaces a non-present entry, which no TLB holds:
+        // nothing to flush (and on pvm a flush is an exit).
         flush.ignore();
-        hv::paging::flush_page(virt);
         Ok(())
     }
 
@@ -126,6 +146,7 @@ impl AddressSpace {
     pub fn map_huge(&mut self, virt: u64, phys: u64, flags: Flags) -> Result<(), MapError> {
         let page = Page::<Size2MiB>::containing_address(VirtAddr::new(virt));
         let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(phys));
+        let flags = Self::leaf_flags(virt, flags);
         // SAFETY: as for `map`.
         let flush = unsafe {
             self.mapper().map_to_with_table_flags(
@@ -136,8 +157,9 @@ impl AddressSpace {
                 &mut Frames,
             )
         }?;
+        // A new mapping replaces a non-present entry, which no TLB holds:
+        // nothing to flush (and on pvm a flush is an exit).
         flush.ignore();
-        hv::paging::flush_page(virt);
         Ok(())
     }
 
@@ -147,7 +169,7 @@ impl AddressSpace {
         match self.mapper().unmap(page) {
             Ok((frame, flush)) => {
                 flush.ignore();
-                hv::paging::flush_page(virt);
+                self.flush_if_live(virt);
                 Some(frame.start_address().as_u64())
             }
             Err(
@@ -166,10 +188,11 @@ impl AddressSpace {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
         // SAFETY: changing flags of an existing mapping; callers only tighten
         // or set permissions they are entitled to.
+        let flags = Self::leaf_flags(virt, flags);
         match unsafe { self.mapper().update_flags(page, flags | Flags::PRESENT) } {
             Ok(flush) => {
                 flush.ignore();
-                hv::paging::flush_page(virt);
+                self.flush_if_live(virt);
                 true
             }
             Err(_) => false,
@@ -196,10 +219,15 @@ pub fn kernel_space() -> AddressSpace {
     }
 }
 
+/// Where the kernel half begins (PML4 slot 256; the slot itself stays
+/// empty: see `memory::PHYS_OFFSET`).
+const KERNEL_HALF: u64 = 0xFFFF_8000_0000_0000;
+
 /// Top-level slots the kernel half uses; their next-level tables are made at
 /// boot so that every address space, copying these slots, sees later kernel
 /// mappings too.
-const KERNEL_PML4_SLOTS: [usize; 3] = [
+const KERNEL_PML4_SLOTS: [usize; 4] = [
+    ((PHYS_OFFSET >> 39) & 511) as usize,
     ((KERNEL_STACKS_BASE >> 39) & 511) as usize,
     ((KERNEL_MMIO_BASE >> 39) & 511) as usize,
     511,
@@ -271,7 +299,10 @@ pub fn init_kernel_space(info: &BootInfo) -> Result<u64, MapError> {
         let table = unsafe { &mut *phys_to_virt(root).cast::<PageTable>() };
         if table[slot].is_unused() {
             let frame = frames::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
-            table[slot].set_addr(PhysAddr::new(frame), Flags::PRESENT | Flags::WRITABLE);
+            table[slot].set_addr(
+                PhysAddr::new(frame),
+                Flags::PRESENT | Flags::WRITABLE | hv::paging::kernel_flags(),
+            );
         }
     }
 

@@ -1,0 +1,26 @@
+//! Counts of the kernel's exit-causing operations, by kind
+//! ([`pvchannel::abi::HvOp`]). Every privileged instruction below `hv/` is
+//! counted where it is executed, so `stats`, `cargo xtask run --stats` and
+//! the benchmarks can say what each backend spent on a hot path.
+//!
+//! Context: any. A relaxed add on one CPU; no lock.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pvchannel::abi::HvOp;
+
+static COUNTS: [AtomicU64; HvOp::COUNT] = [const { AtomicU64::new(0) }; HvOp::COUNT];
+
+#[inline(always)]
+pub fn count(op: HvOp) {
+    let counter = &COUNTS[op as usize];
+    // Load and store rather than a locked add: one CPU, and an interrupt
+    // cannot run between them (every caller has interrupts masked or is
+    // the idle loop's halt, whose own count is not raced).
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// Every counter, by `HvOp as usize`.
+pub fn snapshot() -> [u64; HvOp::COUNT] {
+    core::array::from_fn(|i| COUNTS[i].load(Ordering::Relaxed))
+}

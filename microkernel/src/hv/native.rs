@@ -1,0 +1,58 @@
+//! The native backend: plain instructions, for bare metal, TCG, and KVM on
+//! hardware virtualization (with KVM's PV EOI where offered). It also runs,
+//! correctly but slowly, where this project's PVM-type KVM interprets a
+//! kernel that has not opted into its native mode (`hv=native` there); the
+//! one thing that needs then is a SYSCALL that arrives as a fault.
+//!
+//! Everything not overridden here is the interface's default: CLI/STI and
+//! RFLAGS for the interrupt flag, INVLPG and CR3, SWAPGS on every crossing,
+//! the TSS I/O permission bitmap for servers' ports, SMEP/SMAP/UMIP where
+//! the CPU has them.
+
+use super::backend::Backend;
+use super::context::{self, SYSCALL_VECTOR};
+use super::trap::TrapFrame;
+use super::{KvmFeatures, lapic};
+
+pub struct Native {
+    /// KVM's paravirtual features, when the hypervisor is KVM.
+    pub kvm: Option<KvmFeatures>,
+    /// The hypervisor interprets this kernel (a PVM-type KVM whose native
+    /// mode was not entered): SYSCALL arrives as a fault at LSTAR.
+    pub interpreted_by_pvm: bool,
+}
+
+impl Backend for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn trap_vector(&self, frame: &mut TrapFrame) -> u64 {
+        // A system call that arrived as a fault keeps its fault vector in
+        // the frame, so that it returns through IRETQ (PVM forbids SYSRET
+        // to a guest it interprets).
+        if self.interpreted_by_pvm && context::syscall_arrived_as_fault(frame) {
+            return SYSCALL_VECTOR;
+        }
+        frame.vector
+    }
+
+    fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        out.write_str("plain instructions, SWAPGS on every crossing, the TSS I/O bitmap")?;
+        if let Some(kvm) = self.kvm {
+            write!(
+                out,
+                "; kvm offers {kvm}, takes {}",
+                if lapic::pv_eoi_enabled() {
+                    "pv-eoi"
+                } else {
+                    "nothing"
+                }
+            )?;
+        }
+        if self.interpreted_by_pvm {
+            out.write_str("; interpreted by PVM: SYSCALL recovered from its fault")?;
+        }
+        Ok(())
+    }
+}
