@@ -162,9 +162,9 @@ impl Server {
                     // SAFETY: `frame` is a fresh frame reached through the
                     // direct map; `elf::check` bounded the source range.
                     unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            image[src..src + len].as_ptr(),
+                        crate::memory::copy_bytes(
                             phys_to_virt(frame).add((from - page) as usize),
+                            image[src..src + len].as_ptr(),
                             len,
                         )
                     };
@@ -190,6 +190,7 @@ impl Server {
             rsp: layout::STACK_TOP,
             ss: u64::from(USER_DATA),
             rdi: index as u64,
+            rsi: crate::hv::backend().syscall_entry() as u64,
             ..TrapFrame::default()
         };
         // SAFETY: the frame slot is at the top of the server's own, mapped,

@@ -14,7 +14,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use pvchannel::abi::{Error, KernelCounters, Syscall};
+use pvchannel::abi::{self, Error, KernelCounters, Syscall};
 use spin::Mutex;
 
 use crate::hv::context;
@@ -67,8 +67,8 @@ pub struct System {
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
     slice_end: u64,
-    /// The deadline the timer is armed with, so that an unchanged one is
-    /// not written again (a timer write may exit to the hypervisor).
+    /// The deadline the timer is armed with (see `arm_timer`: it is only
+    /// ever moved earlier, never disarmed, since a timer write may exit).
     armed: Option<u64>,
     /// TSC at the kernel's first instruction, for the "all servers ready"
     /// line, which is printed once (`ready_reported`).
@@ -173,8 +173,33 @@ impl System {
             13 if !backend.ports_direct() && crate::ports::emulate(self, frame) => {}
             0..=31 => self.fault_current(frame),
             context::SYSCALL_VECTOR => crate::syscall::handle(self, frame),
+            v if v == u64::from(abi::SYSCALL_INT_VECTOR) && frame.came_from_user() => {
+                crate::syscall::handle(self, frame)
+            }
+            v => self.interrupt(v, false),
+        }
+        // Interrupts that arrived during this trap, where the backend had to
+        // let them in (pvm): handled now, before anyone is resumed.
+        while let Some((vector, ended)) = backend.take_deferred() {
+            self.interrupt(u64::from(vector), ended);
+        }
+        if let Some((console, bit)) = crate::klog::take_doorbell() {
+            self.raise(console, 1 << bit);
+        }
+        let next = self.schedule();
+        self.arm_timer();
+        next
+    }
+
+    /// Handle interrupt `vector`; `ended` when the backend already ended
+    /// it at the local APIC (a deferred timer interrupt).
+    fn interrupt(&mut self, vector: u64, ended: bool) {
+        let backend = hv::backend();
+        match vector {
             v if v == u64::from(lapic::TIMER_VECTOR) => {
-                backend.end_of_interrupt();
+                if !ended {
+                    backend.end_of_interrupt();
+                }
                 // A one-shot deadline is spent once it fires.
                 self.armed = None;
                 self.counters.timer_interrupts += 1;
@@ -189,15 +214,11 @@ impl System {
             v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
             v => {
                 log::warn!("unexpected interrupt vector {v:#x}");
-                backend.end_of_interrupt();
+                if !ended {
+                    backend.end_of_interrupt();
+                }
             }
         }
-        if let Some((console, bit)) = crate::klog::take_doorbell() {
-            self.raise(console, 1 << bit);
-        }
-        let next = self.schedule();
-        self.arm_timer();
-        next
     }
 
     /// Move `index` from blocked to ready with `result` as its `wait`'s
@@ -343,20 +364,9 @@ impl System {
         self.zombies.push(index);
         if self.servers.iter().all(|s| !s.state.is_alive()) {
             kprintln!("kernel: all servers have ended");
-            let c = &self.counters;
-            kprintln!(
-                "kernel: counters: syscalls={} bad_syscalls={} doorbells={} wakeups={} device_irqs={} timer_irqs={} \
-                 switches={} faults={} entries={}",
-                c.syscalls.iter().sum::<u64>(),
-                c.bad_syscalls,
-                c.doorbells,
-                c.wakeups,
-                c.device_interrupts,
-                c.timer_interrupts,
-                c.context_switches,
-                c.faults,
-                c.entries()
-            );
+            let mut counters = self.counters;
+            counters.hv_ops = hv::exits::snapshot();
+            kprintln!("kernel: counters: {counters}");
             if self.test.is_some() {
                 exit::success();
             }
@@ -468,7 +478,18 @@ impl System {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if deadline != self.armed {
+        // A deadline armed earlier than the one needed is left alone: it
+        // fires, costs one interrupt, and the handler arms what is needed
+        // then. Writing the timer is an exit on a hypervisor, and arming on
+        // every wakeup and disarming on every block cost two a round trip.
+        // An idle system still takes no ticks: once the last armed deadline
+        // has fired, nothing is armed again.
+        let rewrite = match (deadline, self.armed) {
+            (Some(want), Some(armed)) => want < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if rewrite {
             hv::backend().set_deadline(deadline);
             self.armed = deadline;
         }

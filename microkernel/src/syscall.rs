@@ -65,7 +65,10 @@ fn dispatch(
             system.yield_current();
             Ok(Some(0))
         }
-        Syscall::Wait => wait(system, index, a[0], a[1]),
+        Syscall::Wait => {
+            ring_all(system, index, a[2])?;
+            wait(system, index, a[0], a[1])
+        }
         Syscall::Notify => notify(system, index, a[0]).map(Some),
         Syscall::ChannelInfo => channel_info(system, index, a[0], a[1]).map(Some),
         Syscall::IrqBind => irq_bind(system, index, a[0]).map(Some),
@@ -100,6 +103,25 @@ fn wait(
         (timeout_ns != 0).then(|| hv::rdtsc().saturating_add(system.ns_to_tsc(timeout_ns)));
     system.block_current(mask, deadline);
     Ok(None)
+}
+
+/// Ring every channel handle set in `handles` (`wait`'s doorbells), after
+/// checking that the caller holds them all.
+fn ring_all(system: &mut System, index: usize, handles: u64) -> Result<(), Error> {
+    if handles == 0 {
+        return Ok(());
+    }
+    let held = system.servers[index].channels.len();
+    if held < 64 && handles >> held != 0 {
+        return Err(Error::BadHandle);
+    }
+    let mut rest = handles;
+    while rest != 0 {
+        let handle = u64::from(rest.trailing_zeros());
+        rest &= rest - 1;
+        notify(system, index, handle)?;
+    }
+    Ok(())
 }
 
 fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> {

@@ -56,7 +56,12 @@ pub fn exception_name(vector: u64) -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
     let backend = hv::backend();
-    backend.trap_entered();
+    // Before anything else, and touching nothing but the backend's record:
+    // this interrupt may have arrived in the middle of another trap.
+    if backend.defer_interrupt(frame) {
+        return frame;
+    }
+    backend.trap_entered(frame);
     let from_user = frame.came_from_user();
     if frame.vector < 32 && !from_user && !hv::fixup::recover(frame) {
         kernel_fault(frame);
@@ -65,10 +70,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
         Some(next) => next,
         None => {
             // Before servers exist only the boot path runs; nothing is
-            // routed yet.
+            // routed yet, and what was deferred needs nothing either.
             if frame.vector == u64::from(lapic::TIMER_VECTOR) {
                 backend.end_of_interrupt();
             }
+            while backend.take_deferred().is_some() {}
             frame as *mut TrapFrame
         }
     };

@@ -4,10 +4,40 @@
 //! user-space runtime encodes with it.
 //!
 //! # Calling convention
-//! `syscall` with the number in `rax` and up to six arguments in `rdi`, `rsi`,
-//! `rdx`, `r10`, `r8`, `r9`. The result comes back in `rax`: a non-negative
-//! value is success, a negative value is `-(Error as i64)`. `rcx` and `r11`
-//! are clobbered by the instruction itself; every other register is preserved.
+//! `syscall`, or `int 0x80` where the kernel says so (see [`SyscallEntry`]),
+//! with the number in `rax` and up to six arguments in `rdi`, `rsi`, `rdx`,
+//! `r10`, `r8`, `r9`. The result comes back in `rax`: a non-negative value is
+//! success, a negative value is `-(Error as i64)`. `rcx` and `r11` are
+//! clobbered; every other register is preserved.
+//!
+//! # Server start
+//! A server enters at its ELF entry with `rdi` = its manifest index and
+//! `rsi` = the [`SyscallEntry`] to use.
+
+/// How a server enters the kernel, as the kernel tells it at start (`rsi`).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallEntry {
+    /// The `syscall` instruction.
+    Syscall = 0,
+    /// `int 0x80` ([`SYSCALL_INT_VECTOR`]): where SYSCALL would enter the
+    /// kernel still on the caller's stack at a moment an interrupt can
+    /// arrive (the pvm backend), an interrupt gate switches stacks first.
+    Int80 = 1,
+}
+
+impl SyscallEntry {
+    pub const fn from_raw(raw: u64) -> Self {
+        if raw == Self::Int80 as u64 {
+            Self::Int80
+        } else {
+            Self::Syscall
+        }
+    }
+}
+
+/// The interrupt vector of the system-call gate (callable from ring 3).
+pub const SYSCALL_INT_VECTOR: u8 = 0x80;
 
 /// System-call numbers.
 #[repr(u64)]
@@ -17,9 +47,14 @@ pub enum Syscall {
     Exit = 0,
     /// `yield()`: give up the rest of the time slice.
     Yield = 1,
-    /// `wait(mask, timeout_ns) -> pending`: block until one of the notification
-    /// sources in `mask` is pending (or `timeout_ns` passes, 0 = forever), then
-    /// return and clear the pending bits that are in `mask`.
+    /// `wait(mask, timeout_ns, ring) -> pending`: first ring the doorbell of
+    /// every channel handle whose bit is set in `ring` (as `notify` would;
+    /// a handle the caller does not hold fails the call with `BadHandle`
+    /// before anything is rung), then block until one of the notification
+    /// sources in `mask` is pending (or `timeout_ns` passes, 0 = forever),
+    /// and return and clear the pending bits that are in `mask`. Ringing and
+    /// sleeping in one entry halves the crossings of a request and its
+    /// answer.
     Wait = 2,
     /// `notify(channel_handle)`: ring the doorbell of the peer on a channel.
     Notify = 3,
@@ -387,6 +422,34 @@ impl KernelCounters {
     /// Every exit-causing operation the kernel performed.
     pub fn hv_ops_total(&self) -> u64 {
         self.hv_ops.iter().sum()
+    }
+}
+
+/// The counters as `key=value` words, the form a `counters:` line carries
+/// (read back by `cargo xtask run --stats`): kernel entries, then every
+/// exit-causing operation as `hv.NAME=N`.
+impl core::fmt::Display for KernelCounters {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "syscalls={} bad_syscalls={} doorbells={} wakeups={} device_irqs={} timer_irqs={} \
+             switches={} faults={} entries={} emulated_port_io={} hv_ops={}",
+            self.syscalls.iter().sum::<u64>(),
+            self.bad_syscalls,
+            self.doorbells,
+            self.wakeups,
+            self.device_interrupts,
+            self.timer_interrupts,
+            self.context_switches,
+            self.faults,
+            self.entries(),
+            self.emulated_port_io,
+            self.hv_ops_total(),
+        )?;
+        for op in HvOp::ALL {
+            write!(f, " hv.{}={}", op.name(), self.hv_ops[op as usize])?;
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! `test=NAME` and other options, and hand back what the serial port printed
 //! and how QEMU ended. Each test in `tests/tests/` is an ordinary cargo test.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -39,9 +40,18 @@ pub struct Boot {
 }
 
 impl Boot {
+    /// A boot on `accel`; on KVM inside [`on_kvm`], with the kernel backend
+    /// that round of `on_kvm` is testing (`hv=...` first on the command
+    /// line, so that a test's own `hv=` wins).
     pub fn new(accel: Accel) -> Self {
+        let mut config = qemu::Config::new(accel);
+        if accel == Accel::Kvm
+            && let Some(hv) = KVM_BACKEND.get()
+        {
+            config.cmdline = format!("hv={hv}");
+        }
         Self {
-            config: qemu::Config::new(accel),
+            config,
             input: Vec::new(),
             timeout: Duration::from_secs(60),
         }
@@ -279,10 +289,41 @@ impl Run {
     }
 }
 
-/// Run `f` on KVM, or say clearly why it is skipped.
-pub fn on_kvm(name: &str, f: impl FnOnce()) {
+/// The kernel backends every KVM test runs on: `auto` (the pvm backend
+/// where the machine offers PVM's native mode, as these machines do) and
+/// `native` forced (where PVM interprets the kernel: slow, but supported).
+pub const KVM_BACKENDS: [&str; 2] = ["auto", "native"];
+
+thread_local! {
+    /// The `hv=` of the current round of [`on_kvm`] on this test's thread.
+    static KVM_BACKEND: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Run `f` on KVM once per backend of [`KVM_BACKENDS`] (every [`Boot`] it
+/// makes on KVM carries that round's `hv=`), or say clearly why it is
+/// skipped. A failure names the round: the command line is in its report.
+pub fn on_kvm(name: &str, f: impl Fn()) {
     match qemu::kvm_unusable_reason() {
-        None => f(),
+        None => {
+            for hv in KVM_BACKENDS {
+                eprintln!("{name}: KVM, hv={hv}");
+                KVM_BACKEND.set(Some(hv));
+                f();
+            }
+            KVM_BACKEND.set(None);
+        }
         Some(reason) => eprintln!("SKIPPED {name} on KVM: {reason}"),
     }
+}
+
+/// Run `f` on TCG, then on KVM with every backend of [`KVM_BACKENDS`].
+pub fn everywhere(name: &str, f: impl Fn(Accel)) {
+    f(Accel::Tcg);
+    on_kvm(name, || f(Accel::Kvm));
+}
+
+/// Whether this host's KVM is the PVM-type hypervisor whose native mode the
+/// pvm backend enters (its module is loaded).
+pub fn host_offers_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
 }

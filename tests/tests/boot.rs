@@ -1,6 +1,6 @@
 //! Boot, fault reports, memory sizing and the command line, in QEMU.
 
-use tests::{Accel, Boot, on_kvm};
+use tests::{Accel, Boot, everywhere, host_offers_pvm, on_kvm};
 
 fn boots_to_idle(accel: Accel) {
     let run = Boot::test(accel, "boot").run();
@@ -9,11 +9,48 @@ fn boots_to_idle(accel: Accel) {
         .assert_contains("kernel: idle loop")
         .assert_contains("ktest: boot reached the idle loop");
     let backend = run.line("hypervisor:");
+    let forced_native = run.cmdline.contains("hv=native");
     match accel {
-        Accel::Kvm => assert!(backend.contains("kvm ("), "{backend}"),
-        Accel::Tcg => assert!(backend.contains("native"), "{backend}"),
+        Accel::Kvm if forced_native => {
+            assert!(backend.contains("native backend (forced"), "{backend}");
+            run.assert_contains("interpreted by PVM");
+        }
+        // `auto` takes pvm exactly where the machine offers it.
+        Accel::Kvm if host_offers_pvm() => assert!(
+            backend.contains("pvm backend (auto: MSR 0x4b564d11 reads \"PVM\")"),
+            "{backend}"
+        ),
+        Accel::Kvm => assert!(backend.contains("native backend (auto"), "{backend}"),
+        // The probe is harmless where there is no PVM: TCG answers the MSR
+        // with 0 (a #GP would be recovered just the same).
+        Accel::Tcg => assert!(
+            backend.contains("native backend (auto: no PVM interface"),
+            "{backend}"
+        ),
     }
     assert!(run.line("batching:").contains("on"));
+}
+
+#[test]
+fn hv_pvm_is_refused_where_the_machine_lacks_it_and_boot_goes_on() {
+    let run = Boot::test(Accel::Tcg, "boot").cmdline("hv=pvm").run();
+    run.assert_success()
+        .assert_contains("hv=pvm refused: no PVM interface")
+        .assert_contains("ktest: boot reached the idle loop");
+    assert!(
+        run.line("hypervisor:")
+            .contains("native backend (hv=pvm refused"),
+        "{}",
+        run.line("hypervisor:")
+    );
+}
+
+#[test]
+fn a_malformed_hv_option_is_named_and_auto_is_used() {
+    let run = Boot::test(Accel::Tcg, "boot").cmdline("hv=xen").run();
+    run.assert_success()
+        .assert_contains("'hv' has malformed value 'xen' (expected auto, native or pvm)");
+    assert!(run.line("hypervisor:").contains("(auto:"));
 }
 
 #[test]
@@ -30,45 +67,57 @@ fn boot_reaches_idle_loop_on_kvm() {
 
 #[test]
 fn kernel_page_fault_is_reported_with_vector_and_address() {
-    let run = Boot::test(Accel::Tcg, "page_fault").run();
-    run.assert_failure()
-        .assert_contains("exception 14 (page fault)");
-    let announced = run.hex_after("reading unmapped address");
-    assert_eq!(
-        run.hex_after("CR2"),
-        announced,
-        "CR2 names the address read"
+    everywhere(
+        "kernel_page_fault_is_reported_with_vector_and_address",
+        |accel| {
+            let run = Boot::test(accel, "page_fault").run();
+            run.assert_failure()
+                .assert_contains("exception 14 (page fault)");
+            let announced = run.hex_after("reading unmapped address");
+            assert_eq!(
+                run.hex_after("CR2"),
+                announced,
+                "CR2 names the address read"
+            );
+            assert!(
+                run.hex_after("at RIP") >= 0xffff_ffff_8000_0000,
+                "the fault is in the kernel image"
+            );
+            run.assert_contains("read of a non-present page")
+                .assert_lacks("did not happen");
+        },
     );
-    assert!(
-        run.hex_after("at RIP") >= 0xffff_ffff_8000_0000,
-        "the fault is in the kernel image"
-    );
-    run.assert_contains("read of a non-present page")
-        .assert_lacks("did not happen");
 }
 
 #[test]
 fn kernel_invalid_opcode_is_reported_with_vector_and_address() {
-    let run = Boot::test(Accel::Tcg, "invalid_opcode").run();
-    run.assert_failure()
-        .assert_contains("exception 6 (invalid opcode)");
-    assert_eq!(
-        run.hex_after("at RIP"),
-        run.hex_after("executing ud2 at"),
-        "RIP is the ud2"
+    everywhere(
+        "kernel_invalid_opcode_is_reported_with_vector_and_address",
+        |accel| {
+            let run = Boot::test(accel, "invalid_opcode").run();
+            run.assert_failure()
+                .assert_contains("exception 6 (invalid opcode)");
+            assert_eq!(
+                run.hex_after("at RIP"),
+                run.hex_after("executing ud2 at"),
+                "RIP is the ud2"
+            );
+            run.assert_contains("RAX ").assert_contains("RFLAGS ");
+        },
     );
-    run.assert_contains("RAX ").assert_contains("RFLAGS ");
 }
 
 #[test]
 fn kernel_stack_overflow_hits_the_guard_page() {
-    let run = Boot::test(Accel::Tcg, "stack_overflow").run();
-    run.assert_failure()
-        .assert_contains("exception 8 (double fault)");
+    everywhere("kernel_stack_overflow_hits_the_guard_page", |accel| {
+        let run = Boot::test(accel, "stack_overflow").run();
+        run.assert_failure()
+            .assert_contains("exception 8 (double fault)");
+    });
 }
 
-fn usable_mib(memory_mb: u32) -> u64 {
-    let run = Boot::test(Accel::Tcg, "boot").memory(memory_mb).run();
+fn usable_mib(accel: Accel, memory_mb: u32) -> u64 {
+    let run = Boot::test(accel, "boot").memory(memory_mb).run();
     run.assert_success();
     let line = run.line("memory:");
     line.split_whitespace()
@@ -79,32 +128,41 @@ fn usable_mib(memory_mb: u32) -> u64 {
 
 #[test]
 fn memory_total_follows_qemu_m() {
-    let small = usable_mib(128);
-    let large = usable_mib(512);
-    assert!(
-        (120..=128).contains(&small),
-        "128 MiB guest reports {small} MiB"
-    );
-    assert!(
-        (500..=512).contains(&large),
-        "512 MiB guest reports {large} MiB"
-    );
+    everywhere("memory_total_follows_qemu_m", |accel| {
+        let small = usable_mib(accel, 128);
+        let large = usable_mib(accel, 512);
+        assert!(
+            (120..=128).contains(&small),
+            "128 MiB guest reports {small} MiB"
+        );
+        assert!(
+            (500..=512).contains(&large),
+            "512 MiB guest reports {large} MiB"
+        );
+    });
 }
 
 #[test]
 fn unknown_and_malformed_options_are_named_and_boot_continues() {
-    let run = Boot::test(Accel::Tcg, "boot")
-        .cmdline("frobnicate=1 batching=sometimes")
-        .run();
-    run.assert_success()
-        .assert_contains("unknown command-line option 'frobnicate=1' ignored")
-        .assert_contains("'batching' has malformed value 'sometimes'");
-    assert!(run.line("batching:").contains("on"), "the default stays");
+    everywhere(
+        "unknown_and_malformed_options_are_named_and_boot_continues",
+        |accel| {
+            let run = Boot::test(accel, "boot")
+                .cmdline("frobnicate=1 batching=sometimes")
+                .run();
+            run.assert_success()
+                .assert_contains("unknown command-line option 'frobnicate=1' ignored")
+                .assert_contains("'batching' has malformed value 'sometimes'");
+            assert!(run.line("batching:").contains("on"), "the default stays");
+        },
+    );
 }
 
 #[test]
 fn batching_off_reaches_the_banner() {
-    let run = Boot::test(Accel::Tcg, "boot").cmdline("batching=off").run();
-    run.assert_success();
-    assert!(run.line("batching:").contains("off"));
+    everywhere("batching_off_reaches_the_banner", |accel| {
+        let run = Boot::test(accel, "boot").cmdline("batching=off").run();
+        run.assert_success();
+        assert!(run.line("batching:").contains("off"));
+    });
 }

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use tests::{Accel, EXIT_SUCCESS};
 use xtask::build::{Image, TARGET};
@@ -174,14 +173,13 @@ uses = ["demo"]
 "#;
 
 fn boot_demo(image: &Image, accel: Accel) {
-    let mut config = qemu::Config::new(accel);
-    config.cmdline = "test=demo demo-client.service=demo".into();
-    let run =
-        qemu::run_captured(&config, image, &[], Duration::from_secs(60)).expect("running QEMU");
-    let out = &run.output;
-    let context = format!("[{accel} {:?}]\n{out}", run.status);
+    let run = tests::Boot::new(accel)
+        .cmdline("test=demo demo-client.service=demo")
+        .run_image(image);
+    let out = run.output();
+    let context = format!("[{accel} {:?} {}]\n{out}", run.captured.status, run.cmdline);
     eprintln!("{context}");
-    assert_eq!(run.status, Some(EXIT_SUCCESS), "{context}");
+    assert_eq!(run.captured.status, Some(EXIT_SUCCESS), "{context}");
     for needle in [
         "[demo] demo: serving 1 client(s)",
         "demo-client: demo echo(0x7) = 0x7",

@@ -6,7 +6,9 @@
 use std::io::Read;
 
 use pvchannel::manifest::{self, Name, Server};
-use tests::{Accel, Boot, Image, image, on_kvm};
+use std::time::Duration;
+
+use tests::{Accel, Boot, Image, everywhere, image, on_kvm};
 
 fn ring_exchange(accel: Accel) {
     let run = Boot::test(accel, "ring").run();
@@ -77,13 +79,21 @@ fn faulting_servers_are_stopped_and_the_rest_run_on_kvm() {
 
 #[test]
 fn random_system_calls_get_only_errors_and_the_system_runs_on() {
-    let run = Boot::test(Accel::Tcg, "fuzz").run();
-    run.assert_success()
-        .assert_contains("syscall-fuzz: 100000 calls")
-        .assert_contains("all as expected")
-        .assert_lacks("FAIL")
-        .assert_contains("survivor: still running")
-        .assert_lacks("KERNEL FAULT");
+    everywhere(
+        "random_system_calls_get_only_errors_and_the_system_runs_on",
+        |accel| {
+            // 10^5 kernel entries: about 30 s where PVM interprets the kernel.
+            let run = Boot::test(accel, "fuzz")
+                .timeout(Duration::from_secs(180))
+                .run();
+            run.assert_success()
+                .assert_contains("syscall-fuzz: 100000 calls")
+                .assert_contains("all as expected")
+                .assert_lacks("FAIL")
+                .assert_contains("survivor: still running")
+                .assert_lacks("KERNEL FAULT");
+        },
+    );
 }
 
 fn isolation(accel: Accel) {
@@ -170,12 +180,17 @@ fn a_corrupt_server_image_is_named_and_the_others_boot() {
         kernel: image().kernel.clone(),
         initrd,
     };
-    let run = Boot::test(Accel::Tcg, "corrupt").run_image(&custom);
+    everywhere(
+        "a_corrupt_server_image_is_named_and_the_others_boot",
+        |accel| {
+            let run = Boot::test(accel, "corrupt").run_image(&custom);
+            run.assert_success();
+            let broken = run.line("kernel: server broken not started");
+            assert!(broken.contains("bad image"), "{broken}");
+            let garbage = run.line("kernel: server garbage not started");
+            assert!(garbage.contains("not an ELF"), "{garbage}");
+            run.assert_contains("survivor: still running");
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    run.assert_success();
-    let broken = run.line("kernel: server broken not started");
-    assert!(broken.contains("bad image"), "{broken}");
-    let garbage = run.line("kernel: server garbage not started");
-    assert!(garbage.contains("not an ELF"), "{garbage}");
-    run.assert_contains("survivor: still running");
 }

@@ -6,9 +6,10 @@
 //! returns [`Error::NoSuchSyscall`] and [`exit`] ends the process.
 
 use core::mem::{MaybeUninit, size_of};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use pvchannel::abi::{
-    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall,
+    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall, SyscallEntry,
 };
 
 /// Make a raw system call: number `nr`, up to six arguments; returns `rax`
@@ -24,6 +25,10 @@ use pvchannel::abi::{
 #[cfg(target_os = "none")]
 #[inline]
 pub unsafe fn syscall6(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    if BY_INTERRUPT.load(Ordering::Relaxed) {
+        // SAFETY: as below; the kernel's gate 0x80 is the same system call.
+        return unsafe { int80(nr, a0, a1, a2, a3, a4, a5) };
+    }
     let ret: i64;
     // SAFETY: `syscall` enters the kernel, which preserves every register
     // except rax (result), rcx and r11 (clobbered by the instruction), and
@@ -53,6 +58,44 @@ pub unsafe fn syscall6(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5:
         );
     }
     ret
+}
+
+/// The system call through the kernel's interrupt gate ([`SyscallEntry::Int80`]).
+///
+/// # Safety
+/// As for [`syscall6`].
+#[cfg(target_os = "none")]
+#[inline]
+unsafe fn int80(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: the gate returns to the next instruction with every register
+    // but rax preserved (rcx and r11 are declared clobbered, as for
+    // SYSCALL, so that one contract serves both); see `syscall6` for memory.
+    unsafe {
+        core::arch::asm!(
+            "int 0x80",
+            inlateout("rax") nr as i64 => ret,
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rdx") a2,
+            in("r10") a3,
+            in("r8") a4,
+            in("r9") a5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Whether system calls go through `int 0x80` (the kernel says at start).
+static BY_INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Record how this server enters the kernel; `_start` calls it before any
+/// system call.
+pub fn set_entry(entry: SyscallEntry) {
+    BY_INTERRUPT.store(entry == SyscallEntry::Int80, Ordering::Relaxed);
 }
 
 /// Host stand-in: there is no kernel, every call fails with
@@ -98,6 +141,12 @@ pub fn yield_now() -> Result<(), Error> {
 /// `Err(InvalidArgument)` for an empty mask.
 pub fn wait(mask: u64, timeout_ns: u64) -> Result<u64, Error> {
     call(Syscall::Wait, mask, timeout_ns, 0)
+}
+
+/// Ring the doorbells of the channel handles set in `ring`, then
+/// [`wait`]: one kernel entry for both.
+pub fn ring_and_wait(ring: u64, mask: u64, timeout_ns: u64) -> Result<u64, Error> {
+    call(Syscall::Wait, mask, timeout_ns, ring)
 }
 
 /// Ring the doorbell of the peer on channel `handle`.
@@ -156,6 +205,40 @@ pub fn irq_ack(line: u32) -> Result<(), Error> {
 /// server's I/O permission bitmap.
 pub fn ioport_enable(first: u16, count: u32) -> Result<(), Error> {
     call(Syscall::IoPortEnable, u64::from(first), u64::from(count), 0).map(drop)
+}
+
+/// Write `bytes` to granted port `port` in one kernel entry, waiting before
+/// every `chunk` bytes until `in8(status_port) & ready_mask` is non-zero (a
+/// transmit FIFO with room). Returns how many were written: fewer when the
+/// device stayed busy. At most 4096 bytes a call. For output bursts where
+/// ring-3 port I/O is emulated ([`ports_direct`] is false).
+pub fn ioport_write_paced(
+    port: u16,
+    bytes: &[u8],
+    status_port: u16,
+    ready_mask: u8,
+    chunk: usize,
+) -> Result<usize, Error> {
+    // SAFETY: the kernel only reads `bytes`, within its length.
+    let ret = unsafe {
+        syscall6(
+            Syscall::IoPortWritePaced as u64,
+            u64::from(port),
+            bytes.as_ptr() as u64,
+            bytes.len() as u64,
+            u64::from(status_port),
+            u64::from(ready_mask),
+            chunk as u64,
+        )
+    };
+    Error::decode(ret).map(|n| n as usize)
+}
+
+/// Whether IN/OUT on a granted port runs at the hardware's cost in ring 3
+/// (`false` where the kernel's backend emulates each one: batch through
+/// [`ioport_write_paced`] instead). `true` when the kernel cannot tell.
+pub fn ports_direct() -> bool {
+    boot_info_cached().is_none_or(|b| b.ports_direct != 0)
 }
 
 /// Map the granted MMIO region `[phys, phys + len)`; returns its user

@@ -74,6 +74,10 @@ struct RunArgs {
     /// The QEMU machine.
     #[arg(long, value_enum, default_value = "microvm")]
     machine: Machine,
+    /// The kernel's hypervisor backend (`hv=` on its command line): auto
+    /// takes pvm where the machine offers PVM's native mode, else native.
+    #[arg(long, value_enum, default_value = "auto")]
+    hv: xtask::stress::HvChoice,
     /// More kernel command-line options, e.g. "log=debug".
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -123,7 +127,7 @@ fn qemu_config(args: &RunArgs) -> Result<qemu::Config> {
     } else {
         "off"
     };
-    config.cmdline = format!("batching={batching} {}", args.cmdline)
+    config.cmdline = format!("batching={batching} {} {}", args.hv.option(), args.cmdline)
         .trim()
         .to_string();
     config.extra_args = args.qemu_args.clone();
@@ -181,12 +185,17 @@ const HOST_TEST_PACKAGES: &[&str] = &[
 ];
 
 fn test(args: &TestArgs) -> Result<ExitCode> {
+    // The image first: the host tests include the check of the built
+    // kernel's machine code (microkernel/tests/privileged.rs), which must
+    // read this source's kernel, not an older one.
+    let image = build::all()?;
     let mut host = cargo();
     host.arg("test");
     for p in HOST_TEST_PACKAGES {
         host.args(["--package", p]);
     }
     host.arg("--lib").arg("--bins").arg("--tests");
+    host.env("MICROKERNEL_KERNEL", &image.kernel);
     if !args.test_args.is_empty() {
         host.arg("--").args(&args.test_args);
     }
@@ -194,7 +203,6 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
     let (host_ok, mut totals) = summary::run_counted(host)?;
     let guest_ok = if host_ok && !args.host_only {
         qemu::ensure_qemu()?;
-        let image = build::all()?;
         eprintln!("xtask: in-QEMU tests");
         let mut guest = cargo();
         guest.args(["test", "--package", "tests"]);

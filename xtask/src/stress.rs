@@ -93,6 +93,51 @@ pub struct StressArgs {
     /// Give up on one boot after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Kernel backends to run on KVM, comma separated (`hv=` on the kernel
+    /// command line; TCG always runs `auto`, which is native there).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HvChoice::Auto])]
+    pub hv: Vec<HvChoice>,
+}
+
+/// A kernel backend to ask for (`hv=` on the kernel command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HvChoice {
+    Auto,
+    Native,
+    Pvm,
+}
+
+impl HvChoice {
+    pub fn option(self) -> &'static str {
+        match self {
+            HvChoice::Auto => "hv=auto",
+            HvChoice::Native => "hv=native",
+            HvChoice::Pvm => "hv=pvm",
+        }
+    }
+}
+
+impl std::fmt::Display for HvChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.option()[3..])
+    }
+}
+
+/// The backend the kernel says it chose (its banner's `hypervisor:` line).
+pub fn backend_of(output: &str) -> Option<&str> {
+    output
+        .lines()
+        .find_map(|l| l.split_once("hypervisor: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+}
+
+/// A row's label: the accelerator, and the backend when the output names it
+/// ("KVM pvm").
+fn row_label(accel: Accel, output: &str) -> String {
+    match backend_of(output) {
+        Some(backend) => format!("{accel} {backend}"),
+        None => accel.to_string(),
+    }
 }
 
 /// The `key=value` words of a result line.
@@ -308,6 +353,9 @@ pub struct PingRow {
     pub p50_cycles: u64,
     pub p99_cycles: u64,
     pub entries_per_round: f64,
+    /// The kernel's own exit-causing operations per round trip (counted
+    /// by kind in the kernel; on TCG too).
+    pub hv_ops_per_round: Option<f64>,
     pub exits_per_round: Option<f64>,
     pub kvm: Option<Stats>,
     pub result: Fields,
@@ -318,6 +366,8 @@ fn per(n: u64, d: u64) -> f64 {
 }
 
 impl Row {
+    /// The row of `o`, labelled with the accelerator and the backend the
+    /// kernel chose (e.g. "KVM pvm").
     pub fn from_outcome(accel: Accel, o: &Outcome) -> Result<Self> {
         let f = &o.fields;
         let messages = f.need("messages")?;
@@ -331,7 +381,7 @@ impl Row {
         };
         let entries = f.need("syscalls")? + f.need("irqs")?;
         Ok(Self {
-            accel: accel.to_string(),
+            accel: row_label(accel, &o.output),
             batching: f.str("batching").unwrap_or("?").to_string(),
             batch: f.need("batch")?,
             payload: f.need("payload")?,
@@ -361,7 +411,7 @@ impl PingRow {
         let f = &o.fields;
         let rounds = f.need("rounds")?;
         Ok(Self {
-            accel: accel.to_string(),
+            accel: row_label(accel, &o.output),
             batching: f.str("batching").unwrap_or("?").to_string(),
             rounds,
             p50_ns: f.need("p50_ns")?,
@@ -369,6 +419,7 @@ impl PingRow {
             p50_cycles: f.need("p50_cycles")?,
             p99_cycles: f.need("p99_cycles")?,
             entries_per_round: per(f.need("syscalls")? + f.need("irqs")?, rounds),
+            hv_ops_per_round: f.u64("hv_ops").map(|n| per(n, rounds)),
             exits_per_round: o
                 .kvm
                 .as_ref()
@@ -445,12 +496,25 @@ pub fn table(report: &Report) -> String {
             r.lost + r.duplicates + r.reordered,
         );
     }
-    if report.stream.is_empty() {
+    if !report.pingpong.is_empty() {
+        s.push_str("\n| accel | batching | round trips | RTT p50 ns | RTT p99 ns | kernel entries/round trip | kernel exit-causing ops/round trip | VM exits/round trip |\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
         for p in &report.pingpong {
             let _ = writeln!(
                 s,
-                "| {} | {} | - | - | - | - | - | - | - | - | {} ({}) | {} ({}) | - |",
-                p.accel, p.batching, p.p50_ns, p.p50_cycles, p.p99_ns, p.p99_cycles
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.accel,
+                p.batching,
+                p.rounds,
+                p.p50_ns,
+                p.p99_ns,
+                fmt_ratio(p.entries_per_round),
+                p.hv_ops_per_round
+                    .map(fmt_ratio)
+                    .unwrap_or_else(|| "-".into()),
+                p.exits_per_round
+                    .map(fmt_ratio)
+                    .unwrap_or_else(|| "-".into()),
             );
         }
     }
@@ -650,15 +714,22 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
     let off_messages = args
         .off_messages
         .unwrap_or((args.messages / 100).max(1_000));
-    // The plan: (accel, batching, Some(batch) for a stream, None for ping-pong).
+    // The plan: (accel, backend, batching, Some(batch) for a stream, None
+    // for ping-pong).
     let mut plan = Vec::new();
     for &accel in &accels {
-        for &batching in batchings {
-            if args.rounds > 0 {
-                plan.push((accel, batching, None));
-            }
-            for &b in &args.batch {
-                plan.push((accel, batching, Some(b)));
+        let backends = match accel {
+            Accel::Kvm => args.hv.clone(),
+            Accel::Tcg => vec![HvChoice::Auto],
+        };
+        for hv in backends {
+            for &batching in batchings {
+                if args.rounds > 0 {
+                    plan.push((accel, hv, batching, None));
+                }
+                for &b in &args.batch {
+                    plan.push((accel, hv, batching, Some(b)));
+                }
             }
         }
     }
@@ -668,7 +739,7 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
     };
     let started = Instant::now();
     let total = plan.len();
-    for (i, &(accel, batching, batch)) in plan.iter().enumerate() {
+    for (i, &(accel, hv, batching, batch)) in plan.iter().enumerate() {
         let mut config = Config::new(accel);
         let what = match batch {
             Some(b) => {
@@ -678,20 +749,25 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
                     off_messages
                 };
                 config.cmdline = format!(
-                    "test=stress batching={batching} stress-producer.messages={messages} stress-producer.batch={b} stress-producer.payload={}",
+                    "test=stress {} batching={batching} stress-producer.messages={messages} stress-producer.batch={b} stress-producer.payload={}",
+                    hv.option(),
                     args.payload
                 );
                 format!("stream batch {b}, {messages} messages")
             }
             None => {
                 config.cmdline = format!(
-                    "test=pingpong batching={batching} ping.rounds={}",
+                    "test=pingpong {} batching={batching} ping.rounds={}",
+                    hv.option(),
                     args.rounds
                 );
                 format!("ping-pong, {} rounds", args.rounds)
             }
         };
-        let label = format!("[{}/{total}] {accel} batching {batching}: {what}", i + 1);
+        let label = format!(
+            "[{}/{total}] {accel} hv={hv} batching {batching}: {what}",
+            i + 1
+        );
         let show = |state: &str| {
             eprint!(
                 "\r\x1b[Kxtask: {label}: {state} ({:.0} s so far)",
@@ -720,8 +796,16 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             None => {
                 let row = PingRow::from_outcome(accel, &outcome)?;
                 eprintln!(
-                    "xtask:   round trip p50 {} ns ({} cycles), p99 {} ns",
-                    row.p50_ns, row.p50_cycles, row.p99_ns
+                    "xtask:   round trip p50 {} ns ({} cycles), p99 {} ns, {} kernel exit-causing ops and {} VM exits per round trip",
+                    row.p50_ns,
+                    row.p50_cycles,
+                    row.p99_ns,
+                    row.hv_ops_per_round
+                        .map(fmt_ratio)
+                        .unwrap_or_else(|| "-".into()),
+                    row.exits_per_round
+                        .map(fmt_ratio)
+                        .unwrap_or_else(|| "-".into()),
                 );
                 report.pingpong.push(row);
             }
@@ -865,6 +949,10 @@ pub fn stats_table(counters: Option<&Fields>, kvm: Option<&Stats>, on_kvm: bool)
                     let _ = writeln!(s, "| kernel {key} | {v} |");
                 }
             }
+            // The kernel's exit-causing operations by kind (`hv.NAME`).
+            for (key, v) in f.0.iter().filter(|(k, _)| k.starts_with("hv")) {
+                let _ = writeln!(s, "| kernel {key} | {v} |");
+            }
         }
         None => s.push_str(
             "| kernel counters | (no server printed a `counters:` line; the kernel prints none itself) |\n",
@@ -959,6 +1047,13 @@ mod tests {
         assert_eq!(s.matches('"').count() % 2, 0);
         // An empty report still draws axes.
         assert!(svg(&Report::default()).contains("</svg>"));
+    }
+
+    #[test]
+    fn rows_are_labelled_with_the_backend_the_kernel_chose() {
+        let banner = "microkernel 0.1.0\n  hypervisor: pvm backend (auto: MSR reads \"PVM\")\n";
+        assert_eq!(row_label(Accel::Kvm, banner), "KVM pvm");
+        assert_eq!(row_label(Accel::Tcg, "no banner here"), "TCG");
     }
 
     #[test]

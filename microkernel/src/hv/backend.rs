@@ -16,6 +16,7 @@
 //! Context: every method may run in trap context (interrupts masked) unless
 //! it says otherwise; none allocates or blocks.
 
+use pvchannel::abi::SyscallEntry;
 use x86_64::structures::paging::PageTableFlags;
 
 use super::cpu::{IO_BITMAP_BYTES, Protection};
@@ -56,9 +57,25 @@ pub trait Backend: Sync {
         unsafe { interrupts::raw_enable_and_halt() };
     }
 
+    /// An interrupt in `frame` arrived where the kernel had interrupts
+    /// masked, which a backend whose hypervisor ignores the CPU's interrupt
+    /// flag must allow for: if so, remember it for [`Backend::take_deferred`]
+    /// and say `true`; the trap then returns at once. The native backend
+    /// never sees such an interrupt.
+    fn defer_interrupt(&self, _frame: &TrapFrame) -> bool {
+        false
+    }
+
+    /// A vector deferred by [`Backend::defer_interrupt`], to be handled now
+    /// (by the trap that is ending), and whether its end of interrupt was
+    /// already done.
+    fn take_deferred(&self) -> Option<(u8, bool)> {
+        None
+    }
+
     /// The trap path has masked interrupts (an interrupt gate, or SYSCALL's
-    /// flag mask) and entered `trap_dispatch`.
-    fn trap_entered(&self) {}
+    /// flag mask) and entered `trap_dispatch` with `frame`.
+    fn trap_entered(&self, _frame: &mut TrapFrame) {}
 
     /// `trap_dispatch` is about to resume `frame`.
     fn trap_leaving(&self, _frame: &TrapFrame) {}
@@ -94,6 +111,11 @@ pub trait Backend: Sync {
     /// Which trap stubs and SYSCALL entry the backend runs.
     fn entry_flavour(&self) -> EntryFlavour {
         EntryFlavour::Swapgs
+    }
+
+    /// How servers enter the kernel (told to each at start, in `rsi`).
+    fn syscall_entry(&self) -> SyscallEntry {
+        SyscallEntry::Syscall
     }
 
     /// The CR4 protection bits the backend can live with, given what the

@@ -20,9 +20,8 @@ use super::trap::{EntryFlavour, TrapFrame};
 /// The `vector` a SYSCALL entry stores in its frame (no IDT vector has it).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-/// What the SYSCALL entries read (through GS on the native flavour, by
-/// address on the plain one): the current thread's kernel stack top, and a
-/// scratch slot for the user stack pointer.
+/// What the SYSCALL entry reads through GS: the current thread's kernel
+/// stack top, and a scratch slot for the user stack pointer.
 #[repr(C)]
 struct PerCpu {
     kernel_rsp: u64,
@@ -34,34 +33,37 @@ static mut PER_CPU: PerCpu = PerCpu {
     user_rsp: 0,
 };
 
-/// Enable SYSCALL/SYSRET with the entry of `flavour`. With the swapgs
-/// flavour the kernel's GS base is the per-CPU block and the user's is 0;
-/// with the plain flavour both are 0 (the hypervisor's swap on the way out
-/// then changes nothing). Once, at boot.
+/// Set up system-call entry for `flavour`. Swapgs: SYSCALL/SYSRET enabled,
+/// the kernel's GS base the per-CPU block and the user's 0. Plain: SYSCALL
+/// disabled (a server's `syscall` raises #UD), both GS bases 0 (the
+/// hypervisor's swap on the way out then changes nothing); servers enter
+/// through the `int 0x80` gate. Once, at boot.
 pub fn init(flavour: EntryFlavour) {
-    let (entry, kernel_gs) = match flavour {
-        EntryFlavour::Swapgs => (
-            syscall_entry_swapgs as *const () as u64,
-            addr_of_mut!(PER_CPU) as u64,
-        ),
-        EntryFlavour::Plain => (syscall_entry_plain as *const () as u64, 0),
-    };
     const EFER_SCE: u64 = 1;
     // RFLAGS bits cleared on SYSCALL: TF, IF, DF, AC.
     const SFMASK_BITS: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 18);
     // SAFETY: the MSR values follow the GDT layout in `cpu` (SYSRET/SYSCALL
     // selector arithmetic); the entry point is the stub below; GS points at
-    // a static that lives forever.
+    // a static that lives forever, or is 0 where the kernel never reads it.
     unsafe {
-        msr::write(msr::EFER, msr::read(msr::EFER) | EFER_SCE);
-        let sysret_base = u64::from(USER_DATA & !3) - 8;
-        msr::write(
-            msr::STAR,
-            (sysret_base << 48) | (u64::from(KERNEL_CODE) << 32),
-        );
-        msr::write(msr::LSTAR, entry);
-        msr::write(msr::SFMASK, SFMASK_BITS);
-        msr::write(msr::GS_BASE, kernel_gs);
+        let efer = msr::read(msr::EFER);
+        match flavour {
+            EntryFlavour::Swapgs => {
+                msr::write(msr::EFER, efer | EFER_SCE);
+                let sysret_base = u64::from(USER_DATA & !3) - 8;
+                msr::write(
+                    msr::STAR,
+                    (sysret_base << 48) | (u64::from(KERNEL_CODE) << 32),
+                );
+                msr::write(msr::LSTAR, syscall_entry_swapgs as *const () as u64);
+                msr::write(msr::SFMASK, SFMASK_BITS);
+                msr::write(msr::GS_BASE, addr_of_mut!(PER_CPU) as u64);
+            }
+            EntryFlavour::Plain => {
+                msr::write(msr::EFER, efer & !EFER_SCE);
+                msr::write(msr::GS_BASE, 0);
+            }
+        }
         msr::write(msr::KERNEL_GS_BASE, 0);
     }
 }
@@ -199,15 +201,14 @@ pub(super) fn count_swapgs(flavour: EntryFlavour) {
 
 unsafe extern "C" {
     fn syscall_entry_swapgs();
-    fn syscall_entry_plain();
 }
 
 // SYSCALL leaves the user RIP in RCX and RFLAGS in R11, does not switch
-// stacks, and masks IF. The stubs switch to the thread's kernel stack and
-// build the same TrapFrame an interrupt from ring 3 would, then join the
-// common trap path of their flavour, so that blocking, preemption and
-// return are one code. The swapgs flavour finds the per-CPU block through
-// GS; the plain one by its address (one CPU: the block is a static).
+// stacks, and masks IF. The stub switches to the thread's kernel stack and
+// builds the same TrapFrame an interrupt from ring 3 would, then joins the
+// common trap path, so that blocking, preemption and return are one code.
+// Only the swapgs flavour has one: on pvm an interrupt can arrive at any
+// instruction, and the first two here still run on the caller's stack.
 global_asm!(
     concat!(
         super::trap::save_registers_and_dispatch!(),
@@ -229,27 +230,10 @@ syscall_entry_swapgs:
     save_registers_and_dispatch
     mov rsp, rax
     jmp trap_return_swapgs
-
-    .global syscall_entry_plain
-    .balign 16
-syscall_entry_plain:
-    mov [rip + {per_cpu} + 8], rsp      /* user RSP */
-    mov rsp, [rip + {per_cpu}]          /* this thread's kernel stack top */
-    push {user_ss}                      /* SS */
-    push qword ptr [rip + {per_cpu} + 8] /* RSP */
-    push r11                            /* RFLAGS */
-    push {user_cs}                      /* CS */
-    push rcx                            /* RIP */
-    push 0                              /* error code */
-    push {vector}                       /* vector */
-    save_registers_and_dispatch
-    mov rsp, rax
-    jmp trap_return_plain
     .purgem save_registers_and_dispatch
 "#
     ),
     user_ss = const USER_DATA as u64,
     user_cs = const cpu::USER_CODE as u64,
     vector = const SYSCALL_VECTOR,
-    per_cpu = sym PER_CPU,
 );

@@ -77,13 +77,14 @@ impl Gate {
         reserved: 0,
     };
 
-    /// A present 64-bit interrupt gate (IF cleared on entry), DPL 0.
-    fn interrupt(handler: u64, ist: u8) -> Gate {
+    /// A present 64-bit interrupt gate (IF cleared on entry); `user` makes
+    /// it callable from ring 3 (DPL 3), as the system-call gate is.
+    fn interrupt(handler: u64, ist: u8, user: bool) -> Gate {
         Gate {
             offset_low: handler as u16,
             selector: KERNEL_CODE,
             ist,
-            type_attr: 0x8E,
+            type_attr: if user { 0xEE } else { 0x8E },
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
@@ -187,7 +188,8 @@ pub fn install_stubs(stubs: u64) {
             _ => 0,
         };
         let handler = stubs + u64::from(vector) * STUB_SIZE;
-        idt.0[usize::from(vector)] = Gate::interrupt(handler, ist);
+        let user = vector == pvchannel::abi::SYSCALL_INT_VECTOR;
+        idt.0[usize::from(vector)] = Gate::interrupt(handler, ist, user);
     }
 }
 

@@ -119,6 +119,15 @@ pub(super) unsafe fn raw_enable() {
     unsafe { asm!("sti", options(nostack)) };
 }
 
+/// Halt until an interrupt, with no STI (the pvm backend's halt).
+#[inline]
+pub(super) fn raw_halt() {
+    count(HvOp::Hlt);
+    // SAFETY: halting only waits; the caller's interrupt state decides
+    // what wakes it.
+    unsafe { asm!("hlt", options(nostack)) };
+}
+
 /// # Safety
 /// As for [`enable`].
 #[inline]

@@ -12,13 +12,26 @@
 //!   view (a server's read faults with error code 0x4; tested).
 //! - PML4 slot 256 takes reserved-bit faults: the kernel layout leaves it
 //!   empty on every backend.
-//! - PUSHF always shows IF = 1 and POPF cannot change it: the backend keeps
-//!   the kernel's own interrupt flag, and skips a CLI or STI that would not
-//!   change it (each one is an exit).
-//! - Exceptions and SYSCALL from ring 3 do not swap GS, while the emulated
-//!   IRETQ and SYSRETQ do: the kernel never runs SWAPGS here and keeps both
-//!   GS bases 0, finding its per-CPU block by address.
-//! - SYSCALL arrives in supervisor mode with RCX intact: no fault to recover.
+//! - PUSHF always shows IF = 1, POPF cannot change it, and CLI does not
+//!   stop an interrupt from arriving (measured: after CLI, a timer deadline
+//!   interrupts a loop with no exit in it). So the kernel's interrupt flag
+//!   is its own, in memory, and never an instruction: an interrupt that
+//!   arrives in kernel mode while that flag is clear is recorded and
+//!   returned from at once ([`Backend::defer_interrupt`]), and the trap
+//!   that is running handles it before it ends; the idle loop, the one
+//!   place the flag is set, handles any left over before it halts.
+//! - Since an interrupt can arrive at any kernel instruction, the kernel
+//!   may never run on a stack it does not own. SYSCALL does not switch
+//!   stacks, so it is off here (EFER.SCE clear: a server's `syscall` is
+//!   #UD) and servers enter through `int 0x80`. The hypervisor's own IDT
+//!   does not let ring 3 call that vector, so it arrives as a #GP whose
+//!   error code names IDT vector 0x80 ([`Backend::trap_vector`] turns it
+//!   back into the system call): an exception from ring 3, which switches
+//!   to the kernel stack before the first kernel instruction. Every return
+//!   is IRETQ.
+//! - Exceptions and interrupts from ring 3 do not swap GS, while the
+//!   emulated IRETQ does: the kernel never runs SWAPGS here and keeps both
+//!   GS bases 0.
 //! - The TSS I/O permission bitmap is ignored: a server's granted IN/OUT
 //!   raises #GP, which the kernel emulates against the grant, and bursts go
 //!   through `ioport_write_paced`, one kernel entry each.
@@ -26,7 +39,9 @@
 //! Context: [`probe`] and [`enter_native_mode`] at boot, before servers; the
 //! rest in trap context.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pvchannel::abi::{SYSCALL_INT_VECTOR, SyscallEntry};
 
 use x86_64::structures::paging::PageTableFlags;
 
@@ -97,11 +112,17 @@ pub unsafe fn enter_native_mode() {
     unsafe {
         let control = msr::read(MSR_CONTROL);
         msr::write(MSR_CONTROL, control | NATIVE_MODE);
+        // The hypervisor's own copy of IF is left set, once, so that HLT
+        // always wakes for an interrupt; masking is the kernel's flag.
+        interrupts::raw_enable();
     }
 }
 
-/// The kernel's own interrupt flag: the CPU's cannot be read here.
+/// The kernel's own interrupt flag: the CPU's neither shows nor masks.
 static INTERRUPTS_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Vectors that arrived while the flag was clear, one bit each.
+static DEFERRED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 pub struct Pvm {
     pub kvm: Option<KvmFeatures>,
@@ -117,36 +138,65 @@ impl Backend for Pvm {
     }
 
     fn disable_interrupts(&self) {
-        if INTERRUPTS_ENABLED.swap(false, Ordering::Relaxed) {
-            interrupts::raw_disable();
-        }
+        INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
     }
 
     unsafe fn enable_interrupts(&self) {
-        if !INTERRUPTS_ENABLED.swap(true, Ordering::Relaxed) {
-            // SAFETY: the caller's guarantee.
-            unsafe { interrupts::raw_enable() };
-        }
+        INTERRUPTS_ENABLED.store(true, Ordering::Relaxed);
     }
 
     unsafe fn halt_until_interrupt(&self) {
         INTERRUPTS_ENABLED.store(true, Ordering::Relaxed);
-        // SAFETY: the caller's guarantee.
-        unsafe { interrupts::raw_enable_and_halt() };
+        if DEFERRED.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+            // Interrupts deferred outside any trap (boot, or this loop
+            // between two halts) are handled by a trap: make one come now.
+            lapic::set_deadline(Some(super::rdtsc()));
+        }
+        interrupts::raw_halt();
     }
 
-    fn trap_entered(&self) {
+    fn defer_interrupt(&self, frame: &TrapFrame) -> bool {
+        if frame.vector < 32
+            || frame.vector > 255
+            || frame.came_from_user()
+            || INTERRUPTS_ENABLED.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let vector = frame.vector as usize;
+        DEFERRED[vector / 64].fetch_or(1 << (vector % 64), Ordering::Relaxed);
+        if vector == usize::from(lapic::TIMER_VECTOR) {
+            // The kernel's own edge-triggered timer: end it now, so that the
+            // idle loop's "deadline now" can bring a trap while it waits.
+            // Device vectors stay in service until handled (their level
+            // would only be delivered again).
+            lapic::end_of_interrupt();
+        }
+        true
+    }
+
+    fn take_deferred(&self) -> Option<(u8, bool)> {
+        for (word, bits) in DEFERRED.iter().enumerate() {
+            let pending = bits.load(Ordering::Relaxed);
+            if pending != 0 {
+                // Highest vector first: the order the local APIC would
+                // have delivered them in.
+                let bit = 63 - pending.leading_zeros() as usize;
+                bits.fetch_and(!(1 << bit), Ordering::Relaxed);
+                let vector = (word * 64 + bit) as u8;
+                return Some((vector, vector == lapic::TIMER_VECTOR));
+            }
+        }
+        None
+    }
+
+    fn trap_entered(&self, _frame: &mut TrapFrame) {
         INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
     }
 
-    fn trap_leaving(&self, frame: &TrapFrame) {
-        // IRETQ restores the flag the frame holds; ring 3 always runs with
-        // interrupts on and the kernel does not see its flag there.
-        let resumes_kernel = !frame.came_from_user();
-        INTERRUPTS_ENABLED.store(
-            resumes_kernel && frame.rflags & (1 << 9) != 0,
-            Ordering::Relaxed,
-        );
+    fn trap_leaving(&self, _frame: &TrapFrame) {
+        // Set again only by the idle loop, just before it halts.
+        INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
     }
 
     fn kernel_page_flags(&self) -> PageTableFlags {
@@ -155,6 +205,22 @@ impl Backend for Pvm {
 
     fn entry_flavour(&self) -> EntryFlavour {
         EntryFlavour::Plain
+    }
+
+    fn syscall_entry(&self) -> SyscallEntry {
+        SyscallEntry::Int80
+    }
+
+    fn trap_vector(&self, frame: &mut TrapFrame) -> u64 {
+        // #GP, error code "IDT entry 0x80": a server's `int 0x80`
+        // (two bytes, CD 80), which the gate would have delivered as
+        // vector 0x80 after the instruction.
+        const INT80_GP: u64 = ((SYSCALL_INT_VECTOR as u64) << 3) | 0b10;
+        if frame.vector == 13 && frame.error_code == INT80_GP && frame.came_from_user() {
+            frame.rip += 2;
+            return u64::from(SYSCALL_INT_VECTOR);
+        }
+        frame.vector
     }
 
     fn protection(&self, features: &CpuFeatures) -> Protection {
@@ -179,7 +245,8 @@ impl Backend for Pvm {
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         out.write_str(
             "native mode (MSR 0x4b564d10 bit 12): kernel pages user-accessible, SMEP off, \
-             own interrupt flag, no SWAPGS, ports emulated against grants",
+             own interrupt flag with deferred interrupts, int 0x80 system calls, no SWAPGS, \
+             ports emulated against grants",
         )?;
         if let Some(kvm) = self.kvm {
             write!(

@@ -111,12 +111,14 @@ pub(super) use save_registers_and_dispatch;
 
 /// One table of 256 stubs, its common entry and its return path. `$swapgs`
 /// is the text run where a crossing from or to ring 3 swaps GS: "swapgs"
-/// for the native flavour, a comment for the plain one.
+/// for the native flavour, a comment for the plain one. `$to_sysret` and
+/// `$sysret` are the SYSRET return of frames made by a SYSCALL entry (the
+/// plain flavour has none: its servers enter through `int 0x80`).
 ///
 /// Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get
 /// a zero so that every frame has the same layout.
 macro_rules! trap_path {
-    ($stubs:literal, $common:literal, $ret:literal, $swapgs:literal) => {
+    ($stubs:literal, $common:literal, $ret:literal, $swapgs:literal, $to_sysret:literal, $sysret:literal) => {
         concat!(
             r#"
     .section .text.trap, "ax"
@@ -160,24 +162,14 @@ macro_rules! trap_path {
     pop rcx
     pop rbx
     pop rax
-    cmp qword ptr [rsp], {syscall_vector}
-    je 3f
+    "#, $to_sysret, r#"
     test qword ptr [rsp + 24], 3
     jz 2f
     "#, $swapgs, r#"
 2:
     add rsp, 16                         /* vector and error code */
     iretq
-3:
-    /* A frame made by a SYSCALL entry goes back the way it came: RIP and
-       RFLAGS through RCX and R11 (which the ABI clobbers), then the user
-       stack. Its RIP is the instruction after a SYSCALL in mapped user
-       memory, so it is canonical (the last user page is never mapped). */
-    mov rcx, [rsp + 16]
-    mov r11, [rsp + 32]
-    mov rsp, [rsp + 40]
-    "#, $swapgs, r#"
-    sysretq
+"#, $sysret, r#"
 "#
         )
     };
@@ -190,13 +182,28 @@ global_asm!(
             "trap_stubs_swapgs",
             "trap_common_swapgs",
             "trap_return_swapgs",
-            "swapgs"
+            "swapgs",
+            "cmp qword ptr [rsp], {syscall_vector}\n    je 3f",
+            r#"
+3:
+    /* A frame made by the SYSCALL entry goes back the way it came: RIP and
+       RFLAGS through RCX and R11 (which the ABI clobbers), then the user
+       stack. Its RIP is the instruction after a SYSCALL in mapped user
+       memory, so it is canonical (the last user page is never mapped). */
+    mov rcx, [rsp + 16]
+    mov r11, [rsp + 32]
+    mov rsp, [rsp + 40]
+    swapgs
+    sysretq
+"#
         ),
         trap_path!(
             "trap_stubs_plain",
             "trap_common_plain",
             "trap_return_plain",
-            "/* GS stays */"
+            "/* GS stays */",
+            "",
+            ""
         ),
         "    .purgem save_registers_and_dispatch\n",
     ),

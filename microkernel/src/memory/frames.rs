@@ -91,7 +91,7 @@ pub fn alloc_zeroed() -> Option<u64> {
     let frame = with(FrameAllocator::alloc).flatten()?;
     // SAFETY: the frame is ours and reachable through the current physical
     // access window.
-    unsafe { core::ptr::write_bytes(phys_to_virt(frame), 0, PAGE_SIZE as usize) };
+    unsafe { super::zero_page(phys_to_virt(frame)) };
     Some(frame)
 }
 

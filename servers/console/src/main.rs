@@ -173,6 +173,16 @@ impl Console {
         }
         self.bursts += 1;
         match self.batching {
+            Batching::On if self.uart.paced() => {
+                while !self.out.is_empty() {
+                    let sent = self.uart.send_paced(self.out.make_contiguous());
+                    self.out.drain(..sent);
+                    self.written += sent as u64;
+                    if sent == 0 {
+                        core::hint::spin_loop();
+                    }
+                }
+            }
             Batching::On => {
                 let mut chunk = [0u8; uart::FIFO];
                 while !self.out.is_empty() {

@@ -106,6 +106,27 @@ impl Shell {
                     c.context_switches, c.doorbells, c.wakeups, c.faults
                 ))
                 .await?;
+                let backend = sys::boot_info_cached().map_or("?", |b| abi::name_str(&b.backend));
+                let mut ops = format!(
+                    "exit-causing operations ({backend} backend): {}",
+                    c.hv_ops_total()
+                );
+                for op in abi::HvOp::ALL {
+                    let n = c.hv_ops[op as usize];
+                    if n != 0 {
+                        ops.push_str(&format!(" {}={n}", op.name()));
+                    }
+                }
+                self.say(&ops).await?;
+                if c.emulated_port_io != 0 {
+                    self.say(&format!(
+                        "  server port accesses emulated after #GP: {}",
+                        c.emulated_port_io
+                    ))
+                    .await?;
+                }
+                // The same, machine-readable, for `cargo xtask run --stats`.
+                self.say(&format!("shell: counters: {c}")).await?;
             }
             Err(e) => self.say(&format!("counters: {e}")).await?,
         }

@@ -292,6 +292,10 @@ impl ResultLine {
                 "timer_irqs",
                 after.timer_interrupts.wrapping_sub(before.timer_interrupts),
             )
+            .field(
+                "hv_ops",
+                after.hv_ops_total().wrapping_sub(before.hv_ops_total()),
+            )
     }
 
     pub fn as_str(&self) -> &str {

@@ -267,6 +267,14 @@ impl Fuzzer {
                 let mask = (self.rng.next_u64() & ((1 << 63) - 1)).max(1);
                 args[0] = mask;
                 args[1] = 1 + self.rng.below(MAX_WAIT_NS);
+                // Doorbells to ring first: the fuzzer holds no channel, so
+                // any handle at all is refused before anything is rung or
+                // waited for.
+                if self.rng.one_in(2) {
+                    args[2] = self.rng.next_u64().max(1);
+                    return plan(args, Expect::Err(Error::BadHandle));
+                }
+                args[2] = 0;
                 plan(args, Expect::Wait { mask })
             }
             Syscall::Log => {
