@@ -29,6 +29,17 @@ pub fn run_early(name: &str) -> bool {
             invalid_opcode();
             true
         }
+        "user_copy_fault" => {
+            kprintln!("ktest: copying from unmapped user address {UNMAPPED_ADDRESS:#018x}");
+            let mut buf = [0u8; 64];
+            // SAFETY: deliberately breaks the function's contract (the range
+            // is not mapped): the fault must come back as an error.
+            match unsafe { crate::hv::context::copy_from_user(&mut buf, UNMAPPED_ADDRESS) } {
+                Err(_) => kprintln!("ktest: the user copy faulted and returned an error"),
+                Ok(()) => kprintln!("ktest: FAIL the copy from an unmapped address succeeded"),
+            }
+            crate::exit::success()
+        }
         "stack_overflow" => {
             kprintln!("ktest: recursing into the boot stack's guard page");
             kprintln!("ktest: depth {}", recurse(0));
@@ -39,7 +50,13 @@ pub fn run_early(name: &str) -> bool {
 }
 
 /// Names every scenario answers to, for the unknown-name warning.
-pub const SCENARIOS: &[&str] = &["boot", "page_fault", "invalid_opcode", "stack_overflow"];
+pub const SCENARIOS: &[&str] = &[
+    "boot",
+    "page_fault",
+    "invalid_opcode",
+    "stack_overflow",
+    "user_copy_fault",
+];
 
 #[unsafe(naked)]
 extern "C" fn invalid_opcode() {

@@ -6,6 +6,8 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod framemap;
 pub mod irq;
 pub mod physmem;
 pub mod portinsn;
+pub mod time;

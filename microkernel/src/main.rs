@@ -181,11 +181,13 @@ mod kernel {
             selection.reason,
             selection.took_cycles * 1_000_000 / lapic::tsc_hz().max(1)
         );
-        kprintln!(
-            "  {:<11} {}",
-            format_args!("{} takes:", backend.name()),
-            Describe(backend)
-        );
+        kprintln!("  backend:    {}", Describe(backend));
+        match selection.extended_state {
+            Some((mask, size)) => kprintln!(
+                "  fpu state:  XSAVE, components {mask:#x}, {size} bytes a thread (what ring 3 can use)"
+            ),
+            None => kprintln!("  fpu state:  FXSAVE (x87 and SSE)"),
+        }
         kprintln!(
             "  cpu:        smep {}, smap {}, umip {}, x2apic {}, tsc-deadline {}, invariant tsc {}",
             on_off(protection.smep),
@@ -235,7 +237,12 @@ mod kernel {
         let test = config.test().map(|_| config.test_bytes());
         let mut system = System::new(config.batching, test, line, info.rsdp_phys.unwrap_or(0));
         system.set_boot_tsc(boot_tsc);
-        startup::start(&mut system, startup::initrd(info), config.test());
+        startup::start(
+            &mut system,
+            startup::initrd(info),
+            config.test(),
+            &startup::ram_ranges(info, image),
+        );
         sched::install(system);
         idle()
     }

@@ -129,10 +129,9 @@ impl System {
         self.current
     }
 
-    /// `ns` in TSC cycles, saturating: a timeout of centuries is "never",
-    /// not a wrapped few milliseconds.
+    /// `ns` in TSC cycles, saturating ([`microkernel::time::ns_to_tsc`]).
     pub fn ns_to_tsc(&self, ns: u64) -> u64 {
-        u64::try_from(u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000).unwrap_or(u64::MAX)
+        microkernel::time::ns_to_tsc(ns, self.tsc_hz)
     }
 
     /// Where the kernel started, for the boot-to-ready report.

@@ -1,15 +1,22 @@
 //! Starting the system: find the manifest in the initrd (the default one,
 //! or `manifests/NAME` under `test=NAME`), load each server it names into
 //! its own address space, and set up the channels between them with the
-//! grants the manifest gives. A server whose image is missing or corrupt is
-//! reported by name and left out; the rest boot.
+//! grants the manifest gives. A server whose image is missing or corrupt,
+//! or whose grants break the grant rules of `pvchannel::manifest` (an MMIO
+//! region over RAM of the real memory map, the kernel image or the initrd;
+//! a port range too wide or holding ports no server may have), is reported
+//! by name and left out; the rest boot.
 //!
 //! Context: boot, interrupts masked.
 
 use alloc::vec::Vec;
 
+use boot::MemoryKind;
+use microkernel::physmem::PhysRange;
 use pvchannel::abi::{self, layout};
-use pvchannel::manifest::{Manifest, Role};
+use pvchannel::manifest::{
+    self, Grant, GrantError, GrantRefusal, Manifest, MmioRegion, RamKind, RamRange, Role,
+};
 use pvchannel::{Completion, Descriptor};
 use tar_no_std::TarArchiveRef;
 use x86_64::structures::paging::PageTableFlags as Flags;
@@ -28,6 +35,66 @@ pub fn initrd(info: &boot::BootInfo) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(phys_to_virt(module.start), module.len as usize) })
 }
 
+/// The physical RAM no server may be granted as MMIO, for [`start`]: the
+/// kernel image, the boot modules (the initrd), then every usable range of
+/// the boot memory map (the frames the kernel hands out). The kernel's own
+/// ranges come first so that a refusal names them rather than the RAM
+/// around them. Firmware memory (ACPI tables and NVS, the BIOS area) is not
+/// in the list: reading the ACPI tables there is the apic server's job.
+pub fn ram_ranges(info: &boot::BootInfo, kernel_image: PhysRange) -> Vec<RamRange> {
+    let image = RamRange::new(kernel_image.start, kernel_image.end, RamKind::KernelImage);
+    let modules = info
+        .modules()
+        .iter()
+        .map(|m| RamRange::new(m.start, m.start.saturating_add(m.len), RamKind::Initrd));
+    let map = info.memory_map().iter().filter_map(|r| {
+        (r.kind == MemoryKind::Usable).then(|| RamRange::new(r.start, r.end(), RamKind::Usable))
+    });
+    core::iter::once(image).chain(modules).chain(map).collect()
+}
+
+/// The ports and MMIO regions a server may touch, as the kernel keeps them.
+struct Grants {
+    /// `(first, count)` (`process::Server::port_grants`).
+    ports: Vec<(u16, u16)>,
+    mmio: Vec<MmioGrant>,
+}
+
+/// Server `spec`'s grants, if every one passes the grant rules against
+/// `ram` ([`manifest::Server::check_grants`]).
+fn grants(spec: &manifest::Server, ram: &[RamRange]) -> Result<Grants, GrantRefusal> {
+    spec.check_grants(ram)?;
+    let ports = spec
+        .ports()
+        .iter()
+        .map(|&r| port_grant(r.first, r.count))
+        .collect::<Result<_, _>>()?;
+    let mmio = spec.mmio().iter().map(mmio_grant).collect();
+    Ok(Grants { ports, mmio })
+}
+
+/// One port grant as `(first, count)`. A checked grant holds at most
+/// [`manifest::MAX_PORT_GRANT`] ports, so its count fits a `u16`; one
+/// that does not (65,536 ports would wrap to 0) is refused, not cut.
+fn port_grant(first: u16, count: u32) -> Result<(u16, u16), GrantRefusal> {
+    match u16::try_from(count) {
+        Ok(n) if n != 0 => Ok((first, n)),
+        _ => Err(GrantRefusal {
+            grant: Grant::Ports(manifest::PortRange { first, count }),
+            error: GrantError::TooManyPorts { count },
+        }),
+    }
+}
+
+/// One MMIO grant, not mapped until the server asks (`mmio_map`).
+fn mmio_grant(r: &MmioRegion) -> MmioGrant {
+    MmioGrant {
+        phys: r.base,
+        len: r.size,
+        mapped_at: None,
+    }
+}
+
 fn find<'a>(archive: &TarArchiveRef<'a>, name: &str) -> Option<&'a [u8]> {
     archive
         .entries()
@@ -35,8 +102,14 @@ fn find<'a>(archive: &TarArchiveRef<'a>, name: &str) -> Option<&'a [u8]> {
         .map(|e| e.data())
 }
 
-/// Load the servers and channels of the manifest into `system`.
-pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&str>) {
+/// Load the servers and channels of the manifest into `system`. `ram` is
+/// the physical memory no MMIO grant may reach ([`ram_ranges`]).
+pub fn start(
+    system: &mut System,
+    initrd: Option<&'static [u8]>,
+    test: Option<&str>,
+    ram: &[RamRange],
+) {
     let Some(initrd) = initrd else {
         log::warn!("no initrd: no servers to start");
         return;
@@ -76,6 +149,14 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
     let mut loaded: Vec<Option<usize>> = Vec::new();
     for spec in manifest.servers() {
         let name = spec.name.as_str();
+        let grants = match grants(&spec, ram) {
+            Ok(grants) => grants,
+            Err(refused) => {
+                kprintln!("kernel: server {name} not started: {refused}");
+                loaded.push(None);
+                continue;
+            }
+        };
         let path = alloc::format!("servers/{}", spec.bin.as_str());
         let Some(image) = find(&archive, &path) else {
             kprintln!("kernel: server {name} not started: the initrd has no {path}");
@@ -85,21 +166,9 @@ pub fn start(system: &mut System, initrd: Option<&'static [u8]>, test: Option<&s
         let index = system.servers.len();
         match Server::load(index, name, image) {
             Ok(mut server) => {
-                server.port_grants = spec
-                    .ports()
-                    .iter()
-                    .map(|r| (r.first, r.count as u16))
-                    .collect();
+                server.port_grants = grants.ports;
                 server.irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
-                server.mmio = spec
-                    .mmio()
-                    .iter()
-                    .map(|r| MmioGrant {
-                        phys: r.base,
-                        len: r.size,
-                        mapped_at: None,
-                    })
-                    .collect();
+                server.mmio = grants.mmio;
                 system.servers.push(server);
                 loaded.push(Some(index));
             }

@@ -21,8 +21,9 @@ use crate::hv::trap::TrapFrame;
 use crate::memory::PAGE_SIZE;
 use crate::process::State;
 use crate::sched::System;
-use crate::usermem::{UserRange, bytes_of};
+use crate::usermem::UserRange;
 use crate::{hv, kprintln};
+use zerocopy::IntoBytes;
 
 /// The longest line `log` accepts.
 pub const MAX_LOG: u64 = 1024;
@@ -99,8 +100,8 @@ fn wait(
         server.pending &= !got;
         return Ok(Some(got));
     }
-    let deadline =
-        (timeout_ns != 0).then(|| hv::rdtsc().saturating_add(system.ns_to_tsc(timeout_ns)));
+    let deadline = (timeout_ns != 0)
+        .then(|| microkernel::time::deadline_after(hv::rdtsc(), timeout_ns, system.tsc_hz));
     system.block_current(mask, deadline);
     Ok(None)
 }
@@ -157,7 +158,7 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         peer,
     };
     let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ChannelInfo>() as u64).write(space, bytes_of(&info))?;
+    UserRange::new(out, size_of::<ChannelInfo>() as u64).write(space, info.as_bytes())?;
     Ok(0)
 }
 
@@ -265,7 +266,7 @@ fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64
     snapshot.hv_ops = hv::exits::snapshot();
     let n = len.min(size_of::<KernelCounters>() as u64);
     let space = &mut system.servers[index].space;
-    Ok(UserRange::new(out, n).write(space, bytes_of(&snapshot))? as u64)
+    Ok(UserRange::new(out, n).write(space, snapshot.as_bytes())? as u64)
 }
 
 fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Error> {
@@ -315,7 +316,7 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
     }
     let n = len.min(size_of::<BootInfo>() as u64);
     let space = &mut system.servers[index].space;
-    Ok(UserRange::new(out, n).write(space, bytes_of(&info))? as u64)
+    Ok(UserRange::new(out, n).write(space, info.as_bytes())? as u64)
 }
 
 fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
@@ -336,7 +337,7 @@ fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Resul
         syscalls: server.syscalls,
     };
     let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ServerInfo>() as u64).write(space, bytes_of(&info))?;
+    UserRange::new(out, size_of::<ServerInfo>() as u64).write(space, info.as_bytes())?;
     Ok(0)
 }
 
@@ -380,7 +381,7 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
         doorbells_from_provider: channel.doorbells[1],
     };
     let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ChannelStats>() as u64).write(space, bytes_of(&stats))?;
+    UserRange::new(out, size_of::<ChannelStats>() as u64).write(space, stats.as_bytes())?;
     Ok(0)
 }
 

@@ -1,7 +1,8 @@
 //! User memory is an allegation until checked. A system call's pointer and
 //! length are checked here, in one place, against the caller's page tables
-//! (inside user space, mapped, user-accessible, writable when written), and
-//! only then copied. One CPU and a kernel that is not preempted: nothing
+//! (inside user space, mapped, user-accessible, RAM rather than a granted
+//! device, writable when written), and only then copied; a fault during
+//! the copy all the same is an error for the caller, not a kernel fault. One CPU and a kernel that is not preempted: nothing
 //! can unmap the range between the check and the copy.
 
 use pvchannel::abi::{Error, layout::USER_END};
@@ -38,7 +39,10 @@ impl UserRange {
         let mut page = self.addr & !(PAGE_SIZE - 1);
         while page < end {
             let (_, flags) = space.translate(page).ok_or(Error::BadAddress)?;
+            // Uncached pages are device memory a server was granted: the
+            // kernel never copies device registers on a server's behalf.
             if !flags.contains(Flags::USER_ACCESSIBLE)
+                || flags.contains(Flags::NO_CACHE)
                 || (write && !flags.contains(Flags::WRITABLE))
             {
                 return Err(Error::BadAddress);
@@ -59,8 +63,7 @@ impl UserRange {
         }
         // SAFETY: `check` proved the range mapped and user-accessible in the
         // current address space (`space` is the caller's, which is live).
-        unsafe { context::copy_from_user(buf, checked.addr) };
-        Ok(())
+        unsafe { context::copy_from_user(buf, checked.addr) }.map_err(|_| Error::BadAddress)
     }
 
     /// Copy `data` into the start of the range (at most its length).
@@ -68,7 +71,8 @@ impl UserRange {
         let n = data.len().min(self.len as usize);
         let checked = UserRange::new(self.addr, n as u64).check(space, true)?;
         // SAFETY: as for `read`, and the pages are writable.
-        unsafe { context::copy_to_user(checked.addr, &data[..n]) };
+        unsafe { context::copy_to_user(checked.addr, &data[..n]) }
+            .map_err(|_| Error::BadAddress)?;
         Ok(n)
     }
 }
@@ -77,13 +81,4 @@ impl UserRange {
 struct CheckedRange {
     addr: u64,
     len: usize,
-}
-
-/// The bytes of a `repr(C)` value, for copying it out to a server.
-pub fn bytes_of<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: any initialised `T: Copy` may be viewed as bytes; the ABI
-    // structs passed here have no padding.
-    unsafe {
-        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-    }
 }

@@ -237,7 +237,18 @@ pub const NAME_LEN: usize = 16;
 /// service it provides (in channel order). `channel_info` on a handle past the last
 /// returns `Error::BadHandle`, which is how a server counts its channels.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+)]
 pub struct ChannelInfo {
     /// User virtual address of the shared region (page aligned).
     pub base: u64,
@@ -252,6 +263,11 @@ pub struct ChannelInfo {
     /// The peer server's name, NUL padded.
     pub peer: [u8; NAME_LEN],
 }
+
+// The structs a system call copies out derive zerocopy's `IntoBytes`, which
+// refuses to compile a type with padding (whose bytes would leak kernel
+// memory) and gives the kernel their bytes without `unsafe`; `FromBytes`
+// lets the runtime receive them the same way.
 
 /// A name as the wire carries it: NUL padded to [`NAME_LEN`] bytes (a
 /// longer one is cut). The inverse of [`name_str`].
@@ -365,7 +381,17 @@ impl HvOp {
 
 /// The kernel's counters, as `counters` copies them.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+)]
 pub struct KernelCounters {
     /// System calls by number (index = `Syscall as usize`).
     pub syscalls: [u64; Syscall::COUNT],
@@ -458,7 +484,17 @@ pub const SERVER_ARGS_LEN: usize = 192;
 
 /// What `boot_info` writes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+)]
 pub struct BootInfo {
     /// 1 if batching is on (`batching=on`), 0 if off.
     pub batching: u32,
@@ -545,7 +581,18 @@ impl ServerState {
 
 /// What `server_info` writes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+)]
 pub struct ServerInfo {
     pub name: [u8; NAME_LEN],
     /// A [`ServerState`] as a number.
@@ -562,7 +609,18 @@ pub struct ServerInfo {
 /// indices as the kernel last read them from shared memory: what the
 /// producers claim, reported, never trusted.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+)]
 pub struct ChannelStats {
     pub service: [u8; NAME_LEN],
     pub provider: [u8; NAME_LEN],

@@ -58,6 +58,20 @@
 //! looks one up; the kernel and the runtime use only these, so they cannot
 //! disagree. Channel `i` (its index in [`Manifest::channels`]) is the
 //! system-wide index of `abi::layout::CHANNELS_BASE`.
+//!
+//! # Grant rules
+//!
+//! What a server may be granted is decided here, once, and applied twice:
+//! by xtask to every TOML manifest, and by the kernel to every server
+//! before it starts it (a refused server is reported by name and left out).
+//! [`check_port_grant`]: at most [`MAX_PORT_GRANT`] ports, none of
+//! [`RESERVED_PORTS`]. [`check_mmio_grant`]: whole pages below
+//! [`MMIO_GRANT_LIMIT`], over no RAM: xtask passes [`STATIC_RAM`], the
+//! kernel its boot memory map, its image and the initrd.
+//! [`Server::check_grants`] applies both to a server record. [`encode`] and
+//! [`Manifest::decode`] check only what the format can hold
+//! ([`check_port_range`], [`check_mmio_region`]), so a test can still build
+//! a manifest that the kernel's own check must refuse.
 
 use core::fmt;
 
@@ -244,7 +258,9 @@ impl PortRange {
         }
     }
 
-    const fn overlaps(&self, other: &Self) -> bool {
+    /// Do the two ranges share a port? (A port granted twice is refused by
+    /// [`Manifest::decode`] and by xtask, both with this.)
+    pub const fn overlaps(&self, other: &Self) -> bool {
         (self.first as u32) < other.end() && (other.first as u32) < self.end()
     }
 }
@@ -270,18 +286,282 @@ impl MmioRegion {
         }
     }
 
-    const fn overlaps(&self, other: &Self) -> bool {
+    /// Do the two regions share a byte? (A byte granted twice is refused by
+    /// [`Manifest::decode`] and by xtask, both with this.)
+    pub const fn overlaps(&self, other: &Self) -> bool {
         self.base < other.end() && other.base < self.end()
     }
 
+    /// Can the wire format hold this region ([`check_mmio_region`])?
     const fn valid(&self) -> bool {
-        self.size != 0
-            && self.base.is_multiple_of(MMIO_ALIGN)
-            && self.size.is_multiple_of(MMIO_ALIGN)
-            && match self.base.checked_add(self.size) {
-                Some(end) => end <= MMIO_LIMIT,
-                None => false,
-            }
+        check_mmio_region(self.base, self.size).is_ok()
+    }
+}
+
+/// The most ports one grant may hold. A PCI I/O BAR is at most 256 ports
+/// and no ISA device decodes more, so a wider range is a mistake, or a grab
+/// at devices the server does not drive.
+pub const MAX_PORT_GRANT: u32 = 256;
+
+/// MMIO grants end at or below 1 TiB. QEMU's q35 and microvm put every
+/// device far below (the 64-bit PCI window follows RAM above 4 GiB), and
+/// 40 physical address bits, QEMU's default, reach no further: a grant
+/// above names no device, so it is refused as a mistake.
+pub const MMIO_GRANT_LIMIT: u64 = 1 << 40;
+
+/// I/O ports that no server may be granted ([`RESERVED_PORTS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservedPorts {
+    pub first: u16,
+    pub last: u16,
+    /// What they are, for messages.
+    pub what: &'static str,
+}
+
+/// I/O ports a server has no business with, whatever device it drives:
+/// each of these reaches past its own device, into physical memory or the
+/// whole machine, where the MMU and the kernel cannot follow.
+///
+/// | ports | what | why no server |
+/// |---|---|---|
+/// | 0x00-0x1f, 0xc0-0xdf | the two 8237 ISA DMA controllers | aim any ISA device's DMA anywhere below 16 MiB, the kernel image at 1 MiB included |
+/// | 0x81-0x8f | the DMA page registers | the high address bits of those transfers (0x80, the POST port, stays allowed) |
+/// | 0x92 | system control port A | its A20 gate folds every physical address with bit 20 set onto another, bit 0 resets the CPU |
+/// | 0xb2-0xb3 | APM control and SMI command | enter the firmware's System Management Mode, which sees all memory |
+/// | 0xcf8-0xcff | PCI configuration (mechanism 1) | reach every PCI device's configuration: move BARs over RAM, enable bus mastering (DMA); 0xcf9 also resets the machine |
+///
+/// Not in the list, on purpose: the ports the kernel itself touches belong,
+/// once servers run, to the server that owns the device: the PIT 0x40-0x43
+/// (the kernel calibrates its clocks against it before any server starts;
+/// `timer`), COM1 0x3f8-0x3ff (the early console; `console`) and QEMU's
+/// isa-debug-exit 0xf4 (the kernel's exit status; `shell`'s poweroff). The
+/// 8259 PICs 0x20-0x21 and 0xa0-0xa1 are an ordinary device too: the kernel
+/// never uses them and keeps LINT0 masked, so what a server does to them
+/// reaches no CPU. Every grant of `servers/manifest.toml` and
+/// `tests/manifests/*.toml` stays clear of this list.
+pub const RESERVED_PORTS: [ReservedPorts; 6] = [
+    reserved(0x00, 0x1f, "the first ISA DMA controller"),
+    reserved(0x81, 0x8f, "the ISA DMA page registers"),
+    reserved(0x92, 0x92, "system control port A (A20 gate, fast reset)"),
+    reserved(0xb2, 0xb3, "the APM/SMI command ports"),
+    reserved(0xc0, 0xdf, "the second ISA DMA controller"),
+    reserved(0xcf8, 0xcff, "the PCI configuration ports"),
+];
+
+const fn reserved(first: u16, last: u16, what: &'static str) -> ReservedPorts {
+    ReservedPorts { first, last, what }
+}
+
+/// What a range of RAM holds, for [`check_mmio_grant`]'s messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RamKind {
+    /// RAM the memory map calls usable (xtask: where QEMU puts RAM).
+    Usable,
+    /// The kernel's own image.
+    KernelImage,
+    /// A boot module: the initrd.
+    Initrd,
+}
+
+impl fmt::Display for RamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Usable => "RAM",
+            Self::KernelImage => "RAM holding the kernel image",
+            Self::Initrd => "RAM holding the initrd",
+        })
+    }
+}
+
+/// Physical RAM `start .. end`, which no MMIO grant may reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    pub start: u64,
+    pub end: u64,
+    pub kind: RamKind,
+}
+
+impl RamRange {
+    pub const fn new(start: u64, end: u64, kind: RamKind) -> Self {
+        Self { start, end, kind }
+    }
+
+    /// Does `base .. end` share a byte with this range?
+    const fn overlaps(&self, base: u64, end: u64) -> bool {
+        base < self.end && self.start < end
+    }
+}
+
+/// Where QEMU's q35 and microvm machines put RAM below 4 GiB, whatever the
+/// guest's size: xtask's stand-in for a memory map it cannot know (the
+/// kernel checks again against the real one). The low 640 KiB, and from
+/// 1 MiB up to 3 GiB (q35 moves RAM above 2 GiB or 2.75 GiB to 4 GiB and
+/// keeps its PCIe configuration window at 0xb0000000; microvm keeps up to
+/// 3 GiB). Left out: the VGA window and the BIOS area 0xa0000..0x100000
+/// (the apic server reads ACPI tables at 0xe0000), and the device window
+/// from 3 GiB to 4 GiB: the I/O APIC 0xfec00000, the HPET 0xfed00000, the
+/// local APIC 0xfee00000. RAM above 4 GiB is left to the kernel's check.
+pub const STATIC_RAM: [RamRange; 2] = [
+    RamRange::new(0, 0xa_0000, RamKind::Usable),
+    RamRange::new(0x10_0000, 0xc000_0000, RamKind::Usable),
+];
+
+/// Why a grant is refused ([`check_port_grant`], [`check_mmio_grant`]).
+/// Its `Display` is the reason alone, for messages that name the grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantError {
+    /// A port range of no ports.
+    NoPorts,
+    /// A port range that ends past port 0xffff.
+    PortsPastEnd,
+    /// More ports than [`MAX_PORT_GRANT`].
+    TooManyPorts { count: u32 },
+    /// The range holds some of [`RESERVED_PORTS`].
+    ReservedPorts(ReservedPorts),
+    /// An MMIO region of no bytes.
+    EmptyMmio,
+    /// An MMIO base or size that is not a multiple of [`MMIO_ALIGN`].
+    UnalignedMmio,
+    /// An MMIO region that wraps or ends past [`MMIO_LIMIT`].
+    MmioPastLimit,
+    /// An MMIO region that ends past [`MMIO_GRANT_LIMIT`].
+    MmioPastGrantLimit,
+    /// An MMIO region that overlaps this RAM.
+    MmioOverRam(RamRange),
+}
+
+impl fmt::Display for GrantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoPorts => f.write_str("the range holds no ports"),
+            Self::PortsPastEnd => f.write_str("the range ends past port 0xffff"),
+            Self::TooManyPorts { count } => write!(
+                f,
+                "{count} ports, a grant holds at most {MAX_PORT_GRANT} (no device has more)"
+            ),
+            Self::ReservedPorts(r) => write!(
+                f,
+                "holds {} ({:#x}-{:#x}), which no server may be granted",
+                r.what, r.first, r.last
+            ),
+            Self::EmptyMmio => f.write_str("the size is zero"),
+            Self::UnalignedMmio => write!(
+                f,
+                "base and size must be multiples of {MMIO_ALIGN:#x} (page aligned)"
+            ),
+            Self::MmioPastLimit => write!(
+                f,
+                "the region ends past the physical address limit {MMIO_LIMIT:#x}"
+            ),
+            Self::MmioPastGrantLimit => write!(
+                f,
+                "the region ends past 1 TiB ({MMIO_GRANT_LIMIT:#x}), where these machines have no device"
+            ),
+            Self::MmioOverRam(ram) => write!(
+                f,
+                "overlaps {} at {:#x}..{:#x}",
+                ram.kind, ram.start, ram.end
+            ),
+        }
+    }
+}
+
+impl core::error::Error for GrantError {}
+
+/// One grant of a server, as messages name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    Ports(PortRange),
+    Mmio(MmioRegion),
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ports(r) => write!(f, "ports {:#x}..{:#x}", r.first, r.end()),
+            Self::Mmio(r) => write!(f, "MMIO {:#x}..{:#x}", r.base, r.end()),
+        }
+    }
+}
+
+/// A grant that [`Server::check_grants`] refused, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantRefusal {
+    pub grant: Grant,
+    pub error: GrantError,
+}
+
+impl fmt::Display for GrantRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.grant, self.error)
+    }
+}
+
+impl core::error::Error for GrantRefusal {}
+
+/// Are ports `first .. first + count` a range at all: not empty, not past
+/// 0xffff? The wire format's rule ([`Manifest::decode`]); a grant must also
+/// pass [`check_port_grant`].
+pub const fn check_port_range(first: u32, count: u32) -> Result<(), GrantError> {
+    if count == 0 {
+        Err(GrantError::NoPorts)
+    } else if first >= PORT_LIMIT || count > PORT_LIMIT - first {
+        Err(GrantError::PortsPastEnd)
+    } else {
+        Ok(())
+    }
+}
+
+/// May a server be granted ports `first .. first + count`? A range (see
+/// [`check_port_range`]) of at most [`MAX_PORT_GRANT`] ports that holds
+/// none of [`RESERVED_PORTS`]. xtask checks every manifest with this, and
+/// the kernel checks again before it starts a server.
+pub fn check_port_grant(first: u32, count: u32) -> Result<(), GrantError> {
+    check_port_range(first, count)?;
+    if count > MAX_PORT_GRANT {
+        return Err(GrantError::TooManyPorts { count });
+    }
+    let end = first.saturating_add(count);
+    match RESERVED_PORTS
+        .iter()
+        .find(|r| first <= u32::from(r.last) && u32::from(r.first) < end)
+    {
+        Some(r) => Err(GrantError::ReservedPorts(*r)),
+        None => Ok(()),
+    }
+}
+
+/// Can the wire format hold MMIO `base .. base + size`: not empty, whole
+/// pages, ending at or below [`MMIO_LIMIT`]? ([`Manifest::decode`] refuses
+/// any other; a grant must also pass [`check_mmio_grant`].)
+pub const fn check_mmio_region(base: u64, size: u64) -> Result<(), GrantError> {
+    if size == 0 {
+        return Err(GrantError::EmptyMmio);
+    }
+    if !base.is_multiple_of(MMIO_ALIGN) || !size.is_multiple_of(MMIO_ALIGN) {
+        return Err(GrantError::UnalignedMmio);
+    }
+    match base.checked_add(size) {
+        Some(end) if end <= MMIO_LIMIT => Ok(()),
+        _ => Err(GrantError::MmioPastLimit),
+    }
+}
+
+/// May a server be granted MMIO `base .. base + size`, given the physical
+/// RAM `ram`? A region (see [`check_mmio_region`]) ending at or below
+/// [`MMIO_GRANT_LIMIT`] that overlaps none of `ram`: a server that can map
+/// RAM can read and rewrite the kernel and every other server. xtask passes
+/// [`STATIC_RAM`]; the kernel passes its boot memory map's RAM, its image
+/// and the initrd. The first range of `ram` overlapped is the one named.
+pub fn check_mmio_grant(base: u64, size: u64, ram: &[RamRange]) -> Result<(), GrantError> {
+    check_mmio_region(base, size)?;
+    let end = base.saturating_add(size);
+    if end > MMIO_GRANT_LIMIT {
+        return Err(GrantError::MmioPastGrantLimit);
+    }
+    match ram.iter().find(|r| r.overlaps(base, end)) {
+        Some(r) => Err(GrantError::MmioOverRam(*r)),
+        None => Ok(()),
     }
 }
 
@@ -372,7 +652,8 @@ impl Server {
         }
     }
 
-    /// Grant a port range (checked by [`encode`]).
+    /// Grant a port range (its shape checked by [`encode`], the grant
+    /// rules by [`Server::check_grants`]).
     pub fn push_ports(&mut self, range: PortRange) -> Result<(), Full> {
         let slot = self.ports.get_mut(self.port_count as usize).ok_or(Full)?;
         *slot = range;
@@ -380,7 +661,8 @@ impl Server {
         Ok(())
     }
 
-    /// Grant an MMIO region (checked by [`encode`]).
+    /// Grant an MMIO region (its shape checked by [`encode`], the grant
+    /// rules by [`Server::check_grants`]).
     pub fn push_mmio(&mut self, region: MmioRegion) -> Result<(), Full> {
         let slot = self.mmio.get_mut(self.mmio_count as usize).ok_or(Full)?;
         *slot = region;
@@ -413,6 +695,29 @@ impl Server {
     /// May this server bind IRQ `line`?
     pub fn grants_irq(&self, line: u8) -> bool {
         self.irqs.contains(line)
+    }
+
+    /// Every port range and MMIO region of this server against the grant
+    /// rules ([`check_port_grant`], and [`check_mmio_grant`] with `ram`);
+    /// the first refused. Not part of [`encode`] or [`Manifest::decode`]:
+    /// the kernel runs it per server at boot, to leave out only the server
+    /// whose grant is refused.
+    pub fn check_grants(&self, ram: &[RamRange]) -> Result<(), GrantRefusal> {
+        for &range in self.ports() {
+            check_port_grant(u32::from(range.first), range.count).map_err(|error| {
+                GrantRefusal {
+                    grant: Grant::Ports(range),
+                    error,
+                }
+            })?;
+        }
+        for &region in self.mmio() {
+            check_mmio_grant(region.base, region.size, ram).map_err(|error| GrantRefusal {
+                grant: Grant::Mmio(region),
+                error,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -958,8 +1263,7 @@ impl<'a> Manifest<'a> {
             let at = off::PORTS + range * off::PORT_ENTRY;
             let first = read_u32(rec, at);
             let count = read_u32(rec, at + 4);
-            let ok = count != 0 && first < PORT_LIMIT && count <= PORT_LIMIT - first;
-            if !ok {
+            if check_port_range(first, count).is_err() {
                 return Err(ManifestError::BadPortRange {
                     server: index,
                     range,
@@ -1876,6 +2180,237 @@ mod tests {
                 len: 100
             })
         );
+    }
+
+    /// Every port range and MMIO region granted by `servers/manifest.toml`
+    /// and `tests/manifests/*.toml` (xtask's `repository_manifests_*` tests
+    /// check the files themselves).
+    const REPOSITORY_PORTS: [(u32, u32); 4] = [(0x40, 4), (0x3f8, 8), (0xf4, 4), (0x70, 2)];
+    const REPOSITORY_MMIO: [(u64, u64); 4] = [
+        (0xe0000, 0x20000),
+        (0xfec0_0000, 0x1000),
+        (0xfee0_0000, 0x1000),
+        (0xfed0_0000, 0x1000),
+    ];
+
+    #[test]
+    fn repository_manifest_grants_pass_the_rules() {
+        for (first, count) in REPOSITORY_PORTS {
+            assert_eq!(check_port_grant(first, count), Ok(()), "{first:#x}");
+        }
+        for (base, size) in REPOSITORY_MMIO {
+            assert_eq!(
+                check_mmio_grant(base, size, &STATIC_RAM),
+                Ok(()),
+                "{base:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_grants() {
+        // Devices a server may drive: the keyboard controller, the PICs,
+        // the POST port, a full 256-port window, one ending at 0xffff.
+        for (first, count) in [
+            (0x60, 1),
+            (0x64, 1),
+            (0x20, 2),
+            (0xa0, 2),
+            (0x80, 1),
+            (0x300, 256),
+            (0xff00, 256),
+        ] {
+            assert_eq!(check_port_grant(first, count), Ok(()), "{first:#x}");
+        }
+        assert_eq!(check_port_grant(0x60, 0), Err(GrantError::NoPorts));
+        assert_eq!(check_port_grant(0xffff, 2), Err(GrantError::PortsPastEnd));
+        assert_eq!(check_port_grant(0x1_0000, 1), Err(GrantError::PortsPastEnd));
+        // first + count would overflow a u32.
+        assert_eq!(
+            check_port_grant(0xffff, u32::MAX),
+            Err(GrantError::PortsPastEnd)
+        );
+        assert_eq!(
+            check_port_grant(u32::MAX, u32::MAX),
+            Err(GrantError::PortsPastEnd)
+        );
+        // "0x0-0xffff": every port.
+        assert_eq!(
+            check_port_grant(0, 0x1_0000),
+            Err(GrantError::TooManyPorts { count: 0x1_0000 })
+        );
+        assert_eq!(
+            check_port_grant(0x300, 257),
+            Err(GrantError::TooManyPorts { count: 257 })
+        );
+        let pci = GrantError::ReservedPorts(RESERVED_PORTS[5]);
+        assert_eq!(RESERVED_PORTS[5].first, 0xcf8);
+        assert_eq!(check_port_grant(0xcf8, 1), Err(pci));
+        assert_eq!(check_port_grant(0xcfc, 4), Err(pci));
+        assert_eq!(check_port_grant(0xcf0, 0x10), Err(pci));
+        assert_eq!(check_port_grant(0xcff, 2), Err(pci));
+        // Each reserved range is refused at both ends, and only there.
+        for r in RESERVED_PORTS {
+            let refused = Err(GrantError::ReservedPorts(r));
+            assert_eq!(check_port_grant(r.first.into(), 1), refused);
+            assert_eq!(check_port_grant(r.last.into(), 1), refused);
+        }
+        for port in [0x20, 0x80, 0x90, 0x93, 0xb1, 0xb4, 0xbf, 0xe0, 0xcf7, 0xd00] {
+            assert_eq!(check_port_grant(port, 1), Ok(()), "{port:#x}");
+        }
+        assert_eq!(
+            alloc::format!("{pci}"),
+            "holds the PCI configuration ports (0xcf8-0xcff), which no server may be granted"
+        );
+    }
+
+    #[test]
+    fn mmio_grants_against_the_static_ram() {
+        let over = |i: usize| Err(GrantError::MmioOverRam(STATIC_RAM[i]));
+        // The exploit: a window over the kernel at 1 MiB.
+        assert_eq!(check_mmio_grant(0x10_0000, 0x10_0000, &STATIC_RAM), over(1));
+        assert_eq!(check_mmio_grant(0, 0x1000, &STATIC_RAM), over(0));
+        assert_eq!(check_mmio_grant(0x9_f000, 0x2000, &STATIC_RAM), over(0));
+        assert_eq!(check_mmio_grant(0xf_f000, 0x2000, &STATIC_RAM), over(1));
+        assert_eq!(check_mmio_grant(0xbfff_f000, 0x1000, &STATIC_RAM), over(1));
+        // q35's PCIe configuration window lies below 3 GiB too.
+        assert_eq!(check_mmio_grant(0xb000_0000, 0x1000, &STATIC_RAM), over(1));
+        // VGA, the BIOS area, the device window, RAM-free high memory.
+        for (base, size) in [
+            (0xa_0000, 0x2_0000),
+            (0xe_0000, 0x2_0000),
+            (0xc000_0000, 0x1000),
+            (0xfed0_0000, 0x1000),
+            (0x1_0000_0000, 0x1000),
+            (MMIO_GRANT_LIMIT - 0x1000, 0x1000),
+        ] {
+            assert_eq!(
+                check_mmio_grant(base, size, &STATIC_RAM),
+                Ok(()),
+                "{base:#x}"
+            );
+        }
+        assert_eq!(
+            check_mmio_grant(MMIO_GRANT_LIMIT, 0x1000, &STATIC_RAM),
+            Err(GrantError::MmioPastGrantLimit)
+        );
+        assert_eq!(
+            check_mmio_grant(MMIO_GRANT_LIMIT - 0x1000, 0x2000, &[]),
+            Err(GrantError::MmioPastGrantLimit)
+        );
+        // The shape of the region, checked first.
+        assert_eq!(
+            check_mmio_grant(0xfec0_0000, 0, &STATIC_RAM),
+            Err(GrantError::EmptyMmio)
+        );
+        assert_eq!(
+            check_mmio_grant(0xfec0_0800, 0x1000, &STATIC_RAM),
+            Err(GrantError::UnalignedMmio)
+        );
+        assert_eq!(
+            check_mmio_grant(0xfec0_0000, 0x800, &STATIC_RAM),
+            Err(GrantError::UnalignedMmio)
+        );
+        // base + size overflows.
+        assert_eq!(
+            check_mmio_grant(u64::MAX - 0xfff, 0x2000, &STATIC_RAM),
+            Err(GrantError::MmioPastLimit)
+        );
+        assert_eq!(
+            check_mmio_grant(MMIO_LIMIT, 0x1000, &[]),
+            Err(GrantError::MmioPastLimit)
+        );
+    }
+
+    /// A boot memory map as the kernel passes it: its image and the
+    /// initrd first, then the map's RAM.
+    fn boot_ram() -> [RamRange; 4] {
+        [
+            RamRange::new(0x10_0000, 0x1e_5000, RamKind::KernelImage),
+            RamRange::new(0x700_0000, 0x740_0000, RamKind::Initrd),
+            RamRange::new(0, 0x9_fc00, RamKind::Usable),
+            RamRange::new(0x10_0000, 0x7fe_0000, RamKind::Usable),
+        ]
+    }
+
+    #[test]
+    fn mmio_grants_against_a_boot_memory_map() {
+        let ram = boot_ram();
+        let over = |i: usize| Err(GrantError::MmioOverRam(ram[i]));
+        assert_eq!(check_mmio_grant(0x10_0000, 0x10_0000, &ram), over(0));
+        assert_eq!(check_mmio_grant(0x73f_f000, 0x1000, &ram), over(1));
+        assert_eq!(check_mmio_grant(0x9_f000, 0x1000, &ram), over(2));
+        assert_eq!(check_mmio_grant(0x300_0000, 0x1000, &ram), over(3));
+        // Outside the map's usable RAM: the BIOS area and firmware's ACPI
+        // memory (which the apic server reads), above the top of RAM.
+        assert_eq!(check_mmio_grant(0x7ff_f000, 0x1000, &ram), Ok(()));
+        assert_eq!(check_mmio_grant(0xe_0000, 0x2_0000, &ram), Ok(()));
+        assert_eq!(check_mmio_grant(0x800_0000, 0x1000, &ram), Ok(()));
+        assert_eq!(
+            alloc::format!("{}", GrantError::MmioOverRam(ram[0])),
+            "overlaps RAM holding the kernel image at 0x100000..0x1e5000"
+        );
+    }
+
+    #[test]
+    fn a_server_record_is_checked_grant_by_grant() {
+        let (servers, _) = sample();
+        for s in &servers {
+            assert_eq!(s.check_grants(&STATIC_RAM), Ok(()), "{}", s.name);
+            assert_eq!(s.check_grants(&boot_ram()), Ok(()), "{}", s.name);
+        }
+        let mut bad = servers[1];
+        let kernel = MmioRegion {
+            base: 0x10_0000,
+            size: 0x10_0000,
+        };
+        bad.push_mmio(kernel).unwrap();
+        let refusal = bad.check_grants(&boot_ram()).unwrap_err();
+        assert_eq!(
+            refusal,
+            GrantRefusal {
+                grant: Grant::Mmio(kernel),
+                error: GrantError::MmioOverRam(boot_ram()[0]),
+            }
+        );
+        assert_eq!(
+            alloc::format!("{refusal}"),
+            "MMIO 0x100000..0x200000: overlaps RAM holding the kernel image at 0x100000..0x1e5000"
+        );
+        let mut bad = servers[0];
+        let every = PortRange::inclusive(0, 0xffff).unwrap();
+        bad.push_ports(every).unwrap();
+        assert_eq!(
+            bad.check_grants(&[]),
+            Err(GrantRefusal {
+                grant: Grant::Ports(every),
+                error: GrantError::TooManyPorts { count: 0x1_0000 },
+            })
+        );
+        assert_eq!(
+            alloc::format!("{}", bad.check_grants(&[]).unwrap_err()),
+            "ports 0x0..0x10000: 65536 ports, a grant holds at most 256 (no device has more)"
+        );
+    }
+
+    /// The in-QEMU test of the kernel's check builds a manifest that breaks
+    /// the grant rules with `encode`: the format must still carry it.
+    #[test]
+    fn encode_and_decode_leave_the_grant_rules_to_check_grants() {
+        let mut survivor = server("survivor");
+        survivor
+            .push_mmio(MmioRegion {
+                base: 0x10_0000,
+                size: 0x10_0000,
+            })
+            .unwrap();
+        survivor
+            .push_ports(PortRange::inclusive(0, 0xffff).unwrap())
+            .unwrap();
+        let bytes = to_vec(&[survivor], &[]).unwrap();
+        let decoded = Manifest::decode(&bytes).unwrap().server(0).unwrap();
+        assert_eq!(decoded, survivor);
+        assert!(decoded.check_grants(&STATIC_RAM).is_err());
     }
 
     #[test]

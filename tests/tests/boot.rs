@@ -166,3 +166,18 @@ fn batching_off_reaches_the_banner() {
         assert!(run.line("batching:").contains("off"));
     });
 }
+
+#[test]
+fn a_fault_inside_a_user_copy_is_an_error_not_a_kernel_fault() {
+    everywhere(
+        "a_fault_inside_a_user_copy_is_an_error_not_a_kernel_fault",
+        |accel| {
+            Boot::test(accel, "user_copy_fault")
+                .run()
+                .assert_success()
+                .assert_contains("ktest: the user copy faulted and returned an error")
+                .assert_lacks("KERNEL FAULT")
+                .assert_lacks("FAIL");
+        },
+    );
+}

@@ -11,6 +11,7 @@ fn intruders(accel: Accel) -> Run {
         // The grants that were given work ...
         .assert_contains("port-intruder: granted port 0x71 read")
         .assert_contains("mmio-intruder: granted 0xfed00000 mapped at")
+        .assert_contains("mmio-intruder: log from device memory refused")
         // ... and the ones that were not are refused.
         .assert_contains("port-intruder: ioport_enable(0x60) denied")
         .assert_contains("mmio-intruder: mmio_map(0xfec00000) denied")

@@ -15,7 +15,7 @@
 //! makes sure each region is attached at most once.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
 
 use pvchannel::abi::{self, ChannelInfo};
@@ -108,37 +108,12 @@ impl ChannelBell {
 
 impl Doorbell for ChannelBell {
     fn ring(&self) {
-        if self.handle < 64 && DEFER_DOORBELLS.load(Ordering::Relaxed) {
-            DEFERRED_DOORBELLS.fetch_or(1 << self.handle, Ordering::Relaxed);
-            return;
-        }
-        // A failing notify means the handle is wrong, which attach already
-        // ruled out; there is nobody to report it to from inside the ring.
-        let _ = sys::notify(self.handle);
+        sys::owe_doorbell(self.handle);
     }
 
     fn register(&self, waker: &Waker) {
         self.lane.register(waker);
     }
-}
-
-/// Whether doorbells wait for the executor's next `wait` (batching on, in
-/// `block_on`): then ringing and sleeping are one kernel entry, which
-/// halves the crossings of a request and its answer. A doorbell is never
-/// later than the moment this server has nothing left to run.
-static DEFER_DOORBELLS: AtomicBool = AtomicBool::new(false);
-/// Channel handles whose doorbell is owed.
-static DEFERRED_DOORBELLS: AtomicU64 = AtomicU64::new(0);
-
-/// Let doorbells wait for [`take_deferred_doorbells`] (or not).
-pub fn defer_doorbells(on: bool) {
-    DEFER_DOORBELLS.store(on, Ordering::Relaxed);
-}
-
-/// The doorbells owed since the last call, as a handle bit set for
-/// `sys::ring_and_wait`.
-pub fn take_deferred_doorbells() -> u64 {
-    DEFERRED_DOORBELLS.swap(0, Ordering::Relaxed)
 }
 
 /// Handles already attached (at most once each: the ring ends are

@@ -248,17 +248,10 @@ pub fn block_on<F: Future>(main: F) -> F::Output {
     let mut executor = Executor::new(&crate::notify::NOTIFICATIONS);
     SPAWNER.init_once(|| executor.spawner());
     // With batching on, doorbells rung by tasks go out with the next wait.
-    crate::channel::defer_doorbells(crate::sys::batching() == pvchannel::Batching::On);
-    let result = executor.block_on(main, |mask| {
-        crate::sys::ring_and_wait(crate::channel::take_deferred_doorbells(), mask, 0)
-    });
+    crate::sys::defer_doorbells(crate::sys::batching() == pvchannel::Batching::On);
+    let result = executor.block_on(main, |mask| crate::sys::wait(mask, 0));
     // Whatever is still owed goes out now.
-    crate::channel::defer_doorbells(false);
-    let mut owed = crate::channel::take_deferred_doorbells();
-    while owed != 0 {
-        let _ = crate::sys::notify(owed.trailing_zeros());
-        owed &= owed - 1;
-    }
+    crate::sys::defer_doorbells(false);
     match result {
         Ok(out) => out,
         Err(stall) => {

@@ -5,8 +5,10 @@
 //! (tests, `cargo check` of the workspace) there is no kernel: every call
 //! returns [`Error::NoSuchSyscall`] and [`exit`] ends the process.
 
-use core::mem::{MaybeUninit, size_of};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use zerocopy::{FromZeros, IntoBytes};
 
 use pvchannel::abi::{
     BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall, SyscallEntry,
@@ -123,6 +125,7 @@ fn call(nr: Syscall, a0: u64, a1: u64, a2: u64) -> Result<u64, Error> {
 
 /// End this server with `code`. Never returns.
 pub fn exit(code: i32) -> ! {
+    ring_owed_doorbells();
     loop {
         // SAFETY: `exit` takes no pointer and does not return; if it ever
         // did, the loop asks again.
@@ -132,6 +135,7 @@ pub fn exit(code: i32) -> ! {
 
 /// Give up the rest of the time slice.
 pub fn yield_now() -> Result<(), Error> {
+    ring_owed_doorbells();
     call(Syscall::Yield, 0, 0, 0).map(drop)
 }
 
@@ -139,14 +143,53 @@ pub fn yield_now() -> Result<(), Error> {
 /// passes (0 = forever). Returns the pending bits of `mask` (and clears
 /// them in the kernel); `Err(TimedOut)` when the timeout passed,
 /// `Err(InvalidArgument)` for an empty mask.
+///
+/// Doorbells owed ([`owe_doorbell`]) are rung by the same kernel entry,
+/// before the wait.
 pub fn wait(mask: u64, timeout_ns: u64) -> Result<u64, Error> {
-    call(Syscall::Wait, mask, timeout_ns, 0)
+    call(Syscall::Wait, mask, timeout_ns, take_owed_doorbells())
 }
 
-/// Ring the doorbells of the channel handles set in `ring`, then
-/// [`wait`]: one kernel entry for both.
-pub fn ring_and_wait(ring: u64, mask: u64, timeout_ns: u64) -> Result<u64, Error> {
-    call(Syscall::Wait, mask, timeout_ns, ring)
+/// Whether doorbells may wait for this server's next `wait` (batching on,
+/// inside the executor): then ringing and sleeping are one kernel entry,
+/// which halves the crossings of a request and its answer.
+static DEFER_DOORBELLS: AtomicBool = AtomicBool::new(false);
+/// Channel handles (below 64) whose doorbell is owed.
+static OWED_DOORBELLS: AtomicU64 = AtomicU64::new(0);
+
+/// Let doorbells wait for the next [`wait`] (or not: then [`owe_doorbell`]
+/// rings at once).
+pub fn defer_doorbells(on: bool) {
+    DEFER_DOORBELLS.store(on, Ordering::Relaxed);
+    if !on {
+        ring_owed_doorbells();
+    }
+}
+
+/// Ring the doorbell of channel `handle`, now or with the next kernel
+/// entry that blocks, yields or ends this server: never later than the
+/// moment this server stops running.
+pub fn owe_doorbell(handle: u32) {
+    if handle < 64 && DEFER_DOORBELLS.load(Ordering::Relaxed) {
+        OWED_DOORBELLS.fetch_or(1 << handle, Ordering::Relaxed);
+    } else {
+        // A failing notify means the handle is wrong, which the caller
+        // already ruled out; there is nobody to report it to here.
+        let _ = notify(handle);
+    }
+}
+
+fn take_owed_doorbells() -> u64 {
+    OWED_DOORBELLS.swap(0, Ordering::Relaxed)
+}
+
+/// Ring every owed doorbell now (before a yield or an exit).
+fn ring_owed_doorbells() {
+    let mut owed = take_owed_doorbells();
+    while owed != 0 {
+        let _ = notify(owed.trailing_zeros());
+        owed &= owed - 1;
+    }
 }
 
 /// Ring the doorbell of the peer on channel `handle`.
@@ -249,15 +292,18 @@ pub fn mmio_map(phys: u64, len: u64) -> Result<u64, Error> {
 
 /// A copy of the kernel's counters.
 pub fn counters() -> Result<KernelCounters, Error> {
-    let mut out = MaybeUninit::<KernelCounters>::zeroed();
+    let mut out = KernelCounters::new_zeroed();
     let len = size_of::<KernelCounters>() as u64;
-    let written = call(Syscall::Counters, out.as_mut_ptr() as u64, len, 0)?;
+    let written = call(
+        Syscall::Counters,
+        out.as_mut_bytes().as_mut_ptr() as u64,
+        len,
+        0,
+    )?;
     if written > len {
         return Err(Error::BadSize);
     }
-    // SAFETY: zero-initialised above, and every bit pattern is a valid
-    // `KernelCounters` (plain integers); the kernel wrote at most `len` bytes.
-    Ok(unsafe { out.assume_init() })
+    Ok(out)
 }
 
 /// Write `line` to the kernel console (prefixed with this server's name).

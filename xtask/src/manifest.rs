@@ -26,6 +26,14 @@
 //! Checking reports every problem it finds, each naming its file, server and
 //! entry, e.g. `servers/manifest.toml: server "console": ports
 //! "0x3f8-0x3ff" overlap server "uart2" ports "0x3f8-0x3f8"`.
+//!
+//! What a server may be granted is not decided here but by the grant rules
+//! of `pvchannel::manifest` (`check_port_grant`, and `check_mmio_grant`
+//! against `STATIC_RAM`, where QEMU puts RAM), which the kernel applies
+//! again at boot against the real memory map: no port range wider than 256
+//! or holding PCI configuration, ISA DMA, A20/reset or SMI ports; no MMIO
+//! region over RAM or above 1 TiB. This file checks what is TOML's: that
+//! entries parse, and what the binary format needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -35,8 +43,7 @@ use anyhow::{Context, Result, bail};
 use pvchannel::abi::MAX_NOTIFY_BITS;
 use pvchannel::manifest::{
     self as wire, DEFAULT_RING_SLOTS, MAX_CHANNELS, MAX_IRQ, MAX_MMIO_REGIONS, MAX_PORT_RANGES,
-    MAX_RING_SLOTS, MAX_SERVERS, MIN_RING_SLOTS, MMIO_ALIGN, MMIO_LIMIT, MmioRegion, Name,
-    PortRange,
+    MAX_RING_SLOTS, MAX_SERVERS, MIN_RING_SLOTS, MmioRegion, Name, PortRange, STATIC_RAM,
 };
 use serde::Deserialize;
 
@@ -470,7 +477,7 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         let repr = entry.hex();
         match port_range(entry) {
             Ok(range) => {
-                if let Some(other) = ports.iter().find(|o| overlap_ports(o.range, range)) {
+                if let Some(other) = ports.iter().find(|o| o.range.overlaps(&range)) {
                     problems.server(
                         &name,
                         format_args!(
@@ -517,7 +524,7 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         match mmio_region(entry) {
             Ok(region) => {
                 let new = MmioEntry { region };
-                if let Some(other) = mmio.iter().find(|o| overlap_mmio(o.region, region)) {
+                if let Some(other) = mmio.iter().find(|o| o.region.overlaps(&region)) {
                     problems.server(
                         &name,
                         format_args!(
@@ -603,7 +610,7 @@ fn port_number(text: &str) -> Result<u16, String> {
     u16::try_from(value).map_err(|_| format!("port {value:#x} is past 0xffff"))
 }
 
-/// "0x3f8-0x3ff", "0x60" or 0x60.
+/// "0x3f8-0x3ff", "0x60" or 0x60, if the grant rules allow it.
 fn port_range(entry: &Number) -> Result<PortRange, String> {
     let (first, last) = match entry {
         Number::Int(i) => {
@@ -618,34 +625,19 @@ fn port_range(entry: &Number) -> Result<PortRange, String> {
             }
         },
     };
-    PortRange::inclusive(first, last).ok_or_else(|| "the range ends before it starts".to_string())
+    let range = PortRange::inclusive(first, last)
+        .ok_or_else(|| "the range ends before it starts".to_string())?;
+    wire::check_port_grant(u32::from(range.first), range.count).map_err(|e| e.to_string())?;
+    Ok(range)
 }
 
+/// `{ base = .., size = .. }`, if the grant rules allow it (checked against
+/// where QEMU puts RAM: xtask does not know the guest's memory map).
 fn mmio_region(entry: &RawMmio) -> Result<MmioRegion, String> {
     let base = entry.base.value().map_err(|why| format!("base {why}"))?;
     let size = entry.size.value().map_err(|why| format!("size {why}"))?;
-    if size == 0 {
-        return Err("the size is zero".into());
-    }
-    if !base.is_multiple_of(MMIO_ALIGN) || !size.is_multiple_of(MMIO_ALIGN) {
-        return Err(format!(
-            "base and size must be multiples of {MMIO_ALIGN:#x} (page aligned)"
-        ));
-    }
-    match base.checked_add(size) {
-        Some(end) if end <= MMIO_LIMIT => Ok(MmioRegion { base, size }),
-        _ => Err(format!(
-            "the region ends past the physical address limit {MMIO_LIMIT:#x}"
-        )),
-    }
-}
-
-fn overlap_ports(a: PortRange, b: PortRange) -> bool {
-    u32::from(a.first) < b.end() && u32::from(b.first) < a.end()
-}
-
-fn overlap_mmio(a: MmioRegion, b: MmioRegion) -> bool {
-    a.base < b.end() && b.base < a.end()
+    wire::check_mmio_grant(base, size, &STATIC_RAM).map_err(|e| e.to_string())?;
+    Ok(MmioRegion { base, size })
 }
 
 /// Names, grants and services across servers.
@@ -663,11 +655,7 @@ fn check_between_servers(drafts: &[Draft], problems: &mut Problems) {
                 continue;
             }
             for pa in &a.ports {
-                for pb in b
-                    .ports
-                    .iter()
-                    .filter(|pb| overlap_ports(pa.range, pb.range))
-                {
+                for pb in b.ports.iter().filter(|pb| pa.range.overlaps(&pb.range)) {
                     problems.server(
                         &a.name,
                         format_args!(
@@ -678,11 +666,7 @@ fn check_between_servers(drafts: &[Draft], problems: &mut Problems) {
                 }
             }
             for ma in &a.mmio {
-                for mb in b
-                    .mmio
-                    .iter()
-                    .filter(|mb| overlap_mmio(ma.region, mb.region))
-                {
+                for mb in b.mmio.iter().filter(|mb| ma.region.overlaps(&mb.region)) {
                     problems.server(
                         &a.name,
                         format_args!(
@@ -1131,13 +1115,12 @@ mod tests {
         ] {
             err(&one(ports), &["server \"console\"", why]);
         }
-        ok(&one("[\"0-0xffff\"]"));
         ok(&one("[\"1000-1_009\", 0x60]"));
         err(
             &one("[0x60, 0x60]"),
             &["ports \"0x60\" overlap ports \"0x60\" of the same server"],
         );
-        let many: Vec<String> = (0..17).map(|p| format!("\"{p}\"")).collect();
+        let many: Vec<String> = (0..17).map(|p| format!("\"{}\"", 0x300 + p)).collect();
         err(
             &one(&format!("[{}]", many.join(", "))),
             &[
@@ -1158,6 +1141,84 @@ mod tests {
                 r#"servers/manifest.toml: server "console": ports "0x3f8-0x3ff" overlap server "uart2" ports "0x3f8-0x3f8""#,
             ],
         );
+    }
+
+    /// The grant rules of `pvchannel::manifest`, as xtask reports them.
+    #[test]
+    fn port_grants_a_server_has_no_business_with() {
+        let one = |ports: &str| format!("[[server]]\nname = \"console\"\nports = {ports}");
+        for (ports, why) in [
+            (
+                "[\"0x0-0xffff\"]",
+                r#"servers/manifest.toml: server "console": ports "0x0-0xffff": 65536 ports, a grant holds at most 256"#,
+            ),
+            (
+                "[\"0x300-0x400\"]",
+                r#"server "console": ports "0x300-0x400": 257 ports"#,
+            ),
+            (
+                "[\"0xcf8\"]",
+                r#"server "console": ports "0xcf8": holds the PCI configuration ports (0xcf8-0xcff), which no server may be granted"#,
+            ),
+            (
+                "[\"0xcfc-0xcff\"]",
+                r#"ports "0xcfc-0xcff": holds the PCI configuration ports"#,
+            ),
+            (
+                "[0x92]",
+                r#"ports "0x92": holds system control port A (A20 gate, fast reset)"#,
+            ),
+            (
+                "[\"0x0-0xf\"]",
+                r#"ports "0x0-0xf": holds the first ISA DMA controller (0x0-0x1f)"#,
+            ),
+            (
+                "[\"0xb2\"]",
+                r#"ports "0xb2": holds the APM/SMI command ports"#,
+            ),
+        ] {
+            err(&one(ports), &[why]);
+        }
+        // Every other problem is still reported beside it.
+        err(
+            &one("[\"0x0-0xffff\", \"0xzz\"]"),
+            &[
+                r#"ports "0x0-0xffff": 65536 ports"#,
+                r#"ports "0xzz": "0xzz" is not a number"#,
+            ],
+        );
+        ok(&one(
+            "[\"0x300-0x3ff\", \"0x20-0x21\", \"0xa0-0xa1\", 0x80]",
+        ));
+    }
+
+    /// The issue's exploit: a window over the kernel's image at 1 MiB.
+    #[test]
+    fn mmio_grants_over_ram() {
+        let one = |mmio: &str| format!("[[server]]\nname = \"apic\"\nmmio = [{mmio}]");
+        for (mmio, why) in [
+            (
+                "{ base = 0x100000, size = 0x100000 }",
+                r#"servers/manifest.toml: server "apic": mmio { base = 0x100000, size = 0x100000 }: overlaps RAM at 0x100000..0xc0000000"#,
+            ),
+            (
+                "{ base = 0, size = 0x1000 }",
+                r#"server "apic": mmio { base = 0x0, size = 0x1000 }: overlaps RAM at 0x0..0xa0000"#,
+            ),
+            (
+                "{ base = 0xbffff000, size = 0x2000 }",
+                "overlaps RAM at 0x100000..0xc0000000",
+            ),
+            (
+                "{ base = 0x10000000000, size = 0x1000 }",
+                r#"server "apic": mmio { base = 0x10000000000, size = 0x1000 }: the region ends past 1 TiB"#,
+            ),
+        ] {
+            err(&one(mmio), &[why]);
+        }
+        ok(&one(
+            "{ base = 0xe0000, size = 0x20000 }, { base = 0xfed00000, size = 0x1000 }, { base = 0xc0000000, size = 0x1000 }",
+        ));
     }
 
     #[test]
@@ -1224,7 +1285,7 @@ mod tests {
             err(&one(mmio), &["server \"apic\"", why]);
         }
         let many: Vec<String> = (1..10)
-            .map(|i| format!("{{ base = {}, size = 4096 }}", i * 4096))
+            .map(|i| format!("{{ base = {}, size = 4096 }}", 0xfed0_0000_u64 + i * 4096))
             .collect();
         err(
             &one(&many.join(", ")),
@@ -1467,6 +1528,25 @@ mod tests {
         let e = format!("{:#}", load_all(&root).unwrap_err());
         assert!(e.contains("reading servers/manifest.toml"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Every manifest of the repository passes, grant rules included.
+    #[test]
+    fn repository_manifests_pass_the_grant_rules() {
+        let root = crate::workspace_root();
+        let manifests = load_all(&root).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(!manifests.tests.is_empty());
+        for manifest in manifests.all() {
+            for server in &manifest.servers {
+                assert_eq!(
+                    server.record.check_grants(&STATIC_RAM),
+                    Ok(()),
+                    "{}: {}",
+                    manifest.label,
+                    server.name
+                );
+            }
+        }
     }
 
     /// The repository's own manifests, against the crates they expect.

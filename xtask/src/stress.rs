@@ -93,6 +93,10 @@ pub struct StressArgs {
     /// Give up on one boot after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Boots of the default system per accelerator and backend, timed from
+    /// QEMU's start to the kernel's `all servers ready` line (0 skips them).
+    #[arg(long, default_value_t = 5)]
+    pub boots: u32,
     /// Kernel backends to run on KVM, comma separated (`hv=` on the kernel
     /// command line; TCG always runs `auto`, which is native there).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HvChoice::Auto])]
@@ -121,6 +125,15 @@ impl std::fmt::Display for HvChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.option()[3..])
     }
+}
+
+/// The label of a boot row: what the kernel says it chose, from a short
+/// `test=boot` run with the same options.
+fn boot_label(accel: Accel, config: &Config, image: &Image) -> Result<String> {
+    let mut probe = config.clone();
+    probe.cmdline = format!("{} test=boot", config.cmdline);
+    let run = qemu::run_captured(&probe, image, &[], Duration::from_secs(60))?;
+    Ok(row_label(accel, &run.output))
 }
 
 /// The backend the kernel says it chose (its banner's `hypervisor:` line).
@@ -356,6 +369,9 @@ pub struct PingRow {
     /// The kernel's own exit-causing operations per round trip (counted
     /// by kind in the kernel; on TCG too).
     pub hv_ops_per_round: Option<f64>,
+    /// Median TSC cycles of one null system call (a `yield` that returns
+    /// at once), measured before the round trips.
+    pub null_syscall_cycles: Option<u64>,
     pub exits_per_round: Option<f64>,
     pub kvm: Option<Stats>,
     pub result: Fields,
@@ -420,6 +436,7 @@ impl PingRow {
             p99_cycles: f.need("p99_cycles")?,
             entries_per_round: per(f.need("syscalls")? + f.need("irqs")?, rounds),
             hv_ops_per_round: f.u64("hv_ops").map(|n| per(n, rounds)),
+            null_syscall_cycles: f.u64("null_syscall_cycles"),
             exits_per_round: o
                 .kvm
                 .as_ref()
@@ -431,12 +448,77 @@ impl PingRow {
     }
 }
 
+/// Boots of the default system, QEMU start to every server ready.
+#[derive(Clone, Debug, Serialize)]
+pub struct BootRow {
+    pub accel: String,
+    pub boots: u32,
+    /// Host wall clock from spawning QEMU to the kernel's line, median.
+    pub wall_ms_p50: f64,
+    /// What the kernel's line says (since its first instruction), median.
+    pub kernel_ms_p50: f64,
+}
+
 /// Everything one `cargo xtask stress` measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub command: String,
     pub stream: Vec<Row>,
     pub pingpong: Vec<PingRow>,
+    pub boots: Vec<BootRow>,
+}
+
+/// The line the kernel prints once every server has reached its first
+/// wait (or ended), and the milliseconds it names.
+pub const READY_LINE: &str = "kernel: all servers ready after ";
+
+fn ready_ms(line: &str) -> Option<f64> {
+    let at = line.find(READY_LINE)? + READY_LINE.len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// Boot the default system once: host wall time from spawning QEMU to the
+/// kernel's ready line, and the milliseconds the line names. QEMU is killed
+/// as soon as the line is seen.
+pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<(f64, f64)> {
+    let started = Instant::now();
+    let mut child = config
+        .command(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu::QEMU))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut found = None;
+    while let Ok(line) = rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
+        if let Some(ms) = ready_ms(&line) {
+            found = Some((started.elapsed().as_secs_f64() * 1e3, ms));
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(rx);
+    let _ = reader.join();
+    found.with_context(|| format!("no \"{READY_LINE}\" line within {} s", timeout.as_secs()))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn fmt_rate(x: f64) -> String {
@@ -496,16 +578,29 @@ pub fn table(report: &Report) -> String {
             r.lost + r.duplicates + r.reordered,
         );
     }
+    if !report.boots.is_empty() {
+        s.push_str("\n| accel | boots | QEMU start to all servers ready, host wall ms (median) | the kernel's line, ms (median) |\n");
+        s.push_str("|---|---:|---:|---:|\n");
+        for b in &report.boots {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {:.1} |",
+                b.accel, b.boots, b.wall_ms_p50, b.kernel_ms_p50
+            );
+        }
+    }
     if !report.pingpong.is_empty() {
-        s.push_str("\n| accel | batching | round trips | RTT p50 ns | RTT p99 ns | kernel entries/round trip | kernel exit-causing ops/round trip | VM exits/round trip |\n");
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n| accel | batching | round trips | null syscall cycles | RTT p50 ns | RTT p99 ns | kernel entries/round trip | kernel exit-causing ops/round trip | VM exits/round trip |\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &report.pingpong {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.accel,
                 p.batching,
                 p.rounds,
+                p.null_syscall_cycles
+                    .map_or_else(|| "-".into(), |c| c.to_string()),
                 p.p50_ns,
                 p.p99_ns,
                 fmt_ratio(p.entries_per_round),
@@ -811,6 +906,41 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             }
         }
     }
+    if args.boots > 0 {
+        for &accel in &accels {
+            let backends = match accel {
+                Accel::Kvm => args.hv.clone(),
+                Accel::Tcg => vec![HvChoice::Auto],
+            };
+            for hv in backends {
+                let mut config = Config::new(accel);
+                config.cmdline = hv.option().to_string();
+                let (mut wall, mut kernel) = (Vec::new(), Vec::new());
+                let mut label = accel.to_string();
+                for i in 0..args.boots {
+                    eprint!(
+                        "\r\x1b[Kxtask: {accel} hv={hv}: boot to ready {}/{}",
+                        i + 1,
+                        args.boots
+                    );
+                    let (w, k) = boot_to_ready(&config, &image, Duration::from_secs(args.timeout))
+                        .with_context(|| format!("{accel} hv={hv}: boot to ready"))?;
+                    wall.push(w);
+                    kernel.push(k);
+                    if i == 0 {
+                        label = boot_label(accel, &config, &image)?;
+                    }
+                }
+                eprintln!();
+                report.boots.push(BootRow {
+                    accel: label,
+                    boots: args.boots,
+                    wall_ms_p50: median(&mut wall),
+                    kernel_ms_p50: median(&mut kernel),
+                });
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(image.kernel.parent().expect("a private directory"));
     println!("{}", table(&report));
     if let Some(path) = &args.json {
@@ -1054,6 +1184,16 @@ mod tests {
         let banner = "microkernel 0.1.0\n  hypervisor: pvm backend (auto: MSR reads \"PVM\")\n";
         assert_eq!(row_label(Accel::Kvm, banner), "KVM pvm");
         assert_eq!(row_label(Accel::Tcg, "no banner here"), "TCG");
+    }
+
+    #[test]
+    fn the_ready_line_gives_its_milliseconds() {
+        assert_eq!(
+            ready_ms("kernel: all servers ready after 63.390 ms"),
+            Some(63.39)
+        );
+        assert_eq!(ready_ms("[x] kernel: all servers ready after ms"), None);
+        assert_eq!(ready_ms("something else"), None);
     }
 
     #[test]

@@ -135,6 +135,12 @@ pub trait Backend: Sync {
         frame.vector
     }
 
+    /// Find the extended state (XSAVE components) ring 3 can use, which the
+    /// context switch must then keep per thread; `None` for FXSAVE only.
+    fn extended_state(&self) -> Option<(u64, usize)> {
+        context::init_extended_state()
+    }
+
     /// Make `top` the stack that traps and system calls from ring 3 land on.
     fn set_kernel_stack(&self, top: u64) {
         context::set_kernel_stack(top);

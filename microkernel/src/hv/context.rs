@@ -8,7 +8,7 @@
 
 use core::arch::{asm, global_asm};
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvchannel::abi::HvOp;
 
@@ -76,37 +76,154 @@ pub fn set_kernel_stack(top: u64) {
     unsafe { (*addr_of_mut!(PER_CPU)).kernel_rsp = top };
 }
 
-/// FXSAVE area: x87, MMX and SSE state.
-#[repr(C, align(16))]
+/// The largest extended-state area the kernel keeps per thread.
+const XSTATE_MAX: usize = 4096;
+
+/// Which extended-state components the context switch saves and restores
+/// (XCR0 as the hardware has it), or 0: FXSAVE, x87 and SSE only.
+///
+/// Under KVM ring 3 runs on the hardware with the host's XCR0, whatever
+/// the guest's CR4.OSXSAVE says: a server can use AVX (and PKRU) there
+/// although this kernel never turned them on (measured: an `avx-reader`
+/// read the `avx-writer`'s ymm0 before this). So the kernel switches every
+/// component the hardware lets ring 3 use, found by asking XGETBV with a
+/// guard: where it raises #UD, ring 3 cannot use XSAVE features either.
+static XSAVE_MASK: AtomicU64 = AtomicU64::new(0);
+
+/// Find the extended state ring 3 can use, and the area it needs. Once, at
+/// boot (after the IDT: the probe may raise #UD). Returns the mask and the
+/// size of its standard-format area, or `None` for FXSAVE only.
+pub fn init_extended_state() -> Option<(u64, usize)> {
+    let xcr0 = xgetbv_guarded()?;
+    let mut mask = xcr0;
+    let mut size = 576; // legacy region and XSAVE header
+    for component in 2..63 {
+        if xcr0 & (1 << component) == 0 {
+            continue;
+        }
+        let leaf = core::arch::x86_64::__cpuid_count(0xD, component);
+        let end = leaf.ebx as usize + leaf.eax as usize;
+        if end > XSTATE_MAX {
+            // Not kept: `describe` reports it, and the mask leaves it out
+            // rather than overrun the area.
+            mask &= !(1 << component);
+            continue;
+        }
+        size = size.max(end);
+    }
+    XSAVE_MASK.store(mask, Ordering::Relaxed);
+    Some((mask, size))
+}
+
+/// XCR0, or `None` where XGETBV raises #UD (CR4.OSXSAVE off for this code).
+fn xgetbv_guarded() -> Option<u64> {
+    let (lo, hi): (u32, u32);
+    let ok: u32;
+    // SAFETY: XGETBV(0) reads XCR0 or raises #UD, which the fixup entry
+    // beside it turns into a jump to label 3 with `ok` = 0.
+    unsafe {
+        asm!(
+            "xor {ok:e}, {ok:e}",
+            "2: xgetbv",
+            "mov {ok:e}, 1",
+            "3:",
+            ".pushsection .fixup_table, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            ok = out(reg) ok,
+            in("ecx") 0u32,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack, nomem),
+        )
+    };
+    (ok == 1).then_some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+/// A thread's FPU, SSE and extended state: an XSAVE area (standard format)
+/// where the hardware lets ring 3 use XSAVE features, else an FXSAVE area
+/// (its first 512 bytes).
+#[repr(C, align(64))]
 #[derive(Clone)]
-pub struct FpuState([u8; 512]);
+pub struct FpuState([u8; XSTATE_MAX]);
 
 impl FpuState {
-    /// The state a fresh thread starts with (x87 and SSE reset, exceptions
-    /// masked).
+    /// The state a fresh thread starts with: every component in its initial
+    /// state (XSTATE_BV 0), x87 exceptions masked, MXCSR 0x1F80.
     pub fn initial() -> Self {
-        let mut state = FpuState([0; 512]);
-        // Default FCW 0x037F (all x87 exceptions masked) and MXCSR 0x1F80.
+        let mut state = FpuState([0; XSTATE_MAX]);
         state.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
         state.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
         state
     }
 
     pub fn save(&mut self) {
-        // SAFETY: the area is 512 bytes, 16-byte aligned, as FXSAVE needs;
-        // CR4.OSFXSR is set at boot.
+        let mask = XSAVE_MASK.load(Ordering::Relaxed);
+        let area = self.0.as_mut_ptr();
+        // SAFETY: the area is 4 KiB, 64-byte aligned, larger than every
+        // component the mask names (`init_extended_state`); FXSAVE needs 512
+        // bytes, 16-aligned, and CR4.OSFXSR is set at boot. XSAVE runs only
+        // where XGETBV worked, i.e. XSAVE is enabled for this code.
         unsafe {
-            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
-        };
+            if mask != 0 {
+                asm!("xsave64 [{}]", in(reg) area, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+                     options(nostack, preserves_flags));
+            } else {
+                asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags));
+            }
+        }
     }
 
     pub fn restore(&self) {
-        // SAFETY: as for `save`; the area holds either `initial()` or what
-        // FXSAVE wrote, so reserved MXCSR bits are clear.
+        let mask = XSAVE_MASK.load(Ordering::Relaxed);
+        let area = self.0.as_ptr();
+        // SAFETY: as for `save`; the area holds `initial()` (a valid header:
+        // XSTATE_BV 0, MXCSR valid) or what XSAVE/FXSAVE wrote.
         unsafe {
-            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
-        };
+            if mask != 0 {
+                asm!("xrstor64 [{}]", in(reg) area, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+                     options(nostack, preserves_flags));
+            } else {
+                asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags));
+            }
+        }
     }
+}
+
+/// A user copy hit a page it could not touch (the fixup table ended it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyFault;
+
+/// Copy `len` bytes from `src` to `dst`, one of which is user memory; a
+/// fault on the way ends the copy through the fixup table instead of the
+/// machine. Returns how many bytes were not copied (0: all were).
+///
+/// # Safety
+/// The kernel side of the copy is valid for `len` bytes; the user side was
+/// checked by `usermem` (the fixup only covers what a check cannot rule
+/// out, such as a hypervisor that refuses a page).
+unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    let left: usize;
+    // SAFETY: the caller's guarantee for both ranges; a fault inside
+    // `rep movsb` resumes at label 3 with RCX = the bytes not copied.
+    unsafe {
+        user_access(true);
+        asm!(
+            "2: rep movsb",
+            "3:",
+            ".pushsection .fixup_table, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            inout("rcx") len => left,
+            options(nostack, preserves_flags),
+        );
+        user_access(false);
+    }
+    left
 }
 
 /// Copy `dst.len()` bytes from user address `src`.
@@ -114,13 +231,11 @@ impl FpuState {
 /// # Safety
 /// The whole source range must be mapped user memory in the current address
 /// space (checked by `usermem` before calling).
-pub unsafe fn copy_from_user(dst: &mut [u8], src: u64) {
-    // SAFETY: the caller checked the range; `user_access` opens SMAP only
-    // for the copy.
-    unsafe {
-        user_access(true);
-        core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
-        user_access(false);
+pub unsafe fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), CopyFault> {
+    // SAFETY: the caller checked the range; `dst` is ours.
+    match unsafe { copy_guarded(dst.as_mut_ptr(), src as *const u8, dst.len()) } {
+        0 => Ok(()),
+        _ => Err(CopyFault),
     }
 }
 
@@ -129,12 +244,11 @@ pub unsafe fn copy_from_user(dst: &mut [u8], src: u64) {
 /// # Safety
 /// The whole destination range must be mapped, writable user memory in the
 /// current address space.
-pub unsafe fn copy_to_user(dst: u64, src: &[u8]) {
+pub unsafe fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), CopyFault> {
     // SAFETY: as for `copy_from_user`.
-    unsafe {
-        user_access(true);
-        core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
-        user_access(false);
+    match unsafe { copy_guarded(dst as *mut u8, src.as_ptr(), src.len()) } {
+        0 => Ok(()),
+        _ => Err(CopyFault),
     }
 }
 

@@ -82,8 +82,7 @@ pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
     XAPIC_VIRT.store(xapic_virt, Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    write(REG_LVT_LINT0, LVT_MASKED);
-    write(REG_LVT_LINT1, LVT_MASKED);
+    mask_legacy_interrupts();
     write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
     write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
     if pv_eoi {
@@ -93,6 +92,68 @@ pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
         unsafe { msr::write(msr::KVM_PV_EOI_EN, phys | 1) };
         PV_EOI.store(true, Ordering::Relaxed);
     }
+}
+
+/// Keep the legacy 8259 PICs from reaching the CPU: mask LINT0 and LINT1
+/// at the local APIC and every line at both PICs. Firmware (SeaBIOS, on
+/// `-M q35`) leaves LINT0 in virtual-wire mode with the PIT's IRQ 0
+/// unmasked at the PIC, which arrives as vector 8, the double-fault vector.
+/// Where there is no PIC, the port writes reach nothing.
+fn mask_legacy_interrupts() {
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    count(HvOp::PortIo);
+    count(HvOp::PortIo);
+    // SAFETY: the PICs' interrupt mask registers; masking lines the kernel
+    // never uses (devices go through the I/O APIC) has no other effect.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xFF);
+        Port::<u8>::new(0xA1).write(0xFF);
+    }
+}
+
+/// Enable the local APIC through its page at the physical address (the
+/// boot tables map it; boot only, before `init`) with the legacy PICs kept
+/// out, for [`interrupt_arrives`].
+pub fn prepare_early() {
+    XAPIC_VIRT.store(XAPIC_PHYS, Ordering::Relaxed);
+    // SAFETY: as in `init`; the enable bit keeps base and mode.
+    unsafe {
+        let base = msr::read(msr::APIC_BASE);
+        msr::write(msr::APIC_BASE, base | (1 << 11));
+    }
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(REG_TPR, 0);
+    mask_legacy_interrupts();
+}
+
+/// Whether an interrupt reaches this CPU: the timer, in TSC-deadline mode,
+/// is armed for "now", and the kernel waits up to `patience` TSC cycles for
+/// the interrupt to leave the IRR, which the trap path's end of interrupt
+/// does. After [`prepare_early`]; leaves the timer masked.
+pub fn interrupt_arrives(patience: u64) -> bool {
+    const REG_IRR_TIMER: u32 = 0x200 + 0x10 * (TIMER_VECTOR as u32 / 32);
+    let timer_bit = 1u32 << (TIMER_VECTOR % 32);
+    write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    let start = rdtsc();
+    // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
+    unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
+    let mut arrived = false;
+    while rdtsc().wrapping_sub(start) < patience {
+        // SAFETY: reading the deadline MSR has no side effect; 0 = fired.
+        let fired = unsafe { msr::read(msr::TSC_DEADLINE) } == 0;
+        if fired && read(REG_IRR_TIMER) & timer_bit == 0 {
+            arrived = true;
+            break;
+        }
+        let wait = rdtsc();
+        while rdtsc().wrapping_sub(wait) < patience / 64 {
+            core::hint::spin_loop();
+        }
+    }
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    XAPIC_VIRT.store(0, Ordering::Relaxed);
+    arrived
 }
 
 pub fn pv_eoi_enabled() -> bool {

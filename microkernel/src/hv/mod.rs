@@ -186,6 +186,9 @@ pub enum Reason {
     Auto(pvm::Probe),
     /// `hv=pvm` was refused for what the probe found; `auto` decided.
     PvmRefused(pvm::Probe),
+    /// PVM's native mode was offered but delivered no interrupt in the
+    /// boot-time self-test.
+    PvmNoInterrupts,
 }
 
 impl core::fmt::Display for Reason {
@@ -194,6 +197,9 @@ impl core::fmt::Display for Reason {
             Reason::Forced => f.write_str("forced by the command line"),
             Reason::Auto(probe) => write!(f, "auto: {probe}"),
             Reason::PvmRefused(probe) => write!(f, "hv=pvm refused, {probe}; auto"),
+            Reason::PvmNoInterrupts => {
+                f.write_str("PVM offered, but its native mode delivered no interrupt")
+            }
         }
     }
 }
@@ -203,8 +209,34 @@ impl core::fmt::Display for Reason {
 pub struct Selection {
     pub backend: &'static dyn Backend,
     pub reason: Reason,
-    /// TSC cycles from the kernel's first instruction to the switch.
+    /// TSC cycles the choice took.
     pub took_cycles: u64,
+    /// The extended state the context switch keeps (XSAVE mask and area
+    /// size), `None` for FXSAVE only.
+    pub extended_state: Option<(u64, usize)>,
+}
+
+/// How long the pvm self-test waits for its interrupt.
+const SELF_TEST_MS: u64 = 20;
+
+/// Enter PVM's native mode and check that an interrupt arrives there; leave
+/// it again either way (`init` enters it for good once chosen). Boot only,
+/// with the plain trap stubs in the IDT (a kernel-mode trap needs no more).
+fn native_mode_takes_interrupts() -> bool {
+    cpu::install_stubs(trap::stubs(trap::EntryFlavour::Plain));
+    lapic::prepare_early();
+    // SAFETY: the probe found the interface; the IDT takes the test's
+    // interrupt (it ends it, since no backend is active yet); the boot
+    // tables map everything user-accessible and SMEP is off.
+    unsafe { pvm::enter_native_mode() };
+    let hz = FEATURES
+        .get()
+        .and_then(|f| f.tsc_hz)
+        .unwrap_or(3_000_000_000);
+    let arrived = lapic::interrupt_arrives(hz / 1000 * SELF_TEST_MS);
+    // SAFETY: native mode was entered above; nothing depends on it yet.
+    unsafe { pvm::leave_native_mode() };
+    arrived
 }
 
 /// Choose the backend: probe the machine (CPUID, and the PVM interface with
@@ -234,6 +266,16 @@ pub fn init(request: HvRequest) -> Selection {
         }
         HvRequest::Auto => (offered, Reason::Auto(probe)),
     };
+    let (use_pvm, reason) = if use_pvm && !native_mode_takes_interrupts() {
+        log::warn!(
+            "hv=pvm refused: PVM's native mode delivered no interrupt within {} ms \
+             (seen on firmware-booted machines such as q35); the kernel stays interpreted",
+            SELF_TEST_MS
+        );
+        (false, Reason::PvmNoInterrupts)
+    } else {
+        (use_pvm, reason)
+    };
     let chosen: &'static dyn Backend = if use_pvm {
         PVM.get_or_init(|| Pvm { kvm })
     } else {
@@ -249,13 +291,17 @@ pub fn init(request: HvRequest) -> Selection {
     if use_pvm {
         // SAFETY: the probe found the interface; the plain stubs are in
         // the IDT; the boot tables map everything user-accessible (see
-        // `boot::entry`) and SMEP is not on yet.
+        // `boot::entry`) and SMEP is not on yet. Entered a second time
+        // after the self-test left it: nothing changed in between.
         unsafe { pvm::enter_native_mode() };
     }
+    // After the switch: on pvm the probe then runs on the hardware.
+    let extended_state = chosen.extended_state();
     Selection {
         backend: chosen,
         reason,
         took_cycles: rdtsc().wrapping_sub(started),
+        extended_state,
     }
 }
 

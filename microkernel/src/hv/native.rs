@@ -37,6 +37,21 @@ impl Backend for Native {
         frame.vector
     }
 
+    fn extended_state(&self) -> Option<(u64, usize)> {
+        if self.interpreted_by_pvm {
+            // The interpreter cannot execute XGETBV or XSAVE (the VM stops
+            // with an emulation failure), while ring 3 runs on the hardware
+            // with the host's XCR0: servers can use AVX and this kernel
+            // cannot switch it. Said at boot; hv=pvm has no such gap.
+            log::warn!(
+                "PVM interprets this kernel: ring 3 can use AVX and PKRU, which the kernel \
+                 cannot save here, so servers may see each other's AVX registers (use hv=auto)"
+            );
+            return None;
+        }
+        context::init_extended_state()
+    }
+
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         out.write_str("plain instructions, SWAPGS on every crossing, the TSS I/O bitmap")?;
         if let Some(kvm) = self.kvm {

@@ -36,6 +36,12 @@
 //!   raises #GP, which the kernel emulates against the grant, and bursts go
 //!   through `ioport_write_paced`, one kernel entry each.
 //!
+//! - Measured too: a VM booted through firmware (`-M q35`, SeaBIOS) gets
+//!   no external interrupt at all in native mode (the timer's vector stays
+//!   in the IRR; exceptions still arrive), while `-M microvm` does. So the
+//!   backend proves at boot that an interrupt arrives before it is chosen
+//!   (`hv::init`), and leaves native mode again if none does.
+//!
 //! Context: [`probe`] and [`enter_native_mode`] at boot, before servers; the
 //! rest in trap context.
 
@@ -116,6 +122,22 @@ pub unsafe fn enter_native_mode() {
         // always wakes for an interrupt; masking is the kernel's flag.
         interrupts::raw_enable();
     }
+}
+
+/// Go back to interpretation (after [`enter_native_mode`] found that
+/// interrupts do not arrive).
+///
+/// # Safety
+/// Native mode was entered; the kernel is ready to run interpreted again
+/// (the native backend's trap stubs and SYSCALL entry installed next).
+pub unsafe fn leave_native_mode() {
+    // SAFETY: the interface exists; clearing the bit is the way back.
+    unsafe {
+        let control = msr::read(MSR_CONTROL);
+        msr::write(MSR_CONTROL, control & !NATIVE_MODE);
+    }
+    // Interpreted, the CPU's flag counts again: masked, as boot runs.
+    interrupts::raw_disable();
 }
 
 /// The kernel's own interrupt flag: the CPU's neither shows nor masks.

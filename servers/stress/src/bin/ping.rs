@@ -30,6 +30,9 @@ async fn round(client: &mut Client, i: u64) -> Result<(), &'static str> {
     }
 }
 
+/// Null system calls timed before the round trips.
+const NULL_CALLS: usize = 10_000;
+
 async fn run() -> i32 {
     let rounds = match arg_u64("rounds", DEFAULT_ROUNDS) {
         Ok(r) => r.clamp(1, MAX_ROUNDS),
@@ -56,6 +59,16 @@ async fn run() -> i32 {
             return 1;
         }
     }
+    // The cost of one kernel entry and return: a `yield` while pong waits
+    // (nobody else is ready, so it returns at once), timed one by one.
+    let mut nulls: Vec<u32> = Vec::with_capacity(NULL_CALLS);
+    for _ in 0..NULL_CALLS {
+        let start = tsc::now();
+        let _ = sys::yield_now();
+        nulls.push(u32::try_from(tsc::now().wrapping_sub(start)).unwrap_or(u32::MAX));
+    }
+    nulls.sort_unstable();
+    let null_syscall = percentile(&nulls, 50);
     let mut samples: Vec<u32> = Vec::with_capacity(rounds as usize);
 
     println!("stress-ready");
@@ -93,6 +106,7 @@ async fn run() -> i32 {
         .field("p99_ns", cycles_to_ns(u64::from(p99), tsc_hz))
         .field("min_cycles", samples.first().copied().unwrap_or(0))
         .field("max_cycles", samples.last().copied().unwrap_or(0))
+        .field("null_syscall_cycles", null_syscall)
         .counters(&c0, &c1)
         .field("ok", 1);
     line.emit();

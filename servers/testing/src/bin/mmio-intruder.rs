@@ -4,7 +4,9 @@
 //! page fault, while the other servers go on.
 //!
 //! Its manifest entry grants one page at 0xfed00000 only. It maps that
-//! page (which must work), asks `mmio_map` for the I/O APIC page at
+//! page (which must work), hands the kernel a pointer into it as a `log`
+//! line (which must fail with `BadAddress`: the kernel never copies device
+//! registers on a server's behalf), asks `mmio_map` for the I/O APIC page at
 //! 0xfec00000 (which must fail with `Denied`), prints `mmio-intruder:
 //! about to fault (reading ungranted 0xfec00000)` and reads it. If the
 //! read returns, or a check fails, it prints `mmio-intruder: FAIL ...` and
@@ -24,10 +26,23 @@ const FORBIDDEN: u64 = 0xfec0_0000;
 const PAGE: u64 = 0x1000;
 
 fn run() -> i32 {
-    match sys::mmio_map(GRANTED, PAGE) {
-        Ok(at) => println!("mmio-intruder: granted {GRANTED:#x} mapped at {at:#x}"),
+    let at = match sys::mmio_map(GRANTED, PAGE) {
+        Ok(at) => {
+            println!("mmio-intruder: granted {GRANTED:#x} mapped at {at:#x}");
+            at
+        }
         Err(e) => {
             println!("mmio-intruder: FAIL mmio_map of granted {GRANTED:#x}: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: `at` is the start of a mapped page of this server's; the
+    // slice is only handed to the kernel, never read here.
+    let device = unsafe { core::slice::from_raw_parts(at as *const u8, 16) };
+    match sys::log(device) {
+        Err(Error::BadAddress) => println!("mmio-intruder: log from device memory refused"),
+        other => {
+            println!("mmio-intruder: FAIL log from device memory returned {other:?}");
             return 1;
         }
     }
