@@ -183,9 +183,7 @@ mod kernel {
         );
         kprintln!("  backend:    {}", Describe(backend));
         match selection.extended_state {
-            Some((mask, size)) => kprintln!(
-                "  fpu state:  XSAVE, components {mask:#x}, {size} bytes a thread (what ring 3 can use)"
-            ),
+            Some((mask, size)) => kprintln!("  fpu state:  xsave {mask:#x}, {size} bytes a thread"),
             None => kprintln!("  fpu state:  FXSAVE (x87 and SSE)"),
         }
         kprintln!(
@@ -198,18 +196,17 @@ mod kernel {
             on_off(features.invariant_tsc),
         );
         kprintln!(
-            "  clocks:     tsc {} MHz ({}), apic timer {} MHz, {} deadline (xapic mode), end of interrupt by {}",
+            "  clocks:     tsc {} MHz ({}), deadline timer: {}, end of interrupt: {}",
             lapic::tsc_hz() / 1_000_000,
             if features.tsc_hz.is_some() {
-                "reported by the cpu or hypervisor"
+                "as reported"
             } else {
                 "measured against the PIT"
             },
-            lapic::timer_hz() / 1_000_000,
             if lapic::uses_tsc_deadline() {
-                "tsc-deadline"
+                alloc::string::String::from("tsc-deadline")
             } else {
-                "one-shot"
+                alloc::format!("apic one-shot at {} MHz", lapic::timer_hz() / 1_000_000)
             },
             if lapic::pv_eoi_enabled() {
                 "pv-eoi"

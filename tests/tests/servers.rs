@@ -323,18 +323,29 @@ fn device_servers_benchmark() {
         Accel::Tcg
     };
     let image = tests::image();
+    // Every kernel backend the accelerator has, side by side in one run.
+    let backends: &[&str] = match accel {
+        Accel::Kvm => &tests::KVM_BACKENDS,
+        Accel::Tcg => &["auto"],
+    };
     let mut rows = Vec::new();
-    for workload in ["console-bench", "timer-bench"] {
-        for batching in ["on", "off"] {
-            let mut config = xtask::qemu::Config::new(accel);
-            config.cmdline = format!("test={workload} batching={batching}");
-            let outcome = xtask::stress::run_one(&config, image, Duration::from_secs(300), |_| {})
-                .unwrap_or_else(|e| panic!("{workload} batching={batching}: {e:#}"));
-            rows.push((workload, batching, outcome));
+    for &hv in backends {
+        for workload in ["console-bench", "timer-bench"] {
+            for batching in ["on", "off"] {
+                let mut config = xtask::qemu::Config::new(accel);
+                config.cmdline = format!("test={workload} batching={batching} hv={hv}");
+                let outcome =
+                    xtask::stress::run_one(&config, image, Duration::from_secs(600), |_| {})
+                        .unwrap_or_else(|e| {
+                            panic!("{workload} batching={batching} hv={hv}: {e:#}")
+                        });
+                rows.push((hv, workload, batching, outcome));
+            }
         }
     }
     println!("\naccelerator {accel}, machine microvm\n");
-    for (workload, batching, o) in &rows {
+    for (hv, workload, batching, o) in &rows {
+        let backend = xtask::stress::backend_of(&o.output).unwrap_or(hv);
         let f = &o.fields;
         let kvm = |k: &str| {
             o.kvm
@@ -344,7 +355,7 @@ fn device_servers_benchmark() {
         };
         let fields: Vec<String> = f.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{workload} batching={batching}: exits={} io_exits={} mmio_exits={} halt_exits={} hypercalls={} | {}",
+            "{backend} {workload} batching={batching}: exits={} io_exits={} mmio_exits={} halt_exits={} hypercalls={} | {}",
             kvm("exits"),
             kvm("io_exits"),
             kvm("mmio_exits"),

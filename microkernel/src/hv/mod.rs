@@ -219,24 +219,25 @@ pub struct Selection {
 /// How long the pvm self-test waits for its interrupt.
 const SELF_TEST_MS: u64 = 20;
 
-/// Enter PVM's native mode and check that an interrupt arrives there; leave
-/// it again either way (`init` enters it for good once chosen). Boot only,
-/// with the plain trap stubs in the IDT (a kernel-mode trap needs no more).
-fn native_mode_takes_interrupts() -> bool {
+/// Enter PVM's native mode and check that an interrupt arrives there: stay
+/// if one does, leave again if none does within [`SELF_TEST_MS`]. Boot
+/// only; installs the plain trap stubs (the pvm backend's, and enough for
+/// the test's kernel-mode interrupt, which the trap path ends since no
+/// backend is active yet). `tsc_hz` from the probe, if it said.
+fn enter_native_mode_if_it_takes_interrupts(tsc_hz: Option<u64>) -> bool {
     cpu::install_stubs(trap::stubs(trap::EntryFlavour::Plain));
     lapic::prepare_early();
     // SAFETY: the probe found the interface; the IDT takes the test's
-    // interrupt (it ends it, since no backend is active yet); the boot
-    // tables map everything user-accessible and SMEP is off.
+    // interrupt; the boot tables map everything user-accessible (see
+    // `boot::entry`) and SMEP is not on yet.
     unsafe { pvm::enter_native_mode() };
-    let hz = FEATURES
-        .get()
-        .and_then(|f| f.tsc_hz)
-        .unwrap_or(3_000_000_000);
-    let arrived = lapic::interrupt_arrives(hz / 1000 * SELF_TEST_MS);
-    // SAFETY: native mode was entered above; nothing depends on it yet.
+    let hz = tsc_hz.unwrap_or(3_000_000_000);
+    if lapic::interrupt_arrives(hz / 1000 * SELF_TEST_MS) {
+        return true;
+    }
+    // SAFETY: native mode was entered above and nothing depends on it yet.
     unsafe { pvm::leave_native_mode() };
-    arrived
+    false
 }
 
 /// Choose the backend: probe the machine (CPUID, and the PVM interface with
@@ -248,14 +249,10 @@ fn native_mode_takes_interrupts() -> bool {
 pub fn init(request: HvRequest) -> Selection {
     let started = rdtsc();
     paging::init();
-    let kvm = detect_kvm();
+    // The probe first: where pvm is chosen, native mode is entered before
+    // the many CPUID leaves below, each of which costs the interpreter
+    // about a millisecond and native mode one exit.
     let probe = pvm::probe();
-    let pvm_tsc_hz = match probe {
-        pvm::Probe::Offered { tsc_hz } if tsc_hz > 0 => Some(tsc_hz),
-        _ => None,
-    };
-    FEATURES.init_once(|| detect_features(kvm, pvm_tsc_hz));
-    KVM.init_once(|| kvm);
     let offered = matches!(probe, pvm::Probe::Offered { .. });
     let (use_pvm, reason) = match request {
         HvRequest::Native => (false, Reason::Forced),
@@ -266,7 +263,11 @@ pub fn init(request: HvRequest) -> Selection {
         }
         HvRequest::Auto => (offered, Reason::Auto(probe)),
     };
-    let (use_pvm, reason) = if use_pvm && !native_mode_takes_interrupts() {
+    let pvm_tsc_hz = match probe {
+        pvm::Probe::Offered { tsc_hz } if tsc_hz > 0 => Some(tsc_hz),
+        _ => None,
+    };
+    let (use_pvm, reason) = if use_pvm && !enter_native_mode_if_it_takes_interrupts(pvm_tsc_hz) {
         log::warn!(
             "hv=pvm refused: PVM's native mode delivered no interrupt within {} ms \
              (seen on firmware-booted machines such as q35); the kernel stays interpreted",
@@ -276,6 +277,9 @@ pub fn init(request: HvRequest) -> Selection {
     } else {
         (use_pvm, reason)
     };
+    let kvm = detect_kvm();
+    FEATURES.init_once(|| detect_features(kvm, pvm_tsc_hz));
+    KVM.init_once(|| kvm);
     let chosen: &'static dyn Backend = if use_pvm {
         PVM.get_or_init(|| Pvm { kvm })
     } else {
@@ -288,14 +292,7 @@ pub fn init(request: HvRequest) -> Selection {
     cpu::install_stubs(trap::stubs(flavour));
     context::init(flavour);
     ACTIVE.init_once(|| chosen);
-    if use_pvm {
-        // SAFETY: the probe found the interface; the plain stubs are in
-        // the IDT; the boot tables map everything user-accessible (see
-        // `boot::entry`) and SMEP is not on yet. Entered a second time
-        // after the self-test left it: nothing changed in between.
-        unsafe { pvm::enter_native_mode() };
-    }
-    // After the switch: on pvm the probe then runs on the hardware.
+    // On pvm this runs on the hardware now (XGETBV; the interpreter has none).
     let extended_state = chosen.extended_state();
     Selection {
         backend: chosen,

@@ -53,11 +53,11 @@ impl Backend for Native {
     }
 
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        out.write_str("plain instructions, SWAPGS on every crossing, the TSS I/O bitmap")?;
+        out.write_str("plain instructions")?;
         if let Some(kvm) = self.kvm {
             write!(
                 out,
-                "; kvm offers {kvm}, takes {}",
+                "; takes {} of kvm's {kvm}",
                 if lapic::pv_eoi_enabled() {
                     "pv-eoi"
                 } else {
@@ -66,7 +66,7 @@ impl Backend for Native {
             )?;
         }
         if self.interpreted_by_pvm {
-            out.write_str("; interpreted by PVM: SYSCALL recovered from its fault")?;
+            out.write_str("; interpreted by PVM (SYSCALL recovered from its fault)")?;
         }
         Ok(())
     }

@@ -266,14 +266,13 @@ impl Backend for Pvm {
 
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         out.write_str(
-            "native mode (MSR 0x4b564d10 bit 12): kernel pages user-accessible, SMEP off, \
-             own interrupt flag with deferred interrupts, int 0x80 system calls, no SWAPGS, \
-             ports emulated against grants",
+            "native mode; kernel pages user-accessible, own interrupt flag, int 0x80, \
+             ports emulated",
         )?;
         if let Some(kvm) = self.kvm {
             write!(
                 out,
-                "; kvm offers {kvm}, takes {}",
+                "; takes {} of kvm's {kvm}",
                 if lapic::pv_eoi_enabled() {
                     "pv-eoi"
                 } else {
