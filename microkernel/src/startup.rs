@@ -47,9 +47,11 @@ pub fn ram_ranges(info: &boot::BootInfo, kernel_image: PhysRange) -> Vec<RamRang
         .modules()
         .iter()
         .map(|m| RamRange::new(m.start, m.start.saturating_add(m.len), RamKind::Initrd));
-    let map = info.memory_map().iter().filter_map(|r| {
-        (r.kind == MemoryKind::Usable).then(|| RamRange::new(r.start, r.end(), RamKind::Usable))
-    });
+    let map = info
+        .memory_map()
+        .iter()
+        .filter(|r| r.kind == MemoryKind::Usable)
+        .map(|r| RamRange::new(r.start, r.end(), RamKind::Usable));
     core::iter::once(image).chain(modules).chain(map).collect()
 }
 

@@ -56,10 +56,11 @@ fn header_is_written_and_validated() {
     assert_eq!(h.capacity, 64);
     assert_eq!(h.slot_size, 64);
     assert_eq!(h.slots_offset, SLOTS_OFFSET as u32);
-    // SAFETY (all attaches below): region valid for its length.
+    // SAFETY: the region is valid for its length.
     let again = unsafe { attach::<Descriptor>(region.as_ptr(), region.len()) }.unwrap();
     assert_eq!(again.capacity(), 64);
     assert_eq!(
+        // SAFETY: as above.
         unsafe { attach::<u64>(region.as_ptr(), region.len()) }.err(),
         Some(LayoutError::SlotSizeMismatch {
             expected: 8,
@@ -67,14 +68,17 @@ fn header_is_written_and_validated() {
         })
     );
     assert!(matches!(
+        // SAFETY: as above (a shorter length of the same region).
         unsafe { attach::<Descriptor>(region.as_ptr(), 4096) },
         Err(LayoutError::TooSmall { .. })
     ));
     assert_eq!(
+        // SAFETY: 8 bytes in, 4000 long: still inside the region.
         unsafe { attach::<Descriptor>(region.as_ptr().add(8), 4000) }.err(),
         Some(LayoutError::Misaligned)
     );
     let hw = |i: usize, v: u32| word(&region, i * 4).store(v, Ordering::Relaxed);
+    // SAFETY: as above.
     let try_attach = || unsafe { attach::<Descriptor>(region.as_ptr(), region.len()) }.err();
     hw(3, 48);
     assert_eq!(try_attach(), Some(LayoutError::BadCapacity(48)));

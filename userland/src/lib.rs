@@ -41,6 +41,7 @@
 //! async fn run() -> i32 { 0 }
 //! ```
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -186,9 +186,9 @@ impl AddressSpace {
     #[allow(dead_code)]
     pub fn protect(&mut self, virt: u64, flags: Flags) -> bool {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
+        let flags = Self::leaf_flags(virt, flags);
         // SAFETY: changing flags of an existing mapping; callers only tighten
         // or set permissions they are entitled to.
-        let flags = Self::leaf_flags(virt, flags);
         match unsafe { self.mapper().update_flags(page, flags | Flags::PRESENT) } {
             Ok(flush) => {
                 flush.ignore();
