@@ -66,6 +66,16 @@ impl PortInsn {
     }
 }
 
+/// The ports `[first, first + count)` of an `ioport_enable` call as a
+/// first and last port, if the range is non-empty and inside the 16-bit
+/// port space (no sum that overflows on the way).
+pub fn port_range(first: u64, count: u64) -> Option<(u16, u16)> {
+    if count == 0 || first > 0xFFFF || count > 0x1_0000 - first {
+        return None;
+    }
+    Some((first as u16, (first + count - 1) as u16))
+}
+
 /// The longest x86 instruction.
 pub const MAX_INSN: usize = 15;
 
@@ -198,6 +208,22 @@ mod tests {
             None,
             "prefixes past the longest instruction"
         );
+    }
+
+    #[test]
+    fn port_ranges_stay_in_the_port_space_without_overflow() {
+        assert_eq!(port_range(0x3f8, 8), Some((0x3f8, 0x3ff)));
+        assert_eq!(port_range(0, 0x1_0000), Some((0, 0xffff)));
+        assert_eq!(port_range(0xffff, 1), Some((0xffff, 0xffff)));
+        assert_eq!(port_range(0xffff, 2), None);
+        assert_eq!(port_range(0x10000, 1), None);
+        assert_eq!(
+            port_range(1, u64::MAX),
+            None,
+            "first + count would overflow"
+        );
+        assert_eq!(port_range(u64::MAX, 1), None);
+        assert_eq!(port_range(0x40, 0), None);
     }
 
     #[test]

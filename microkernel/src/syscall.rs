@@ -197,10 +197,8 @@ fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
 }
 
 fn ioport_enable(system: &mut System, index: usize, first: u64, count: u64) -> Result<u64, Error> {
-    if count == 0 || first > 0xFFFF || count > 0x1_0000 - first {
-        return Err(Error::BadSize);
-    }
-    let (first, last) = (first as u32, (first + count - 1) as u32);
+    let (first, last) = microkernel::portinsn::port_range(first, count).ok_or(Error::BadSize)?;
+    let (first, last) = (u32::from(first), u32::from(last));
     let server = &mut system.servers[index];
     let granted = server
         .port_grants
