@@ -143,15 +143,32 @@ fn initrd_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The image under test with `extra` files added to its initrd (a manifest
+/// xtask would refuse, a corrupt server) and `drop` removed, in a fresh
+/// directory under `tag`; remove the directory when done.
+fn image_with(tag: &str, drop: &str, extra: Vec<(String, Vec<u8>)>) -> (Image, std::path::PathBuf) {
+    let mut files = initrd_files();
+    files.retain(|(n, _)| !n.starts_with(drop));
+    files.extend(extra);
+    let dir = std::env::temp_dir().join(format!("microkernel-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let initrd = dir.join("initrd.tar");
+    xtask::build::write_initrd(&initrd, &files).expect("writing the initrd");
+    let image = Image {
+        kernel: image().kernel.clone(),
+        initrd,
+    };
+    (image, dir)
+}
+
 #[test]
 fn a_corrupt_server_image_is_named_and_the_others_boot() {
-    let mut files = initrd_files();
-    let survivor = files
-        .iter()
+    let survivor = initrd_files()
+        .into_iter()
         .find(|(n, _)| n == "servers/survivor")
         .expect("survivor in the initrd")
-        .1
-        .clone();
+        .1;
+    let mut files = Vec::new();
     // A truncated image: the header promises program headers past the end.
     files.push(("servers/broken".into(), survivor[..200].to_vec()));
     // An image that is not an ELF at all.
@@ -168,18 +185,8 @@ fn a_corrupt_server_image_is_named_and_the_others_boot() {
     ];
     let mut bytes = vec![0u8; manifest::MAX_ENCODED_LEN];
     let len = manifest::encode(&servers, &[], &mut bytes).expect("a valid manifest");
-    files.retain(|(n, _)| !n.starts_with("manifests/corrupt"));
     files.push(("manifests/corrupt".into(), bytes[..len].to_vec()));
-
-    let dir = std::env::temp_dir().join(format!("microkernel-corrupt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let initrd = dir.join("initrd.tar");
-    xtask::build::write_initrd(&initrd, &files).expect("writing the initrd");
-
-    let custom = Image {
-        kernel: image().kernel.clone(),
-        initrd,
-    };
+    let (custom, dir) = image_with("corrupt", "manifests/corrupt", files);
     everywhere(
         "a_corrupt_server_image_is_named_and_the_others_boot",
         |accel| {
@@ -252,7 +259,6 @@ fn cpu_state_stays_with_its_server_everywhere() {
 /// the test.
 #[test]
 fn servers_granted_ram_or_reserved_ports_are_named_and_not_started() {
-    let mut files = initrd_files();
     let kernel = manifest::MmioRegion {
         base: 0x10_0000,
         size: 0x10_0000,
@@ -270,18 +276,8 @@ fn servers_granted_ram_or_reserved_ports_are_named_and_not_started() {
     let mut bytes = vec![0u8; manifest::MAX_ENCODED_LEN];
     let len = manifest::encode(&[survivor, pci_grab, witness], &[], &mut bytes)
         .expect("a well-formed manifest");
-    files.retain(|(n, _)| n != "manifests/ramgrant");
-    files.push(("manifests/ramgrant".into(), bytes[..len].to_vec()));
-
-    let dir = std::env::temp_dir().join(format!("microkernel-ramgrant-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let initrd = dir.join("initrd.tar");
-    xtask::build::write_initrd(&initrd, &files).expect("writing the initrd");
-
-    let custom = Image {
-        kernel: image().kernel.clone(),
-        initrd,
-    };
+    let files = vec![("manifests/ramgrant".into(), bytes[..len].to_vec())];
+    let (custom, dir) = image_with("ramgrant", "manifests/ramgrant", files);
     everywhere(
         "servers_granted_ram_or_reserved_ports_are_named_and_not_started",
         |accel| {

@@ -302,6 +302,23 @@ pub fn init(request: HvRequest) -> Selection {
     }
 }
 
+/// The banner's account of KVM's paravirtual features: what it offers and
+/// what the kernel took (either backend takes PV EOI where offered).
+fn describe_kvm(out: &mut dyn core::fmt::Write, kvm: Option<KvmFeatures>) -> core::fmt::Result {
+    match kvm {
+        Some(kvm) => write!(
+            out,
+            "; takes {} of kvm's {kvm}",
+            if lapic::pv_eoi_enabled() {
+                "pv-eoi"
+            } else {
+                "nothing"
+            }
+        ),
+        None => Ok(()),
+    }
+}
+
 /// What the CPU offers (CPUID, and the PVM interface's TSC rate).
 pub fn features() -> CpuFeatures {
     FEATURES.get().copied().unwrap_or_default()

@@ -9,10 +9,10 @@
 //! the TSS I/O permission bitmap for servers' ports, SMEP/SMAP/UMIP where
 //! the CPU has them.
 
+use super::KvmFeatures;
 use super::backend::Backend;
 use super::context::{self, SYSCALL_VECTOR};
 use super::trap::TrapFrame;
-use super::{KvmFeatures, lapic};
 
 pub struct Native {
     /// KVM's paravirtual features, when the hypervisor is KVM.
@@ -54,17 +54,7 @@ impl Backend for Native {
 
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         out.write_str("plain instructions")?;
-        if let Some(kvm) = self.kvm {
-            write!(
-                out,
-                "; takes {} of kvm's {kvm}",
-                if lapic::pv_eoi_enabled() {
-                    "pv-eoi"
-                } else {
-                    "nothing"
-                }
-            )?;
-        }
+        super::describe_kvm(out, self.kvm)?;
         if self.interpreted_by_pvm {
             out.write_str("; interpreted by PVM (SYSCALL recovered from its fault)")?;
         }

@@ -269,17 +269,6 @@ impl Backend for Pvm {
             "native mode; kernel pages user-accessible, own interrupt flag, int 0x80, \
              ports emulated",
         )?;
-        if let Some(kvm) = self.kvm {
-            write!(
-                out,
-                "; takes {} of kvm's {kvm}",
-                if lapic::pv_eoi_enabled() {
-                    "pv-eoi"
-                } else {
-                    "nothing"
-                }
-            )?;
-        }
-        Ok(())
+        super::describe_kvm(out, self.kvm)
     }
 }
