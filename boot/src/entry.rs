@@ -6,8 +6,10 @@
 use core::arch::global_asm;
 
 // Early page tables (each one 4 KiB page, in .boot.bss):
-//   PML4[0]   -> PDPT_LOW : [0..4] -> PD0..PD3  identity map of 0..4 GiB
-//   PML4[511] -> PDPT_HIGH: [510] -> PD0, [511] -> PD1: -2 GiB maps 0..2 GiB
+//   PML4[0]   -> PDPT_LOW : [0..4] identity map of 0..4 GiB
+//   PML4[511] -> PDPT_HIGH: [510], [511]: -2 GiB maps 0..2 GiB
+// with 1 GiB pages in the PDPTs where the CPU has them, else through
+//   PDPT_LOW[0..4] -> PD0..PD3, PDPT_HIGH[510] -> PD0, [511] -> PD1,
 //   PDn[i] = (n * 1 GiB + i * 2 MiB) | PRESENT | WRITABLE | USER | HUGE
 // Every entry is user-accessible: the kernel may enter the pvm backend's
 // native mode (microkernel/src/hv/pvm.rs) on these tables, where a
@@ -40,6 +42,25 @@ pvh_start32:
     mov ecx, 7 * 1024
     rep stosd
 
+    /* 1 GiB pages where the CPU has them (CPUID 0x80000001 EDX bit 26):
+       six entries instead of 2048, and where PVM interprets this code each
+       instruction costs about a microsecond. */
+    mov eax, 0x80000000
+    cpuid
+    cmp eax, 0x80000001
+    jb 5f
+    mov eax, 0x80000001
+    cpuid
+    test edx, 1 << 26
+    jz 5f
+    mov dword ptr [offset early_pdpt_low], 0x00000087       /* present | writable | user | 1 GiB */
+    mov dword ptr [offset early_pdpt_low + 8], 0x40000087
+    mov dword ptr [offset early_pdpt_low + 16], 0x80000087
+    mov dword ptr [offset early_pdpt_low + 24], 0xC0000087
+    mov dword ptr [offset early_pdpt_high + 510 * 8], 0x00000087
+    mov dword ptr [offset early_pdpt_high + 511 * 8], 0x40000087
+    jmp 6f
+5:
     /* PD0..PD3: 2048 huge pages of 2 MiB, 0..4 GiB. */
     mov edi, offset early_pd
     mov eax, 0x87                       /* present | writable | user | huge */
@@ -73,6 +94,7 @@ pvh_start32:
     add eax, 4096
     mov [offset early_pdpt_high + 511 * 8], eax
 
+6:
     /* PML4[0] -> PDPT_LOW, PML4[511] -> PDPT_HIGH */
     mov eax, offset early_pdpt_low
     or eax, 7

@@ -71,13 +71,26 @@ mod kernel {
         let boot_tsc = hv::rdtsc();
         console::init();
         let line = info.cmdline();
-        let config = cmdline::parse(line, |_| {});
+        // Parsed once (this runs interpreted where PVM interprets the
+        // kernel): warnings wait for the log, whose level the line sets.
+        let mut warnings = [None; 8];
+        let mut warned = 0usize;
+        let config = cmdline::parse(line, |warning| {
+            if let Some(slot) = warnings.get_mut(warned) {
+                *slot = Some(warning);
+            }
+            warned += 1;
+        });
         console::init_log(config.log_level);
+        for warning in warnings.iter().flatten() {
+            log::warn!("{warning}");
+        }
+        if warned > warnings.len() {
+            log::warn!("{} more command-line warnings", warned - warnings.len());
+        }
         if info.start_info_phys == 0 && info.memory_map().is_empty() {
             log::error!("no valid hvm_start_info from the loader: booted without PVH?");
         }
-        // Parse again now that the log is up, so warnings reach it.
-        cmdline::parse(line, |warning| log::warn!("{warning}"));
         if info.cmdline_truncated {
             log::warn!("the command line is longer than the kernel keeps; the rest is ignored");
         }

@@ -131,8 +131,9 @@ pub struct Protection {
     pub umip: bool,
 }
 
-/// Load the GDT, TSS and IDT, with IDT gate `n` at `stubs + 16 n`. Once, at
-/// boot; [`set_control_registers`] follows once the backend is known.
+/// Load the GDT, TSS and IDT, with the early gates (`EARLY_GATES`) at
+/// `stubs + 16 n`. Once, at boot; [`install_stubs`] and
+/// [`set_control_registers`] follow once the backend is known.
 pub fn init(stacks: &TrapStacks, stubs: u64) {
     count(HvOp::Other);
     // SAFETY: single-threaded boot with interrupts masked: nothing else
@@ -166,7 +167,9 @@ pub fn init(stacks: &TrapStacks, stubs: u64) {
         GS::set_reg(SegmentSelector(0));
         load_tss(SegmentSelector(TSS_SELECTOR));
 
-        install_stubs(stubs);
+        for vectors in EARLY_GATES {
+            install_gates(stubs, vectors);
+        }
         let idt = &*addr_of_mut!(IDT);
         lidt(&DescriptorTablePointer {
             limit: (size_of::<Idt>() - 1) as u16,
@@ -177,10 +180,25 @@ pub fn init(stacks: &TrapStacks, stubs: u64) {
 
 /// Point every IDT gate at the stub table starting at `stubs`.
 pub fn install_stubs(stubs: u64) {
+    install_gates(stubs, 0..=255);
+}
+
+/// The gates [`init`] fills before the backend is chosen: the exceptions
+/// (a probe's #GP is recovered, a fault is reported) and the kernel's timer
+/// and spurious vectors (the pvm self-test). The other 220 come with the
+/// backend's stubs: where PVM interprets the kernel each gate costs tens of
+/// microseconds, and on pvm they are filled in native mode instead.
+const EARLY_GATES: [core::ops::RangeInclusive<u8>; 2] = [
+    0..=31,
+    super::lapic::TIMER_VECTOR..=super::lapic::SPURIOUS_VECTOR,
+];
+
+/// Point the gates of `vectors` at their stubs in the table at `stubs`.
+fn install_gates(stubs: u64, vectors: core::ops::RangeInclusive<u8>) {
     // SAFETY: boot, interrupts masked: no trap reads a gate while it
     // changes, and every stub of a table is a valid entry for its vector.
     let idt = unsafe { &mut *addr_of_mut!(IDT) };
-    for vector in 0..=255u8 {
+    for vector in vectors {
         let ist = match vector {
             2 => IST_NMI,
             8 => IST_DOUBLE_FAULT,

@@ -221,11 +221,10 @@ const SELF_TEST_MS: u64 = 20;
 
 /// Enter PVM's native mode and check that an interrupt arrives there: stay
 /// if one does, leave again if none does within [`SELF_TEST_MS`]. Boot
-/// only; installs the plain trap stubs (the pvm backend's, and enough for
-/// the test's kernel-mode interrupt, which the trap path ends since no
-/// backend is active yet). `tsc_hz` from the probe, if it said.
+/// only. The early gates of either flavour take the test's interrupt (in
+/// kernel mode neither swaps GS; the trap path ends it, since no backend is
+/// active yet). `tsc_hz` from the probe, if it said.
 fn enter_native_mode_if_it_takes_interrupts(tsc_hz: Option<u64>) -> bool {
-    cpu::install_stubs(trap::stubs(trap::EntryFlavour::Plain));
     lapic::prepare_early();
     // SAFETY: the probe found the interface; the IDT takes the test's
     // interrupt; the boot tables map everything user-accessible (see
