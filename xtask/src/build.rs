@@ -73,8 +73,7 @@ pub fn kernel() -> Result<PathBuf> {
     if !status.success() {
         bail!("building the kernel failed");
     }
-    Ok(workspace_root()
-        .join("target")
+    Ok(crate::target_dir()
         .join(TARGET)
         .join("release")
         .join("microkernel"))
@@ -83,7 +82,7 @@ pub fn kernel() -> Result<PathBuf> {
 /// Pack the initrd: a tar archive of the files the kernel reads at boot,
 /// at its usual place (`target/initrd.tar`).
 pub fn initrd(files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
-    let path = workspace_root().join("target").join("initrd.tar");
+    let path = crate::target_dir().join("initrd.tar");
     write_initrd(&path, files)?;
     Ok(path)
 }
@@ -122,7 +121,7 @@ pub fn servers(manifests: &Manifests) -> Result<Vec<(String, PathBuf)>> {
     if !status.success() {
         bail!("building the servers failed");
     }
-    let dir = workspace_root().join("target").join(TARGET).join("release");
+    let dir = crate::target_dir().join(TARGET).join("release");
     Ok(bins
         .into_iter()
         .map(|(bin, _package)| {

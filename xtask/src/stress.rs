@@ -756,9 +756,7 @@ pub fn svg(report: &Report) -> String {
 /// Copy the image aside, so that builds by other commands while the runs
 /// go on cannot change what is measured.
 fn private_image(image: &Image) -> Result<Image> {
-    let dir = crate::workspace_root()
-        .join("target")
-        .join(format!("stress-{}", std::process::id()));
+    let dir = crate::target_dir().join(format!("stress-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let copy = Image {
         kernel: dir.join("microkernel"),
