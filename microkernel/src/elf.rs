@@ -1,10 +1,13 @@
 //! Checking a server image before anything of it is mapped: every header
 //! field is measured against the file's bounds and the user address range,
 //! so that a corrupt or hostile ELF gets a clear error instead of a mapping.
-//! goblin decodes the headers; the policy is ours.
+//! goblin decodes the headers; the policy is ours. Also which of a
+//! segment's pages hold file bytes and which only zeros
+//! ([`Segment::split_pages`]: the loader maps the latter on first touch).
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::header::{self, Header};
@@ -32,6 +35,34 @@ impl Segment {
     pub fn page_end(&self) -> u64 {
         (self.vaddr + self.mem_size).div_ceil(PAGE) * PAGE
     }
+
+    /// The segment's pages split by what the loader must put in them: those
+    /// that hold at least one byte of the file, copied at load, and after
+    /// them those that hold none (pure `.bss`: zeros only), which can wait
+    /// for their first touch. Both ranges are page-aligned and together are
+    /// exactly `page_start()..page_end()`; either may be empty.
+    pub fn split_pages(&self) -> PageSplit {
+        let start = self.page_start();
+        let loaded_end = if self.file_size == 0 {
+            start
+        } else {
+            // `check` bounds `vaddr + mem_size`, and `file_size <= mem_size`.
+            (self.vaddr + self.file_size).div_ceil(PAGE) * PAGE
+        };
+        PageSplit {
+            loaded: start..loaded_end,
+            zero: loaded_end..self.page_end(),
+        }
+    }
+}
+
+/// A segment's pages by content ([`Segment::split_pages`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageSplit {
+    /// Pages holding file bytes (the rest of such a page is zero).
+    pub loaded: Range<u64>,
+    /// Pages past the last file byte: nothing but zeros.
+    pub zero: Range<u64>,
 }
 
 /// A checked image: where to start, and what to map.
@@ -433,6 +464,101 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("magic")
+        );
+    }
+
+    fn segment(vaddr: u64, file_size: u64, mem_size: u64) -> Segment {
+        Segment {
+            vaddr,
+            mem_size,
+            file_offset: 0x1000,
+            file_size,
+            writable: true,
+            executable: false,
+        }
+    }
+
+    fn split(vaddr: u64, file_size: u64, mem_size: u64) -> (Range<u64>, Range<u64>) {
+        let s = segment(vaddr, file_size, mem_size).split_pages();
+        (s.loaded, s.zero)
+    }
+
+    #[test]
+    fn pages_past_the_file_bytes_are_zero_pages() {
+        // .data of 0x10 bytes, then .bss to 0x3000: one page loaded, two zero.
+        assert_eq!(
+            split(0x40_2000, 0x10, 0x3000),
+            (0x40_2000..0x40_3000, 0x40_3000..0x40_5000)
+        );
+        // The file ends exactly on a page boundary.
+        assert_eq!(
+            split(0x40_2000, 0x2000, 0x5000),
+            (0x40_2000..0x40_4000, 0x40_4000..0x40_7000)
+        );
+        // The file ends one byte into a page: that page is loaded.
+        assert_eq!(
+            split(0x40_2000, 0x2001, 0x5000),
+            (0x40_2000..0x40_5000, 0x40_5000..0x40_7000)
+        );
+    }
+
+    #[test]
+    fn a_page_shared_by_file_bytes_and_bss_is_loaded() {
+        // Like a server's RW segment: .data ends mid-page, .bss runs on.
+        assert_eq!(
+            split(0x41_6000, 0xd68, 0x10_5038),
+            (0x41_6000..0x41_7000, 0x41_7000..0x51_c000)
+        );
+        // Unaligned start, file and memory ending on the same page.
+        assert_eq!(
+            split(0x40_2800, 0x100, 0x400),
+            (0x40_2000..0x40_3000, 0x40_3000..0x40_3000)
+        );
+    }
+
+    #[test]
+    fn a_segment_without_file_bytes_is_all_zero_pages() {
+        assert_eq!(
+            split(0x40_2000, 0, 0x2000),
+            (0x40_2000..0x40_2000, 0x40_2000..0x40_4000)
+        );
+        // Starting mid-page: the first page holds no file byte either.
+        assert_eq!(
+            split(0x40_2800, 0, 0x1000),
+            (0x40_2000..0x40_2000, 0x40_2000..0x40_4000)
+        );
+    }
+
+    #[test]
+    fn a_segment_without_bss_has_no_zero_pages() {
+        assert_eq!(
+            split(0x40_1000, 0x100, 0x100),
+            (0x40_1000..0x40_2000, 0x40_2000..0x40_2000)
+        );
+        assert_eq!(
+            split(0x40_1000, 0x3000, 0x3000),
+            (0x40_1000..0x40_4000, 0x40_4000..0x40_4000)
+        );
+    }
+
+    #[test]
+    fn the_split_covers_every_page_of_every_checked_segment() {
+        let image = check(&Builder::new().bytes(), BASE, END).unwrap();
+        for s in &image.segments {
+            let split = s.split_pages();
+            assert_eq!(split.loaded.start, s.page_start());
+            assert_eq!(split.loaded.end, split.zero.start);
+            assert_eq!(split.zero.end, s.page_end());
+            assert_eq!(split.loaded.start % PAGE, 0);
+            assert_eq!(split.zero.start % PAGE, 0);
+        }
+        // The builder's data segment: 0x10 file bytes in 0x3000.
+        assert_eq!(
+            image.segments[1].split_pages(),
+            PageSplit {
+                loaded: 0x40_2000..0x40_3000,
+                zero: 0x40_3000..0x40_5000
+            }
         );
     }
 }

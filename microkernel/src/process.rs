@@ -3,7 +3,15 @@
 //! gave it. This module creates them from checked ELF images and tears
 //! them down; `sched` decides who runs.
 //!
-//! Context: boot (loading) and trap context (teardown); allocates.
+//! Pages that hold nothing but zeros (a segment's pages past its last file
+//! byte: `.bss`, most of it the runtime's heap; and the stack) are not
+//! allocated at load: each server keeps them as lazy ranges, and a page of
+//! one is allocated, zeroed and mapped when it is first touched, by the
+//! server (a not-present page fault, `sched`) or by the kernel copying into
+//! it for a system call (`usermem`): [`Server::map_on_demand`].
+//!
+//! Context: boot (loading) and trap context (teardown, pages on demand);
+//! allocates.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -53,6 +61,47 @@ pub struct ChannelEnd {
     pub service: [u8; abi::NAME_LEN],
 }
 
+/// What a lazy range holds, for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LazyKind {
+    /// A segment's pages past its file bytes.
+    Bss,
+    /// The user stack.
+    Stack,
+}
+
+impl core::fmt::Display for LazyKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            LazyKind::Bss => ".bss",
+            LazyKind::Stack => "stack",
+        })
+    }
+}
+
+/// Pages `[start, end)` (page-aligned) of a server's memory that are
+/// mapped on first touch, each with `flags`.
+#[derive(Clone, Debug)]
+pub struct LazyRange {
+    pub start: u64,
+    pub end: u64,
+    pub flags: Flags,
+    pub kind: LazyKind,
+}
+
+/// What [`Server::map_on_demand`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demand {
+    /// The page was in a lazy range and is now mapped, zeroed.
+    Mapped,
+    /// Nothing: the address is in no lazy range, or its page is mapped
+    /// already. A fault there is the fault it is.
+    NotLazy,
+    /// No frame (or page table, or bookkeeping) for the page: nothing was
+    /// mapped.
+    OutOfMemory(LazyKind),
+}
+
 /// A granted MMIO region and where it was mapped, once it is.
 #[derive(Clone, Copy, Debug)]
 pub struct MmioGrant {
@@ -65,8 +114,13 @@ pub struct Server {
     pub name: String,
     pub state: State,
     pub space: AddressSpace,
-    /// User frames this server owns (image and stack), freed with it.
+    /// User frames this server owns (image, stack, pages mapped on
+    /// demand), freed with it.
     pub owned_frames: Vec<u64>,
+    /// Memory mapped on first touch ([`Server::map_on_demand`]).
+    pub lazy: Vec<LazyRange>,
+    /// Pages of `lazy` mapped so far.
+    pub demand_pages: u64,
     pub kernel_stack: KernelStack,
     pub fpu: Box<FpuState>,
     /// Set at the first `wait`: the server has finished starting up.
@@ -136,10 +190,32 @@ impl Server {
     }
 
     /// Load `image` as server `index`, ready to run from its entry point.
+    /// Pages holding file bytes are copied and mapped now; the rest of each
+    /// segment (its pure `.bss` pages) and the stack become lazy ranges,
+    /// mapped on first touch. An image whose lazy pages alone outnumber the
+    /// free frames could never run and is refused as out of memory.
     pub fn load(index: usize, name: &str, image: &[u8]) -> Result<Server, LoadError> {
         let checked =
             elf::check(image, layout::IMAGE_BASE, layout::IMAGE_END).map_err(LoadError::Elf)?;
+        let stack_bottom = layout::STACK_TOP - layout::STACK_PAGES * PAGE_SIZE;
+        let lazy_pages = checked
+            .segments
+            .iter()
+            .map(|s| {
+                let zero = s.split_pages().zero;
+                (zero.end - zero.start) / PAGE_SIZE
+            })
+            .sum::<u64>()
+            + layout::STACK_PAGES;
+        let (total, in_use) = frames::usage();
+        if lazy_pages > total.saturating_sub(in_use) {
+            return Err(LoadError::OutOfMemory);
+        }
         let mut server = Server::empty(name)?;
+        server
+            .lazy
+            .try_reserve(checked.segments.len() + 1)
+            .map_err(|_| LoadError::OutOfMemory)?;
         for segment in &checked.segments {
             let mut flags = Flags::USER_ACCESSIBLE;
             if segment.writable {
@@ -148,8 +224,17 @@ impl Server {
             if !segment.executable {
                 flags |= Flags::NO_EXECUTE;
             }
-            let mut page = segment.page_start();
-            while page < segment.page_end() {
+            let split = segment.split_pages();
+            if !split.zero.is_empty() {
+                server.lazy.push(LazyRange {
+                    start: split.zero.start,
+                    end: split.zero.end,
+                    flags,
+                    kind: LazyKind::Bss,
+                });
+            }
+            let mut page = split.loaded.start;
+            while page < split.loaded.end {
                 let frame = server.new_frame()?;
                 // Copy the part of the file that lands on this page.
                 let file_start = segment.vaddr;
@@ -173,16 +258,14 @@ impl Server {
                 page += PAGE_SIZE;
             }
         }
-        // The stack, with nothing mapped below it: that page is the guard.
-        let stack_bottom = layout::STACK_TOP - layout::STACK_PAGES * PAGE_SIZE;
-        for page in 0..layout::STACK_PAGES {
-            let frame = server.new_frame()?;
-            server.space.map(
-                stack_bottom + page * PAGE_SIZE,
-                frame,
-                Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
-            )?;
-        }
+        // The stack, on first touch too; nothing below it is ever mapped:
+        // that page is the guard.
+        server.lazy.push(LazyRange {
+            start: stack_bottom,
+            end: layout::STACK_TOP,
+            flags: Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
+            kind: LazyKind::Stack,
+        });
         let frame = TrapFrame {
             rip: checked.entry,
             cs: u64::from(USER_CODE),
@@ -224,6 +307,8 @@ impl Server {
             // SAFETY: the root was just made for this server alone.
             space: unsafe { AddressSpace::from_root(root) },
             owned_frames: Vec::new(),
+            lazy: Vec::new(),
+            demand_pages: 0,
             kernel_stack,
             fpu: Box::new(FpuState::initial()),
             reached_wait: false,
@@ -248,6 +333,41 @@ impl Server {
         let frame = frames::alloc_zeroed().ok_or(LoadError::OutOfMemory)?;
         self.owned_frames.push(frame);
         Ok(frame)
+    }
+
+    /// If `addr` lies in one of this server's lazy ranges and its page is
+    /// not mapped yet, map a zeroed frame there with the range's flags; the
+    /// frame is the server's, freed with it. Works on the server's own
+    /// tables whether or not they are live: a page that was not present is
+    /// in no TLB, so nothing needs flushing.
+    pub fn map_on_demand(&mut self, addr: u64) -> Demand {
+        let page = addr & !(PAGE_SIZE - 1);
+        let Some(range) = self.lazy.iter().find(|r| r.start <= page && page < r.end) else {
+            return Demand::NotLazy;
+        };
+        let (flags, kind) = (range.flags, range.kind);
+        // Room to record the frame first, so that nothing fails after it is
+        // mapped.
+        if self.owned_frames.try_reserve(1).is_err() {
+            return Demand::OutOfMemory(kind);
+        }
+        let Some(frame) = frames::alloc_zeroed() else {
+            return Demand::OutOfMemory(kind);
+        };
+        match self.space.map(page, frame, flags) {
+            Ok(()) => {
+                self.owned_frames.push(frame);
+                self.demand_pages += 1;
+                Demand::Mapped
+            }
+            Err(e) => {
+                frames::free(frame);
+                match e {
+                    MapError::OutOfMemory => Demand::OutOfMemory(kind),
+                    MapError::AlreadyMapped | MapError::HugePageInTheWay => Demand::NotLazy,
+                }
+            }
+        }
     }
 
     /// Free everything the server owns: its frames, its user page tables,

@@ -29,6 +29,14 @@ fn target_dir_from(env: Option<std::ffi::OsString>, cwd: PathBuf, workspace: Pat
     }
 }
 
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
 #[cfg(test)]
 mod target_dir_tests {
     use super::*;
@@ -53,12 +61,4 @@ mod target_dir_tests {
             PathBuf::from("/ws/target")
         );
     }
-}
-
-/// The workspace root (the directory holding the top-level Cargo.toml).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
 }
