@@ -49,6 +49,7 @@ pub mod channel;
 pub mod executor;
 pub mod notify;
 pub mod print;
+pub mod rand;
 #[cfg(target_os = "none")]
 mod rt;
 pub mod server;

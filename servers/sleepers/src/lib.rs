@@ -4,23 +4,7 @@
 //! Context: user space, one thread per server. No `unsafe`.
 #![cfg_attr(not(test), no_std)]
 
-/// xorshift64*: small and deterministic for a seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+pub use userland::rand::XorShift;
 
 /// How long the benchmark clients pause after `stress-ready` and
 /// `stress-done`, so that the harness can read KVM's counters over QMP when

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 
 use devkit::Console;
 use devkit::sysinfo::{arg_u64, my_name};
-use sleepers::Rng;
+use sleepers::XorShift;
 use userland::println;
 
 userland::entry!(async run);
@@ -44,7 +44,7 @@ async fn run() -> i32 {
             format!("LINE {name} {seq} {} END\n", payload(&name, seq)).as_bytes(),
         );
     }
-    let mut rng = Rng::new(name.bytes().fold(7, |h, b| h * 31 + u64::from(b)));
+    let mut rng = XorShift::new(name.bytes().fold(7, |h, b| h * 31 + u64::from(b)));
     let mut rest = &text[..];
     while !rest.is_empty() {
         let n = ((rng.next_u64() % 40) as usize + 1).min(rest.len());

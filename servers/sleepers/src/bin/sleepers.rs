@@ -30,7 +30,7 @@ use core::fmt::Write;
 use devkit::Timer;
 use devkit::clock::now_ns;
 use devkit::sysinfo::{arg_u64, my_name};
-use sleepers::Rng;
+use sleepers::XorShift;
 use userland::pvchannel::proto::timer as proto;
 use userland::{Descriptor, println};
 
@@ -75,7 +75,7 @@ async fn sleep_test(name: &str, timer: &mut Timer) -> Result<String, String> {
     let seed = name.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
     });
-    let mut rng = Rng::new(seed);
+    let mut rng = XorShift::new(seed);
     // cookie (1..=count) -> deadline
     let mut deadlines = BTreeMap::new();
     for cookie in 1..=count {
