@@ -365,3 +365,29 @@ fn device_servers_benchmark() {
         );
     }
 }
+
+/// Issue 11, case 2: a client that writes garbage over its console ring's
+/// producer index before the console attaches (`ring-scribbler`) loses its
+/// channel; the console stays up and prints every line of `writer-a`
+/// (`tests/manifests/hostile.toml`).
+#[test]
+fn a_client_corrupting_its_ring_costs_only_that_client() {
+    tests::everywhere(
+        "a_client_corrupting_its_ring_costs_only_that_client",
+        |accel| {
+            let run = boot(accel, Machine::Microvm).cmdline("test=hostile").run();
+            run.assert_success()
+                .assert_contains("ring-scribbler: producer index overwritten")
+                .assert_contains("client ring-scribbler dropped")
+                .assert_contains("kernel: server writer-a exited with code 0")
+                .assert_contains("console: done: ")
+                .assert_lacks("console: FAIL");
+            let lines = run
+                .output()
+                .lines()
+                .filter(|l| l.starts_with("LINE writer-a "))
+                .count() as u64;
+            assert_eq!(lines, LINES, "every line of writer-a came out");
+        },
+    );
+}

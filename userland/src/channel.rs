@@ -164,13 +164,23 @@ impl Channel {
             .client()
     }
 
-    /// The provider ends of every client of `service`, attached, in handle
-    /// order (empty when no client uses it).
+    /// The provider ends of every client of `service` that attached, in
+    /// handle order (empty when no client uses it). A client whose ring is
+    /// corrupt already (a hostile client can write its shared memory before
+    /// the provider looks) is left out with a line that names it: it costs
+    /// that client its channel, not the other clients their service.
     pub fn clients_of(service: &str) -> Result<Vec<Provider>, ChannelError> {
-        Self::all()
-            .filter(|c| c.is_provider() && c.service() == service)
-            .map(Channel::provider)
-            .collect()
+        let mut providers = Vec::new();
+        for channel in Self::all().filter(|c| c.is_provider() && c.service() == service) {
+            match channel.provider() {
+                Ok(provider) => providers.push(provider),
+                Err(e) => crate::println!(
+                    "{service}: client {} dropped, its ring is unusable: {e}",
+                    channel.peer()
+                ),
+            }
+        }
+        Ok(providers)
     }
 
     /// The handle.
