@@ -391,3 +391,31 @@ fn a_client_corrupting_its_ring_costs_only_that_client() {
         },
     );
 }
+
+/// Issue 11, case 5: a timer client that asks for 200 periodic 100 us
+/// series and never reads an answer (`timer-hog`) used to exhaust the
+/// timer's heap, and every other client's sleep hung. Now the series past
+/// its tick-rate quota are refused (`Busy`), the client is dropped once it
+/// leaves too many answers unread, and `sleeper-a`'s sleeps and ticks all
+/// come on time (`tests/manifests/timerhog.toml`).
+#[test]
+fn a_timer_client_that_never_reads_costs_only_itself() {
+    tests::everywhere(
+        "a_timer_client_that_never_reads_costs_only_itself",
+        |accel| {
+            let run = boot(accel, Machine::Microvm)
+                .cmdline("test=timerhog")
+                .timeout(Duration::from_secs(120))
+                .run();
+            run.assert_success()
+                .assert_lacks("FAIL")
+                .assert_lacks("panicked")
+                .assert_contains("timer-hog: 200 series asked")
+                .assert_contains("client timer-hog dropped: it left more than 1024 answers unread")
+                .assert_contains(
+                    "sleepers: sleeper-a: 245 sleeps woke in deadline order, never early",
+                )
+                .assert_contains("kernel: server sleeper-a exited with code 0");
+        },
+    );
+}

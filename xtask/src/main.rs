@@ -181,6 +181,7 @@ const HOST_TEST_PACKAGES: &[&str] = &[
     "userland",
     "testing",
     "stress",
+    "apic",
     "xtask",
 ];
 

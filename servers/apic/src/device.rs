@@ -1,4 +1,5 @@
-//! Device access for the apic server: the only `unsafe` of the crate.
+//! Device access for the apic server: the only `unsafe` of the server
+//! besides the ACPI table handler in `madt.rs`.
 //!
 //! * [`Mmio`]: a region the manifest grants, mapped with `mmio_map`, read
 //!   and written with volatile 32-bit accesses;

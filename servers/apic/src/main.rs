@@ -4,13 +4,14 @@
 //! not (the kernel keeps its deadline timer and the end of interrupt):
 //!
 //! * **Finding the I/O APIC.** The RSDP from `BootInfo::rsdp`, then the
-//!   RSDT/XSDT and the MADT, read through the MMIO regions the manifest
-//!   grants. The firmware puts its tables in RAM below the top of memory,
-//!   at an address that depends on the memory size, which a static
-//!   manifest cannot grant; when a table is outside the grants (or there is
-//!   no RSDP) the server uses the standard PC layout instead: one I/O APIC
-//!   at 0xFEC00000 from GSI 0, ISA IRQ 0 on pin 2, LINT1 = NMI, which is
-//!   what QEMU's q35 and microvm machines have. It says which it used.
+//!   RSDT/XSDT and the MADT, parsed by the `acpi` crate (`src/madt.rs`,
+//!   this package's library) and read through the MMIO regions the
+//!   manifest grants. The firmware puts its tables in RAM below the top
+//!   of memory, at an address that depends on the memory size, which a
+//!   static manifest cannot grant; when a table is outside the grants (or
+//!   there is no RSDP) the server uses the standard PC layout instead: one
+//!   I/O APIC at 0xFEC00000 from GSI 0, ISA IRQ 0 on pin 2, LINT1 = NMI,
+//!   which is what QEMU's q35 and microvm machines have. It says which it used.
 //!   ISA IRQ 0 goes to pin 2 even when the MADT has no override for it:
 //!   QEMU's microvm wires the PIT there but its MADT does not say so
 //!   (`apic.irq0_gsi=N` on the kernel command line overrides this).
@@ -40,15 +41,14 @@ extern crate alloc;
 mod device;
 mod ioapic;
 mod lapic;
-mod madt;
 
 use alloc::vec::Vec;
 
+use apic::madt::{self, Topology};
 use devkit::Mux;
 use devkit::mux::unknown;
 use ioapic::{ACTIVE_LOW, Entry, IoApic, LEVEL};
 use lapic::LocalApic;
-use madt::Topology;
 use userland::abi::Error;
 use userland::pvchannel::proto::apic as proto;
 use userland::{Batching, Completion, Descriptor, OP_HANGUP, println, sys};

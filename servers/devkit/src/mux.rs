@@ -12,7 +12,9 @@
 //!
 //! Hang-ups ([`OP_HANGUP`]) end a client: it is reported once in the batch
 //! and never polled again. A client whose ring breaks is dropped the same
-//! way (and logged).
+//! way (and logged), and so is one that leaves more than
+//! [`MAX_BACKLOG`] answers unread: its answers wait in this server's heap,
+//! and one client must not be able to exhaust it for the others.
 //!
 //! Context: a server's only thread, inside the executor.
 
@@ -38,6 +40,10 @@ pub enum Event {
     /// No client is left and there is no IRQ to wait for.
     Idle,
 }
+
+/// Answers one client may leave unread beyond its completion ring before
+/// it loses its channel.
+pub const MAX_BACKLOG: usize = 1024;
 
 struct ClientSlot {
     provider: Provider,
@@ -107,13 +113,18 @@ impl Mux {
         self.clients.get(i).map(|c| c.provider.peer()).unwrap_or("")
     }
 
-    fn drop_client(&mut self, i: usize, why: RingError) {
-        if let Some(c) = self.clients.get_mut(i) {
-            if c.alive {
-                println!("client {} dropped: {why}", c.provider.peer());
-            }
+    /// End client `i` for `why`, once: logged, its backlog freed, and a
+    /// hang-up handed to the server in the next batch as if the client had
+    /// sent it, so that the server forgets the client's work too (a timer
+    /// would otherwise go on ticking its series).
+    fn drop_client(&mut self, i: usize, why: impl core::fmt::Display) {
+        if let Some(c) = self.clients.get_mut(i)
+            && c.alive
+        {
+            println!("client {} dropped: {why}", c.provider.peer());
             c.alive = false;
             c.backlog.clear();
+            self.stash.push_back((i, Descriptor::new(OP_HANGUP, 0)));
         }
     }
 
@@ -171,13 +182,23 @@ impl Mux {
         let Some(c) = self.clients.get_mut(i) else {
             return;
         };
-        if !c.backlog.is_empty() {
-            c.backlog.push_back(completion);
+        if !c.alive {
             return;
         }
-        match c.provider.sender().try_send(completion) {
+        let sent = if c.backlog.is_empty() {
+            c.provider.sender().try_send(completion)
+        } else {
+            Err(RingError::Full)
+        };
+        match sent {
             Ok(()) => {}
-            Err(RingError::Full) => c.backlog.push_back(completion),
+            Err(RingError::Full) if c.backlog.len() < MAX_BACKLOG => {
+                c.backlog.push_back(completion)
+            }
+            Err(RingError::Full) => self.drop_client(
+                i,
+                format_args!("it left more than {MAX_BACKLOG} answers unread"),
+            ),
             Err(e) => self.drop_client(i, e),
         }
     }

@@ -47,6 +47,22 @@ userland::entry!(async run);
 /// The PIT's IRQ line.
 const IRQ_LINE: u32 = 0;
 
+/// Sleeps and periodic series one client may have waiting at once; more
+/// are answered `Busy`.
+const MAX_WAITERS: usize = 1024;
+/// Ticks a second one client's periodic series may ask for together (five
+/// series at the shortest period); a series past it is answered `Busy`.
+/// One client's demand must not take the timer, or its heap, from the
+/// others.
+const MAX_TICK_RATE: u64 = 50_000;
+
+/// One client's share of the queue.
+#[derive(Clone, Copy, Debug, Default)]
+struct Quota {
+    waiting: usize,
+    tick_rate: u64,
+}
+
 /// A sleep or a periodic series, waiting in the queue.
 #[derive(Clone, Copy, Debug)]
 struct Waiter {
@@ -68,6 +84,10 @@ struct Timer {
     queue: BTreeMap<(u64, u64), Waiter>,
     /// (client, cookie) -> its queue key, for cancel.
     by_cookie: BTreeMap<(usize, u64), (u64, u64)>,
+    /// What each client has waiting, against its quotas.
+    quotas: BTreeMap<usize, Quota>,
+    /// Requests refused with `Busy` for that quota.
+    refused: u64,
     arrivals: u64,
     /// The TSC at which the PIT fires, while a shot is pending.
     programmed: Option<u64>,
@@ -82,6 +102,31 @@ impl Timer {
         proto::tsc_to_ns(rdtsc(), self.hz)
     }
 
+    /// Queue `w` unless its client already has [`MAX_WAITERS`] waiting:
+    /// then the answer is `Busy`, now (one client's demand must not take
+    /// the heap every client's sleeps live in).
+    fn admit(&mut self, deadline: u64, w: Waiter) -> Option<Completion> {
+        let rate = self.tick_rate(w.period);
+        let quota = self.quotas.entry(w.client).or_default();
+        if quota.waiting >= MAX_WAITERS || quota.tick_rate + rate > MAX_TICK_RATE {
+            self.refused += 1;
+            return Some(Completion::err(w.cookie, Error::Busy));
+        }
+        quota.waiting += 1;
+        quota.tick_rate += rate;
+        self.insert(deadline, w);
+        None
+    }
+
+    /// Ticks a second a series of `period` TSC ticks asks for (0: a sleep).
+    fn tick_rate(&self, period: u64) -> u64 {
+        if period == 0 {
+            0
+        } else {
+            (self.hz / period).max(1)
+        }
+    }
+
     fn insert(&mut self, deadline: u64, w: Waiter) {
         let key = (deadline, self.arrivals);
         self.arrivals += 1;
@@ -91,7 +136,17 @@ impl Timer {
         self.queue.insert(key, w);
     }
 
+    /// One of `client`'s waiters (of `period`) left the queue for good.
+    fn ended(&mut self, client: usize, period: u64) {
+        let rate = self.tick_rate(period);
+        if let Some(quota) = self.quotas.get_mut(&client) {
+            quota.waiting = quota.waiting.saturating_sub(1);
+            quota.tick_rate = quota.tick_rate.saturating_sub(rate);
+        }
+    }
+
     fn remove_client(&mut self, client: usize) {
+        self.quotas.remove(&client);
         self.queue.retain(|_, w| w.client != client);
         self.by_cookie.retain(|(c, _), _| *c != client);
     }
@@ -115,23 +170,30 @@ impl Timer {
             }
             proto::OP_NOW => Completion::ok(cookie, proto::tsc_to_ns(now, self.hz)),
             proto::OP_SLEEP_UNTIL => {
-                self.insert(proto::ns_to_tsc(d.arg(0), self.hz), waiter(0, 1));
-                return;
+                match self.admit(proto::ns_to_tsc(d.arg(0), self.hz), waiter(0, 1)) {
+                    Some(refused) => refused,
+                    None => return,
+                }
             }
             proto::OP_SLEEP_FOR => {
                 let deadline = now.saturating_add(proto::ns_to_tsc(d.arg(0), self.hz));
-                self.insert(deadline, waiter(0, 1));
-                return;
+                match self.admit(deadline, waiter(0, 1)) {
+                    Some(refused) => refused,
+                    None => return,
+                }
             }
             proto::OP_PERIODIC => {
                 let period = proto::ns_to_tsc(d.arg(0).max(proto::MIN_PERIOD_NS), self.hz).max(1);
-                self.insert(now.saturating_add(period), waiter(period, d.arg(1)));
-                return;
+                match self.admit(now.saturating_add(period), waiter(period, d.arg(1))) {
+                    Some(refused) => refused,
+                    None => return,
+                }
             }
             proto::OP_CANCEL => {
                 let key = self.by_cookie.remove(&(client, d.arg(0)));
                 match key.and_then(|key| self.queue.remove(&key)) {
                     Some(w) => {
+                        self.ended(w.client, w.period);
                         let ended =
                             Completion::ok(w.cookie, self.now_ns()).with_aux(proto::AUX_CANCELLED);
                         out.push((client, ended));
@@ -158,8 +220,13 @@ impl Timer {
     /// Answer every waiter whose deadline the TSC has reached, in deadline
     /// order; periodic series go back into the queue.
     fn expire(&mut self, out: &mut Vec<(usize, Completion)>) {
+        // One `now` for the whole pass: a series goes back in the queue
+        // after it (next deadline past `now`), so each waiter is answered
+        // at most once per pass and a pass ends however far behind the
+        // timer is (200 series of 100 us once kept a pass going until the
+        // answers took the whole heap).
+        let now = rdtsc();
         loop {
-            let now = rdtsc();
             let Some((&key, _)) = self.queue.first_key_value() else {
                 return;
             };
@@ -174,6 +241,7 @@ impl Timer {
             self.wakeups += 1;
             if w.period == 0 {
                 self.by_cookie.remove(&(w.client, w.cookie));
+                self.ended(w.client, 0);
                 out.push((w.client, Completion::ok(w.cookie, now_ns).with_aux(seq)));
                 continue;
             }
@@ -187,6 +255,7 @@ impl Timer {
             out.push((w.client, Completion::ok(w.cookie, now_ns).with_aux(aux)));
             if last {
                 self.by_cookie.remove(&(w.client, w.cookie));
+                self.ended(w.client, w.period);
             } else {
                 // The next tick keeps the series' phase: no drift.
                 let next = key.0.saturating_add(w.period).max(now.saturating_add(1));
@@ -274,6 +343,8 @@ async fn run() -> i32 {
         slack: proto::ns_to_tsc(slack_us.saturating_mul(1000), hz),
         queue: BTreeMap::new(),
         by_cookie: BTreeMap::new(),
+        quotas: BTreeMap::new(),
+        refused: 0,
         arrivals: 0,
         programmed: None,
         programmings: 0,
