@@ -120,11 +120,7 @@ impl Timer {
 
     /// Ticks a second a series of `period` TSC ticks asks for (0: a sleep).
     fn tick_rate(&self, period: u64) -> u64 {
-        if period == 0 {
-            0
-        } else {
-            (self.hz / period).max(1)
-        }
+        self.hz.checked_div(period).map_or(0, |rate| rate.max(1))
     }
 
     fn insert(&mut self, deadline: u64, w: Waiter) {
