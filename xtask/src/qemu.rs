@@ -134,7 +134,9 @@ impl Config {
     pub fn command(&self, image: &Image) -> Command {
         let mut cmd = Command::new(QEMU);
         let machine = match self.machine {
-            Machine::Microvm => "microvm",
+            // No option ROMs: the kernel boots by PVH and needs none, and
+            // loading them cost about 15 ms of every boot.
+            Machine::Microvm => "microvm,x-option-roms=off",
             Machine::Q35 => "q35",
         };
         cmd.args(["-M", machine]);
