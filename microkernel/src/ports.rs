@@ -50,13 +50,13 @@ pub fn emulate(system: &mut System, frame: &mut TrapFrame) -> bool {
     let to_page_end = (4096 - (frame.rip & 0xfff)) as usize;
     let n = MAX_INSN.min(to_page_end);
     let got = if UserRange::new(frame.rip, MAX_INSN as u64)
-        .read(&mut server.space, &mut bytes)
+        .read(server, &mut bytes)
         .is_ok()
     {
         MAX_INSN
     } else if n < MAX_INSN
         && UserRange::new(frame.rip, n as u64)
-            .read(&mut server.space, &mut bytes[..n])
+            .read(server, &mut bytes[..n])
             .is_ok()
     {
         n
@@ -108,7 +108,7 @@ pub fn write_paced(system: &mut System, index: usize, a: [u64; 6]) -> Result<u64
     }
     let mut buf = [0u8; MAX_BURST as usize];
     let data = &mut buf[..len as usize];
-    UserRange::new(ptr, len).read(&mut server.space, data)?;
+    UserRange::new(ptr, len).read(server, data)?;
     let mut written = 0u64;
     for piece in data.chunks(chunk.min(MAX_BURST) as usize) {
         let mut polls = 0;

@@ -8,6 +8,10 @@
 //! a slice when someone else is ready, or for the earliest `wait` timeout;
 //! an idle system takes no ticks.
 //!
+//! A server's first touch of a page it has not used yet (its `.bss` and
+//! stack are mapped on demand, `process`) arrives here as a page fault and
+//! is resolved before the server goes on: [`System::dispatch`].
+//!
 //! Context: trap context, interrupts masked, on the kernel stack of the
 //! thread that trapped. Nothing here blocks.
 
@@ -22,7 +26,7 @@ use crate::hv::cpu::IO_BITMAP_BYTES;
 use crate::hv::trap::TrapFrame;
 use crate::hv::{self, lapic};
 use crate::memory::paging::kernel_space;
-use crate::process::{Server, State};
+use crate::process::{Demand, Server, State};
 use crate::traps::exception_name;
 use crate::{exit, kprintln};
 use microkernel::irq::InService;
@@ -170,6 +174,7 @@ impl System {
         let backend = hv::backend();
         match backend.trap_vector(frame) {
             13 if !backend.ports_direct() && crate::ports::emulate(self, frame) => {}
+            14 if self.fault_on_demand(frame) => {}
             0..=31 => self.fault_current(frame),
             context::SYSCALL_VECTOR => crate::syscall::handle(self, frame),
             v if v == u64::from(abi::SYSCALL_INT_VECTOR) && frame.came_from_user() => {
@@ -310,6 +315,45 @@ impl System {
         }
     }
 
+    /// A page fault from ring 3 on a not-present page in one of the current
+    /// server's lazy ranges: map that page and resume the instruction.
+    /// `true` when handled so (or when the server was stopped for want of
+    /// memory); `false` leaves the fault to be the fault it is.
+    fn fault_on_demand(&mut self, frame: &TrapFrame) -> bool {
+        const PRESENT: u64 = 1;
+        let Some(index) = self.current else {
+            return false;
+        };
+        if frame.vector != 14 || frame.error_code & PRESENT != 0 || !frame.came_from_user() {
+            return false;
+        }
+        let address = hv::paging::fault_address();
+        let server = &mut self.servers[index];
+        match server.map_on_demand(address) {
+            Demand::Mapped => true,
+            Demand::NotLazy => false,
+            Demand::OutOfMemory(kind) => {
+                kprintln!(
+                    "kernel: server {} stopped: out of memory for a page of its {kind} at {address:#x}",
+                    server.name
+                );
+                self.counters.faults += 1;
+                self.end_server(index, State::Faulted);
+                true
+            }
+        }
+    }
+
+    /// The counters as servers and the closing line see them, with what is
+    /// counted elsewhere: the hypervisor operations, the pages mapped on
+    /// demand.
+    pub fn counters_snapshot(&self) -> KernelCounters {
+        let mut counters = self.counters;
+        counters.hv_ops = hv::exits::snapshot();
+        counters.demand_pages = self.servers.iter().map(|s| s.demand_pages).sum();
+        counters
+    }
+
     /// A CPU exception in ring 3: stop that server only, with a report.
     fn fault_current(&mut self, frame: &TrapFrame) {
         let Some(index) = self.current else {
@@ -363,8 +407,7 @@ impl System {
         self.zombies.push(index);
         if self.servers.iter().all(|s| !s.state.is_alive()) {
             kprintln!("kernel: all servers have ended");
-            let mut counters = self.counters;
-            counters.hv_ops = hv::exits::snapshot();
+            let counters = self.counters_snapshot();
             kprintln!("kernel: counters: {counters}");
             if self.test.is_some() {
                 exit::success();

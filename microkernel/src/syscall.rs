@@ -157,8 +157,8 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         service: end.service,
         peer,
     };
-    let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ChannelInfo>() as u64).write(space, info.as_bytes())?;
+    let server = &mut system.servers[index];
+    UserRange::new(out, size_of::<ChannelInfo>() as u64).write(server, info.as_bytes())?;
     Ok(0)
 }
 
@@ -259,12 +259,11 @@ fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64
     if len == 0 {
         return Err(Error::BadSize);
     }
-    let mut snapshot: KernelCounters = system.counters;
+    let mut snapshot: KernelCounters = system.counters_snapshot();
     snapshot.tsc = hv::rdtsc();
-    snapshot.hv_ops = hv::exits::snapshot();
     let n = len.min(size_of::<KernelCounters>() as u64);
-    let space = &mut system.servers[index].space;
-    Ok(UserRange::new(out, n).write(space, snapshot.as_bytes())? as u64)
+    let server = &mut system.servers[index];
+    Ok(UserRange::new(out, n).write(server, snapshot.as_bytes())? as u64)
 }
 
 fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Error> {
@@ -274,7 +273,7 @@ fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Err
     let mut buf = [0u8; MAX_LOG as usize];
     let text = &mut buf[..len as usize];
     let server = &mut system.servers[index];
-    UserRange::new(ptr, len).read(&mut server.space, text)?;
+    UserRange::new(ptr, len).read(server, text)?;
     let line = core::str::from_utf8(text).unwrap_or("(invalid UTF-8)");
     kprintln!("[{}] {}", server.name, line.trim_end_matches('\n'));
     Ok(len)
@@ -313,8 +312,8 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
         at = end;
     }
     let n = len.min(size_of::<BootInfo>() as u64);
-    let space = &mut system.servers[index].space;
-    Ok(UserRange::new(out, n).write(space, info.as_bytes())? as u64)
+    let server = &mut system.servers[index];
+    Ok(UserRange::new(out, n).write(server, info.as_bytes())? as u64)
 }
 
 fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
@@ -334,8 +333,8 @@ fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Resul
         channels: server.channels.len() as u32,
         syscalls: server.syscalls,
     };
-    let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ServerInfo>() as u64).write(space, info.as_bytes())?;
+    let server = &mut system.servers[index];
+    UserRange::new(out, size_of::<ServerInfo>() as u64).write(server, info.as_bytes())?;
     Ok(0)
 }
 
@@ -378,8 +377,8 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
         doorbells_from_client: channel.doorbells[0],
         doorbells_from_provider: channel.doorbells[1],
     };
-    let space = &mut system.servers[index].space;
-    UserRange::new(out, size_of::<ChannelStats>() as u64).write(space, stats.as_bytes())?;
+    let server = &mut system.servers[index];
+    UserRange::new(out, size_of::<ChannelStats>() as u64).write(server, stats.as_bytes())?;
     Ok(0)
 }
 

@@ -63,8 +63,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
     }
     backend.trap_entered(frame);
     let from_user = frame.came_from_user();
-    if frame.vector < 32 && !from_user && !hv::fixup::recover(frame) {
-        kernel_fault(frame);
+    if frame.vector < 32 && !from_user {
+        if !hv::fixup::recover(frame) {
+            kernel_fault(frame);
+        }
+        // A fault the fixup table expects (a guarded probe, a user copy)
+        // resumes where the table says, in the code that was running: the
+        // system is that code's, and may be locked by it.
+        backend.trap_leaving(frame);
+        return frame;
     }
     let next = match sched::with(|system| system.dispatch(frame)) {
         Some(next) => next,

@@ -2,15 +2,20 @@
 //! length are checked here, in one place, against the caller's page tables
 //! (inside user space, mapped, user-accessible, RAM rather than a granted
 //! device, writable when written), and only then copied; a fault during
-//! the copy all the same is an error for the caller, not a kernel fault. One CPU and a kernel that is not preempted: nothing
-//! can unmap the range between the check and the copy.
+//! the copy all the same is an error for the caller, not a kernel fault.
+//! One CPU and a kernel that is not preempted: nothing can unmap the range
+//! between the check and the copy.
+//!
+//! A page of the caller's that is mapped on first touch (its `.bss` and
+//! stack, `process`) and not touched yet is mapped by the check, so that a
+//! pointer into it works exactly like one into a page the caller has used.
 
 use pvchannel::abi::{Error, layout::USER_END};
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::hv::context;
 use crate::memory::PAGE_SIZE;
-use crate::memory::paging::AddressSpace;
+use crate::process::{Demand, Server};
 
 /// A user range as a system call names it: not yet trusted.
 #[derive(Clone, Copy, Debug)]
@@ -27,8 +32,9 @@ impl UserRange {
         Self { addr, len }
     }
 
-    /// Check the range against `space`; `write` if the kernel will write it.
-    fn check(self, space: &mut AddressSpace, write: bool) -> Result<CheckedRange, Error> {
+    /// Check the range against `server`'s page tables, mapping its pages
+    /// that wait for their first touch; `write` if the kernel will write it.
+    fn check(self, server: &mut Server, write: bool) -> Result<CheckedRange, Error> {
         if self.len > MAX_COPY {
             return Err(Error::BadSize);
         }
@@ -38,7 +44,14 @@ impl UserRange {
         }
         let mut page = self.addr & !(PAGE_SIZE - 1);
         while page < end {
-            let (_, flags) = space.translate(page).ok_or(Error::BadAddress)?;
+            let (_, flags) = match server.space.translate(page) {
+                Some(mapped) => mapped,
+                None => match server.map_on_demand(page) {
+                    Demand::Mapped => server.space.translate(page).ok_or(Error::BadAddress)?,
+                    Demand::NotLazy => return Err(Error::BadAddress),
+                    Demand::OutOfMemory(_) => return Err(Error::OutOfMemory),
+                },
+            };
             // Uncached pages are device memory a server was granted: the
             // kernel never copies device registers on a server's behalf.
             if !flags.contains(Flags::USER_ACCESSIBLE)
@@ -55,21 +68,23 @@ impl UserRange {
         })
     }
 
-    /// Copy the range into `buf` (which must be exactly as long).
-    pub fn read(self, space: &mut AddressSpace, buf: &mut [u8]) -> Result<(), Error> {
-        let checked = self.check(space, false)?;
+    /// Copy the range of `server`'s memory into `buf` (which must be
+    /// exactly as long).
+    pub fn read(self, server: &mut Server, buf: &mut [u8]) -> Result<(), Error> {
+        let checked = self.check(server, false)?;
         if checked.len != buf.len() {
             return Err(Error::BadSize);
         }
         // SAFETY: `check` proved the range mapped and user-accessible in the
-        // current address space (`space` is the caller's, which is live).
+        // current address space (`server` is the caller, whose space is live).
         unsafe { context::copy_from_user(buf, checked.addr) }.map_err(|_| Error::BadAddress)
     }
 
-    /// Copy `data` into the start of the range (at most its length).
-    pub fn write(self, space: &mut AddressSpace, data: &[u8]) -> Result<usize, Error> {
+    /// Copy `data` into the start of the range of `server`'s memory (at
+    /// most its length).
+    pub fn write(self, server: &mut Server, data: &[u8]) -> Result<usize, Error> {
         let n = data.len().min(self.len as usize);
-        let checked = UserRange::new(self.addr, n as u64).check(space, true)?;
+        let checked = UserRange::new(self.addr, n as u64).check(server, true)?;
         // SAFETY: as for `read`, and the pages are writable.
         unsafe { context::copy_to_user(checked.addr, &data[..n]) }
             .map_err(|_| Error::BadAddress)?;

@@ -416,6 +416,9 @@ pub struct KernelCounters {
     /// Port accesses by servers that the kernel emulated after a #GP
     /// (where the backend ignores the I/O permission bitmap).
     pub emulated_port_io: u64,
+    /// Pages of servers' `.bss` and stacks mapped on first touch (by a page
+    /// fault, or by a system call that copied into them).
+    pub demand_pages: u64,
 }
 
 impl Default for KernelCounters {
@@ -432,6 +435,7 @@ impl Default for KernelCounters {
             tsc: 0,
             hv_ops: [0; HvOp::COUNT],
             emulated_port_io: 0,
+            demand_pages: 0,
         }
     }
 }
@@ -459,7 +463,7 @@ impl core::fmt::Display for KernelCounters {
         write!(
             f,
             "syscalls={} bad_syscalls={} doorbells={} wakeups={} device_irqs={} timer_irqs={} \
-             switches={} faults={} entries={} emulated_port_io={} hv_ops={}",
+             switches={} faults={} entries={} emulated_port_io={} demand_pages={} hv_ops={}",
             self.syscalls.iter().sum::<u64>(),
             self.bad_syscalls,
             self.doorbells,
@@ -470,6 +474,7 @@ impl core::fmt::Display for KernelCounters {
             self.faults,
             self.entries(),
             self.emulated_port_io,
+            self.demand_pages,
             self.hv_ops_total(),
         )?;
         for op in HvOp::ALL {

@@ -327,3 +327,55 @@ fn a_server_larger_than_memory_is_refused_and_the_others_get_their_channels() {
         },
     );
 }
+
+/// Issue 10: a server's `.bss` is mapped a page at a time on first touch,
+/// and nothing a server does can tell. `lazy-bss` hands untouched pages of
+/// its 4 MiB `.bss` to system calls (`counters` writes into one, `log`
+/// reads one), touches 16 more that must read as zero first, and checks
+/// that the kernel counted them (`demand_pages`) and that the stack's guard
+/// page and the page past its image are still refused
+/// (tests/manifests/lazybss.toml).
+#[test]
+fn bss_is_mapped_on_first_touch_and_system_calls_see_it() {
+    everywhere(
+        "bss_is_mapped_on_first_touch_and_system_calls_see_it",
+        |accel| {
+            Boot::test(accel, "lazybss")
+                .run()
+                .assert_success()
+                .assert_contains("lazy-bss: all checks passed")
+                .assert_contains("kernel: server lazy-bss exited with code 0")
+                .assert_contains("survivor: still running")
+                .assert_contains("demand_pages=")
+                .assert_lacks("FAIL")
+                .assert_lacks("KERNEL FAULT");
+        },
+    );
+}
+
+/// Issue 10: `.bss` mapped on first touch can run out of memory: on 32 MiB
+/// two `bss-hog`s with 16 MiB of `.bss` each both load (each fits alone)
+/// and touch every page. The one that finds no frame left is stopped with a
+/// report and its memory freed; the other touches all of its pages and
+/// exits 0; the kernel goes on (tests/manifests/lazyoom.toml). About 15 s
+/// where PVM interprets the kernel (hv=native: ~7,500 page faults).
+#[test]
+fn a_server_out_of_memory_for_its_bss_is_stopped_alone() {
+    everywhere(
+        "a_server_out_of_memory_for_its_bss_is_stopped_alone",
+        |accel| {
+            let run = Boot::test(accel, "lazyoom")
+                .memory(32)
+                .timeout(Duration::from_secs(120))
+                .run();
+            run.assert_success()
+                .assert_contains("stopped: out of memory for a page of its .bss at 0x")
+                .assert_contains(": touched 4096 pages")
+                .assert_lacks("FAIL")
+                .assert_lacks("KERNEL FAULT");
+            let stopped = run.output().matches("stopped: out of memory").count();
+            let exited = run.output().matches("exited with code 0").count();
+            assert_eq!((stopped, exited), (1, 1), "{}", run.output());
+        },
+    );
+}

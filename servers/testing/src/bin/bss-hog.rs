@@ -1,0 +1,56 @@
+//! bss-hog: touches every page of its 16 MiB `.bss`, which the kernel maps
+//! a page at a time on first touch (tests/manifests/lazyoom.toml runs two
+//! of them on a machine too small for both). Prints `NAME: touched 4096
+//! pages`, holds them for half a second (so that the other hog cannot have
+//! its memory yet), and exits 0. The hog that finds no memory left is
+//! stopped by the kernel (`kernel: server NAME stopped: out of memory for a
+//! page of its .bss at 0x...`) and never prints. A page that does not read
+//! as zero before it is written prints `NAME: FAIL ...` and exits 1.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use userland::abi::Error;
+use userland::{abi, println, sys};
+
+userland::entry!(run);
+
+const PAGE: usize = 4096;
+const SIZE: usize = 16 << 20;
+/// How long the hog holds its pages before it exits.
+const HOLD_NS: u64 = 500_000_000;
+/// A bit no channel or IRQ of this server uses.
+const IDLE_BIT: u64 = 1 << 62;
+
+/// Zero-initialised, so it lands in `.bss`; `#[used]` keeps it whole.
+#[used]
+static mut HOARD: [u8; SIZE] = [0; SIZE];
+
+fn run() -> i32 {
+    let name = sys::server_info(userland::server_index())
+        .map(|me| me.name)
+        .unwrap_or_default();
+    let name = abi::name_str(&name);
+    let hoard = (&raw mut HOARD).cast::<u8>();
+    for page in 0..SIZE / PAGE {
+        // SAFETY: inside `HOARD` (page < SIZE / PAGE); the server's only
+        // thread, and nothing holds a reference to `HOARD`; volatile, so the
+        // compiler neither removes the accesses nor assumes the zeros.
+        let seen = unsafe {
+            let byte = hoard.add(page * PAGE + page % PAGE);
+            let seen = byte.read_volatile();
+            byte.write_volatile(1);
+            seen
+        };
+        if seen != 0 {
+            println!("{name}: FAIL page {page} of .bss read {seen:#x} before it was written");
+            return 1;
+        }
+    }
+    println!("{name}: touched {} pages", SIZE / PAGE);
+    match sys::wait(IDLE_BIT, HOLD_NS) {
+        Err(Error::TimedOut) => 0,
+        other => {
+            println!("{name}: FAIL wait on an idle bit returned {other:?}");
+            1
+        }
+    }
+}
