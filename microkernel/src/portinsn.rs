@@ -199,7 +199,7 @@ mod tests {
             &[0xf0, 0xee],       // lock out
             &[0xe4],             // truncated immediate
             &[0x48, 0x66, 0xee], // REX not last
-            &[0x0f, 0x01, 0xc1], // vmcall
+            &[0x0f, 0x01, 0xc1], // VMCALL
         ] {
             assert_eq!(decode(bytes), None, "{bytes:x?}");
         }
