@@ -247,7 +247,7 @@ impl Server {
                     // SAFETY: `frame` is a fresh frame reached through the
                     // direct map; `elf::check` bounded the source range.
                     unsafe {
-                        copy_image_bytes(
+                        crate::memory::copy_bytes(
                             phys_to_virt(frame).add((from - page) as usize),
                             image[src..src + len].as_ptr(),
                             len,
@@ -392,32 +392,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.release_memory();
     }
-}
-
-/// Copy `len` bytes from `src` to `dst`: eight at a time in one `rep movsq`,
-/// then the rest (`memory::copy_bytes`, one `rep movsb`). Where a hypervisor
-/// interprets the kernel (PVM with `hv=native`) every iteration of a string
-/// instruction costs about a microsecond: a page of an image copied by
-/// `rep movsb` (4096 iterations) took 5 ms; by quadwords it is 512.
-///
-/// # Safety
-/// As for `core::ptr::copy_nonoverlapping`.
-unsafe fn copy_image_bytes(dst: *mut u8, src: *const u8, len: usize) {
-    let bulk = len & !7;
-    // SAFETY: the caller's guarantee for both ranges, of which this is the
-    // first `bulk` bytes; DF is clear in the kernel (see
-    // `memory::zero_page`). Unaligned quadwords are fine on x86.
-    unsafe {
-        core::arch::asm!(
-            "rep movsq",
-            inout("rdi") dst => _,
-            inout("rsi") src => _,
-            inout("rcx") bulk / 8 => _,
-            options(nostack, preserves_flags)
-        )
-    };
-    // SAFETY: the rest of the caller's ranges.
-    unsafe { crate::memory::copy_bytes(dst.add(bulk), src.add(bulk), len - bulk) };
 }
 
 /// Free the page tables below `table` (not the leaf frames: those are owned

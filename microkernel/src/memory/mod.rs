@@ -70,19 +70,27 @@ pub unsafe fn zero_page(page: *mut u8) {
     };
 }
 
-/// Copy `len` bytes from `src` to `dst` in one `rep movsb` (see
-/// [`zero_page`] for why one instruction).
+/// Copy `len` bytes from `src` to `dst`: eight at a time in one `rep movsq`,
+/// the rest in one `rep movsb`. Where a hypervisor interprets the kernel
+/// (PVM with `hv=native`) every iteration of a string instruction costs
+/// about a microsecond (see [`zero_page`]): a page copied by `rep movsb`
+/// (4096 iterations) took 5 ms; by quadwords it is 512.
 ///
 /// # Safety
 /// As for `core::ptr::copy_nonoverlapping`.
 pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
-    // SAFETY: the caller's guarantee; DF is clear (see `zero_page`).
+    // SAFETY: the caller's guarantee for both ranges; DF is clear (see
+    // `zero_page`); unaligned quadwords are fine on x86. RDI and RSI are
+    // left past the quadwords for the bytes that remain.
     unsafe {
         core::arch::asm!(
+            "rep movsq",
+            "mov rcx, {rest}",
             "rep movsb",
+            rest = in(reg) len % 8,
             inout("rdi") dst => _,
             inout("rsi") src => _,
-            inout("rcx") len => _,
+            inout("rcx") len / 8 => _,
             options(nostack, preserves_flags)
         )
     };
