@@ -127,15 +127,6 @@ impl std::fmt::Display for HvChoice {
     }
 }
 
-/// The label of a boot row: what the kernel says it chose, from a short
-/// `test=boot` run with the same options.
-fn boot_label(accel: Accel, config: &Config, image: &Image) -> Result<String> {
-    let mut probe = config.clone();
-    probe.cmdline = format!("{} test=boot", config.cmdline);
-    let run = qemu::run_captured(&probe, image, &[], Duration::from_secs(60))?;
-    Ok(row_label(accel, &run.output))
-}
-
 /// The backend the kernel says it chose (its banner's `hypervisor:` line).
 pub fn backend_of(output: &str) -> Option<&str> {
     output
@@ -477,10 +468,19 @@ fn ready_ms(line: &str) -> Option<f64> {
     line[at..].split_whitespace().next()?.parse().ok()
 }
 
-/// Boot the default system once: host wall time from spawning QEMU to the
-/// kernel's ready line, and the milliseconds the line names. QEMU is killed
-/// as soon as the line is seen.
-pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<(f64, f64)> {
+/// One boot of [`boot_to_ready`].
+pub struct ReadyBoot {
+    /// Host wall clock from spawning QEMU to the kernel's ready line, ms.
+    pub wall_ms: f64,
+    /// What the ready line says, ms.
+    pub kernel_ms: f64,
+    /// Everything printed up to it (the banner names the backend).
+    pub output: String,
+}
+
+/// Boot the default system once, until the kernel's ready line; QEMU is
+/// killed as soon as the line is seen.
+pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<ReadyBoot> {
     let started = Instant::now();
     let mut child = config
         .command(image)
@@ -503,9 +503,12 @@ pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Resul
         }
     });
     let mut found = None;
+    let mut output = String::new();
     while let Ok(line) = rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
-        if let Some(ms) = ready_ms(&line) {
-            found = Some((started.elapsed().as_secs_f64() * 1e3, ms));
+        output.push_str(&line);
+        output.push('\n');
+        if let Some(kernel_ms) = ready_ms(&line) {
+            found = Some((started.elapsed().as_secs_f64() * 1e3, kernel_ms));
             break;
         }
     }
@@ -513,7 +516,13 @@ pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Resul
     let _ = child.wait();
     drop(rx);
     let _ = reader.join();
-    found.with_context(|| format!("no \"{READY_LINE}\" line within {} s", timeout.as_secs()))
+    let (wall_ms, kernel_ms) = found
+        .with_context(|| format!("no \"{READY_LINE}\" line within {} s", timeout.as_secs()))?;
+    Ok(ReadyBoot {
+        wall_ms,
+        kernel_ms,
+        output,
+    })
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -921,13 +930,11 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
                         i + 1,
                         args.boots
                     );
-                    let (w, k) = boot_to_ready(&config, &image, Duration::from_secs(args.timeout))
+                    let boot = boot_to_ready(&config, &image, Duration::from_secs(args.timeout))
                         .with_context(|| format!("{accel} hv={hv}: boot to ready"))?;
-                    wall.push(w);
-                    kernel.push(k);
-                    if i == 0 {
-                        label = boot_label(accel, &config, &image)?;
-                    }
+                    wall.push(boot.wall_ms);
+                    kernel.push(boot.kernel_ms);
+                    label = row_label(accel, &boot.output);
                 }
                 eprintln!();
                 report.boots.push(BootRow {
