@@ -83,9 +83,12 @@ pub fn emulate(system: &mut System, frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// How often the status port is read before a burst gives up on a device
-/// that stays busy (the rest is returned to the caller as not written).
-const READY_POLLS: u32 = 100_000;
+/// How long the kernel waits for a busy device, for each chunk, before a
+/// burst gives up (the rest is returned to the caller as not written): a
+/// 16550 at 115,200 baud empties its FIFO in 1.4 ms. A time, not a count of
+/// reads: each read is an exit of up to 35 us here, and a server whose
+/// device never gets ready must not hold the kernel for seconds.
+const READY_WAIT_NS: u64 = 2_000_000;
 /// The longest burst one call writes.
 pub const MAX_BURST: u64 = 4096;
 
@@ -111,11 +114,10 @@ pub fn write_paced(system: &mut System, index: usize, a: [u64; 6]) -> Result<u64
     UserRange::new(ptr, len).read(server, data)?;
     let mut written = 0u64;
     for piece in data.chunks(chunk.min(MAX_BURST) as usize) {
-        let mut polls = 0;
+        let give_up = microkernel::time::deadline_after(hv::rdtsc(), READY_WAIT_NS, system.tsc_hz);
         // SAFETY: both ports are granted to the caller (checked above).
         while unsafe { hv::port::read(status, Width::Byte) } as u8 & mask == 0 {
-            polls += 1;
-            if polls == READY_POLLS {
+            if hv::rdtsc() >= give_up {
                 return Ok(written);
             }
             core::hint::spin_loop();
