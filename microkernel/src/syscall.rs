@@ -82,6 +82,8 @@ fn dispatch(
         Syscall::ServerInfo => server_info(system, index, a[0], a[1]).map(Some),
         Syscall::ChannelStats => channel_stats(system, index, a[0], a[1]).map(Some),
         Syscall::IoPortWritePaced => crate::ports::write_paced(system, index, a).map(Some),
+        Syscall::ChannelReconnect => Err(Error::NoSuchSyscall),
+        Syscall::InjectFault => Err(Error::NoSuchSyscall),
     }
 }
 
@@ -156,6 +158,8 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         is_provider: u32::from(end.provider),
         service: end.service,
         peer,
+        generation: 0,
+        peer_irqs: end.peer.map_or(0, |p| system.servers[p].irq_grants),
     };
     let server = &mut system.servers[index];
     UserRange::new(out, size_of::<ChannelInfo>() as u64).write(server, info.as_bytes())?;

@@ -95,11 +95,25 @@ pub enum Syscall {
     /// emulated (`BootInfo::ports_direct` is 0): one kernel entry for a
     /// whole burst.
     IoPortWritePaced = 14,
+    /// `channel_reconnect(handle, out_ptr) -> generation`: after the peer
+    /// was restarted (the handle's [`ChannelStatus::generation`] in the
+    /// status page moved past the generation this end attached), map the
+    /// channel's current ring region in place of the old one and write its
+    /// [`ChannelInfo`] to `out_ptr`. The old region stays readable until
+    /// this call, so what the dead peer published is not lost. `PeerDead`
+    /// when the peer stays down; a no-op on a current handle.
+    ChannelReconnect = 15,
+    /// `inject_fault(server_index) -> 0`: make server `server_index` take a
+    /// real page fault at its next instruction (the way its supervisor
+    /// policy is exercised in tests and soaks). `Denied` unless the
+    /// manifest grants the caller `inject_faults`; `BadHandle` for no such
+    /// live server.
+    InjectFault = 16,
 }
 
 impl Syscall {
     /// The number of system calls; numbers at or above this are invalid.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 17;
 
     /// Decode a raw number from `rax`.
     pub const fn from_raw(raw: u64) -> Option<Self> {
@@ -119,6 +133,8 @@ impl Syscall {
             12 => Self::ServerInfo,
             13 => Self::ChannelStats,
             14 => Self::IoPortWritePaced,
+            15 => Self::ChannelReconnect,
+            16 => Self::InjectFault,
             _ => return None,
         })
     }
@@ -141,6 +157,8 @@ impl Syscall {
             Self::ServerInfo => "server_info",
             Self::ChannelStats => "channel_stats",
             Self::IoPortWritePaced => "ioport_write_paced",
+            Self::ChannelReconnect => "channel_reconnect",
+            Self::InjectFault => "inject_fault",
         }
     }
 }
@@ -169,11 +187,18 @@ pub enum Error {
     OutOfMemory = 8,
     /// A wait ended because its timeout passed.
     TimedOut = 9,
+    /// The peer at the other end of a channel ended and stays down (its
+    /// restart policy or intensity limit says so).
+    PeerDead = 10,
+    /// The peer was restarted: a request it had taken was never answered
+    /// (it may or may not have been carried out). The channel is usable
+    /// again once reconnected.
+    PeerRestarted = 11,
 }
 
 impl Error {
     /// Every error, for decoding and tests.
-    pub const ALL: [Error; 9] = [
+    pub const ALL: [Error; 11] = [
         Error::NoSuchSyscall,
         Error::BadAddress,
         Error::BadHandle,
@@ -183,6 +208,8 @@ impl Error {
         Error::Busy,
         Error::OutOfMemory,
         Error::TimedOut,
+        Error::PeerDead,
+        Error::PeerRestarted,
     ];
 
     /// The value placed in `rax`.
@@ -216,6 +243,8 @@ impl Error {
             Error::Busy => "busy",
             Error::OutOfMemory => "out of memory",
             Error::TimedOut => "timed out",
+            Error::PeerDead => "peer is down",
+            Error::PeerRestarted => "peer restarted",
         }
     }
 }
@@ -262,6 +291,12 @@ pub struct ChannelInfo {
     pub service: [u8; NAME_LEN],
     /// The peer server's name, NUL padded.
     pub peer: [u8; NAME_LEN],
+    /// The generation of the ring region mapped for the caller: 0 at boot,
+    /// one more each time either end was restarted.
+    pub generation: u32,
+    /// The IRQ lines the manifest grants the peer (bit `n` = line `n`):
+    /// what a provider such as the apic server lets that client touch.
+    pub peer_irqs: u32,
 }
 
 // The structs a system call copies out derive zerocopy's `IntoBytes`, which
@@ -300,6 +335,10 @@ pub mod layout {
     /// and nowhere else.
     pub const CHANNELS_BASE: u64 = 0x1000_0000_0000;
     pub const CHANNEL_STRIDE: u64 = 0x100_0000;
+    /// The server's status page: one read-only page the kernel writes (a
+    /// [`StatusPage`]), so that a server learns that a peer died or came
+    /// back without a system call, and no peer can forge it.
+    pub const STATUS_PAGE: u64 = 0x0FFF_FFFF_F000;
     /// MMIO regions granted by the manifest are mapped from here up.
     pub const MMIO_BASE: u64 = 0x2000_0000_0000;
     /// The first address that is not user space.
@@ -309,6 +348,65 @@ pub mod layout {
 /// Notification bit 63 is the kernel's own: a `wait` timeout never sets it,
 /// but IRQ and channel bits are allocated from 0 upward below it.
 pub const MAX_NOTIFY_BITS: u32 = 63;
+
+/// The most channel handles one server holds: each needs a notification
+/// bit, so no more than there are bits.
+pub const MAX_HANDLES: usize = MAX_NOTIFY_BITS as usize;
+
+/// [`ChannelStatus::peer`]: the peer is running (or is the kernel).
+pub const PEER_ALIVE: u32 = 0;
+/// [`ChannelStatus::peer`]: the peer ended and stays down.
+pub const PEER_DEAD: u32 = 1;
+
+/// One channel handle's entry in the [`StatusPage`].
+#[repr(C)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+)]
+pub struct ChannelStatus {
+    /// The channel's current generation. When it is past the generation
+    /// the caller attached ([`ChannelInfo::generation`]), the peer was
+    /// restarted: requests it took unanswered are lost to it, and
+    /// `channel_reconnect` maps the fresh ring.
+    pub generation: u32,
+    /// [`PEER_ALIVE`] or [`PEER_DEAD`].
+    pub peer: u32,
+}
+
+/// What the kernel keeps at [`layout::STATUS_PAGE`] in every server,
+/// mapped read-only. The kernel raises the handle's notification bit
+/// whenever it changes an entry, so a waiting end wakes and looks.
+#[repr(C)]
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+)]
+pub struct StatusPage {
+    /// How many times this server was restarted (0 for its first run).
+    pub restarts: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// By channel handle.
+    pub channels: [ChannelStatus; MAX_HANDLES],
+}
+
+const _: () = assert!(core::mem::size_of::<StatusPage>() <= 4096);
 
 /// The kernel's operations that leave the guest (or, on a hypervisor that
 /// runs the kernel at hardware CPL 3, trap to it): one counter each in

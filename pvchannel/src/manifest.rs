@@ -134,7 +134,11 @@ mod off {
     pub const PORT_ENTRY: usize = 8;
     pub const MMIO: usize = 176;
     pub const MMIO_ENTRY: usize = 16;
-    pub const SERVER_RESERVED: usize = 304;
+    pub const RESTART: usize = 304;
+    pub const RESTART_LIMIT: usize = 308;
+    pub const RESTART_PERIOD_MS: usize = 312;
+    pub const SERVER_FLAGS: usize = 316;
+    pub const SERVER_END: usize = 320;
 
     pub const SERVICE: usize = 0;
     pub const PROVIDER: usize = 16;
@@ -145,8 +149,8 @@ mod off {
 
 const _: () = {
     assert!(off::PORTS + MAX_PORT_RANGES * off::PORT_ENTRY == off::MMIO);
-    assert!(off::MMIO + MAX_MMIO_REGIONS * off::MMIO_ENTRY == off::SERVER_RESERVED);
-    assert!(off::SERVER_RESERVED + 16 == SERVER_RECORD_LEN);
+    assert!(off::MMIO + MAX_MMIO_REGIONS * off::MMIO_ENTRY == off::RESTART);
+    assert!(off::SERVER_END == SERVER_RECORD_LEN);
     assert!(off::CHANNEL_RESERVED + 4 == CHANNEL_RECORD_LEN);
     assert!(off::HEADER_RESERVED + 8 == HEADER_LEN);
     // Every handle and IRQ of one server must fit its notification bits.
@@ -157,6 +161,58 @@ const _: () = {
 pub const fn encoded_len(servers: usize, channels: usize) -> usize {
     HEADER_LEN + servers * SERVER_RECORD_LEN + channels * CHANNEL_RECORD_LEN
 }
+
+/// What the kernel does when a server ends: the supervision policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum Restart {
+    /// It stays down (its peers see `PeerDead`).
+    #[default]
+    Never = 0,
+    /// It is started again, in a fresh address space, when it faults; an
+    /// `exit` is final.
+    OnFault = 1,
+    /// It is started again whenever it ends, faulted or exited.
+    Always = 2,
+}
+
+impl Restart {
+    /// The manifest's spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnFault => "on-fault",
+            Self::Always => "always",
+        }
+    }
+
+    /// Parse the manifest's spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Never, Self::OnFault, Self::Always]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+
+    const fn from_wire(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Never),
+            1 => Some(Self::OnFault),
+            2 => Some(Self::Always),
+            _ => None,
+        }
+    }
+}
+
+/// Restarts allowed within [`DEFAULT_RESTART_PERIOD_MS`] when the manifest
+/// does not say: a server that faults more often than this is left down,
+/// as an OTP supervisor gives up past its intensity.
+pub const DEFAULT_RESTART_LIMIT: u32 = 5;
+/// The window of the restart limit, in ms, when the manifest does not say.
+pub const DEFAULT_RESTART_PERIOD_MS: u32 = 10_000;
+/// Server flag: the server may make others fault (`inject_fault`).
+pub const FLAG_INJECT_FAULTS: u32 = 1 << 0;
+/// Every server flag this version knows.
+const KNOWN_SERVER_FLAGS: u32 = FLAG_INJECT_FAULTS;
 
 /// Is `slots` a valid ring size?
 pub const fn ring_slots_ok(slots: u32) -> bool {
@@ -635,6 +691,14 @@ pub struct Server {
     port_count: u8,
     mmio: [MmioRegion; MAX_MMIO_REGIONS],
     mmio_count: u8,
+    /// What happens when it ends.
+    pub restart: Restart,
+    /// At most this many restarts within `restart_period_ms`; one more and
+    /// it stays down.
+    pub restart_limit: u32,
+    pub restart_period_ms: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
 }
 
 impl Server {
@@ -649,6 +713,10 @@ impl Server {
             port_count: 0,
             mmio: [MmioRegion { base: 0, size: 0 }; MAX_MMIO_REGIONS],
             mmio_count: 0,
+            restart: Restart::Never,
+            restart_limit: DEFAULT_RESTART_LIMIT,
+            restart_period_ms: DEFAULT_RESTART_PERIOD_MS,
+            flags: 0,
         }
     }
 
@@ -690,6 +758,11 @@ impl Server {
     /// region)?
     pub fn grants_mmio(&self, base: u64, len: u64) -> bool {
         len != 0 && self.mmio().iter().any(|r| r.contains(base, len))
+    }
+
+    /// May this server make other servers fault (`inject_fault`)?
+    pub fn may_inject_faults(&self) -> bool {
+        self.flags & FLAG_INJECT_FAULTS != 0
     }
 
     /// May this server bind IRQ `line`?
@@ -849,6 +922,10 @@ pub enum ManifestError {
         server: usize,
         slots: u32,
     },
+    /// An unknown restart policy, a zero restart period, or unknown flags.
+    BadSupervision {
+        server: usize,
+    },
     /// A channel names a server index past the last.
     BadChannelServer {
         channel: usize,
@@ -983,6 +1060,10 @@ impl fmt::Display for ManifestError {
             Self::BadRingSlots { server, slots } => write!(
                 f,
                 "server {server}: ring slots {slots} is not a power of two in {MIN_RING_SLOTS}..={MAX_RING_SLOTS}"
+            ),
+            Self::BadSupervision { server } => write!(
+                f,
+                "server {server}: unknown restart policy or flags, or a zero restart period"
             ),
             Self::BadChannelServer { channel, index } => {
                 write!(f, "channel {channel}: no server {index}")
@@ -1290,7 +1371,13 @@ impl<'a> Manifest<'a> {
             }
         }
         let mmio_end = off::MMIO + mmio_count as usize * off::MMIO_ENTRY;
-        check_zero(self.bytes, base + mmio_end, base + SERVER_RECORD_LEN)?;
+        check_zero(self.bytes, base + mmio_end, base + off::RESTART)?;
+        if Restart::from_wire(read_u32(rec, off::RESTART)).is_none()
+            || read_u32(rec, off::RESTART_PERIOD_MS) == 0
+            || read_u32(rec, off::SERVER_FLAGS) & !KNOWN_SERVER_FLAGS != 0
+        {
+            return Err(ManifestError::BadSupervision { server: index });
+        }
 
         // Within the server: no range or region overlaps another.
         let server = read_server(rec);
@@ -1421,6 +1508,10 @@ fn read_server(rec: &[u8]) -> Server {
     );
     server.irqs = IrqSet(read_u32(rec, off::IRQS) & IRQ_LINES_MASK);
     server.ring_slots = read_u32(rec, off::RING_SLOTS);
+    server.restart = Restart::from_wire(read_u32(rec, off::RESTART)).unwrap_or(Restart::Never);
+    server.restart_limit = read_u32(rec, off::RESTART_LIMIT);
+    server.restart_period_ms = read_u32(rec, off::RESTART_PERIOD_MS);
+    server.flags = read_u32(rec, off::SERVER_FLAGS) & KNOWN_SERVER_FLAGS;
     let port_count = (read_u32(rec, off::PORT_COUNT) as usize).min(MAX_PORT_RANGES);
     for (i, range) in server.ports.iter_mut().take(port_count).enumerate() {
         let at = off::PORTS + i * off::PORT_ENTRY;
@@ -1559,6 +1650,22 @@ pub fn encode(
             base + off::RING_SLOTS,
             &server.ring_slots.to_le_bytes(),
         );
+        write_bytes(
+            out,
+            base + off::RESTART,
+            &(server.restart as u32).to_le_bytes(),
+        );
+        write_bytes(
+            out,
+            base + off::RESTART_LIMIT,
+            &server.restart_limit.to_le_bytes(),
+        );
+        write_bytes(
+            out,
+            base + off::RESTART_PERIOD_MS,
+            &server.restart_period_ms.to_le_bytes(),
+        );
+        write_bytes(out, base + off::SERVER_FLAGS, &server.flags.to_le_bytes());
         for (j, range) in server.ports().iter().enumerate() {
             let at = base + off::PORTS + j * off::PORT_ENTRY;
             write_bytes(out, at, &u32::from(range.first).to_le_bytes());
@@ -1959,12 +2066,14 @@ mod tests {
                 offset: server_at(0, 48 + 16)
             }
         );
-        assert_eq!(
-            decode(&|b| b[server_at(3, 319)] = 1),
-            ManifestError::NotZero {
-                offset: server_at(3, 319)
-            }
-        );
+        // Supervision: an unknown policy, a zero period, an unknown flag.
+        for (field, value) in [(304, 3), (312, 0), (316, 2), (319, 1)] {
+            assert_eq!(
+                decode(&|b| put_u32(b, server_at(3, field & !3), value << (8 * (field & 3)))),
+                ManifestError::BadSupervision { server: 3 },
+                "field {field} = {value}"
+            );
+        }
         // MMIO: unaligned, empty, overflowing, overlapping.
         let mmio = |b: &mut Vec<u8>, region: usize, base: u64, size: u64| {
             put_u64(b, server_at(1, 176 + region * 16), base);

@@ -16,6 +16,10 @@
 //! provides = ["console"]      # service names this server provides
 //! uses = ["apic"]             # services it connects to as a client
 //! ring_slots = 256            # optional: power of two, 8..=4096
+//! restart = "on-fault"        # optional: "never" (default), "on-fault", "always"
+//! restart_limit = 5           # optional: at most 5 restarts ...
+//! restart_period_ms = 10000   # ... within 10 s, or it stays down
+//! inject_faults = false       # optional: may make other servers fault
 //! ```
 //!
 //! Servers boot in the order listed. Every `uses` entry is one channel
@@ -128,6 +132,11 @@ struct RawServer {
     #[serde(default)]
     uses: Vec<String>,
     ring_slots: Option<Number>,
+    restart: Option<String>,
+    restart_limit: Option<Number>,
+    restart_period_ms: Option<Number>,
+    #[serde(default)]
+    inject_faults: bool,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +319,10 @@ struct Draft {
     provides: Vec<String>,
     uses: Vec<String>,
     ring_slots: u32,
+    restart: wire::Restart,
+    restart_limit: u32,
+    restart_period_ms: u32,
+    inject_faults: bool,
 }
 
 /// Collects the messages of one file.
@@ -405,6 +418,12 @@ fn finish(draft: Draft) -> Result<Server> {
         record.irqs.insert(line);
     }
     record.ring_slots = draft.ring_slots;
+    record.restart = draft.restart;
+    record.restart_limit = draft.restart_limit;
+    record.restart_period_ms = draft.restart_period_ms;
+    if draft.inject_faults {
+        record.flags |= wire::FLAG_INJECT_FAULTS;
+    }
     Ok(Server {
         name: draft.name,
         krate: draft.krate,
@@ -591,6 +610,44 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         },
     };
 
+    let restart = match raw.restart.as_deref() {
+        None => wire::Restart::Never,
+        Some(policy) => wire::Restart::from_name(policy).unwrap_or_else(|| {
+            problems.server(
+                &name,
+                format_args!(
+                    "restart \"{policy}\": it must be \"never\", \"on-fault\" or \"always\""
+                ),
+            );
+            wire::Restart::Never
+        }),
+    };
+    let mut count = |key: &str, value: &Option<Number>, default: u32, min: u64| match value {
+        None => default,
+        Some(n) => match n.value() {
+            Ok(v) if v >= min && u32::try_from(v).is_ok() => v as u32,
+            _ => {
+                problems.server(
+                    &name,
+                    format_args!("{key} {}: it must be a number in {min}..=4294967295", n.repr()),
+                );
+                default
+            }
+        },
+    };
+    let restart_limit = count(
+        "restart_limit",
+        &raw.restart_limit,
+        wire::DEFAULT_RESTART_LIMIT,
+        0,
+    );
+    let restart_period_ms = count(
+        "restart_period_ms",
+        &raw.restart_period_ms,
+        wire::DEFAULT_RESTART_PERIOD_MS,
+        1,
+    );
+
     (problems.list.len() == before).then_some(Draft {
         name,
         krate,
@@ -602,6 +659,10 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         provides: raw.provides,
         uses: raw.uses,
         ring_slots,
+        restart,
+        restart_limit,
+        restart_period_ms,
+        inject_faults: raw.inject_faults,
     })
 }
 
@@ -1343,6 +1404,31 @@ mod tests {
         }
         ok("[[server]]\nname = \"echo\"\nring_slots = 4096");
         ok("[[server]]\nname = \"echo\"\nring_slots = 8");
+    }
+
+    #[test]
+    fn supervision() {
+        let m = ok("[[server]]\nname = \"echo\"\nrestart = \"on-fault\"\nrestart_limit = 3\nrestart_period_ms = 500\ninject_faults = true");
+        let record = &m.servers[0].record;
+        assert_eq!(record.restart, wire::Restart::OnFault);
+        assert_eq!((record.restart_limit, record.restart_period_ms), (3, 500));
+        assert!(record.may_inject_faults());
+        let m = ok("[[server]]\nname = \"echo\"");
+        let record = &m.servers[0].record;
+        assert_eq!(record.restart, wire::Restart::Never);
+        assert!(!record.may_inject_faults());
+        err(
+            "[[server]]\nname = \"echo\"\nrestart = \"sometimes\"",
+            &["server \"echo\": restart \"sometimes\": it must be"],
+        );
+        err(
+            "[[server]]\nname = \"echo\"\nrestart_period_ms = 0",
+            &["server \"echo\": restart_period_ms 0: it must be a number in 1..="],
+        );
+        err(
+            "[[server]]\nname = \"echo\"\nrestart_limit = -1",
+            &["server \"echo\": restart_limit -1"],
+        );
     }
 
     /// `count` servers of crate "echo", named s0, s1, ...

@@ -113,6 +113,15 @@ impl Mux {
         self.clients.get(i).map(|c| c.provider.peer()).unwrap_or("")
     }
 
+    /// The IRQ lines the manifest grants client `i` (bit `n` = line `n`;
+    /// 0 for no such client): what a provider lets that client touch.
+    pub fn peer_irqs(&self, i: usize) -> u32 {
+        self.clients
+            .get(i)
+            .and_then(|c| c.provider.channel())
+            .map_or(0, |ch| ch.info().peer_irqs)
+    }
+
     /// End client `i` for `why`, once: logged, its backlog freed, and a
     /// hang-up handed to the server in the next batch as if the client had
     /// sent it, so that the server forgets the client's work too (a timer

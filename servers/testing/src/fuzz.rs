@@ -342,6 +342,11 @@ impl Fuzzer {
             | Syscall::MmioMap => plan(args, Expect::Any),
             // This server holds no port: every burst is refused.
             Syscall::IoPortWritePaced => plan(args, Expect::AnyErr),
+            // It holds no channel: nothing to reconnect.
+            Syscall::ChannelReconnect => plan(args, Expect::AnyErr),
+            // The manifest never grants the fuzzer fault injection: whatever
+            // the target, the call is refused, and nobody faults.
+            Syscall::InjectFault => plan(args, Expect::Err(Error::Denied)),
         }
     }
 }
