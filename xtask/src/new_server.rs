@@ -6,6 +6,8 @@
 //! `members`, and appends the server to `servers/manifest.toml`, providing
 //! SERVICE (default: NAME). If that manifest has a server named `shell`,
 //! SERVICE is added to the shell's `uses`, so that the shell can call it.
+//! Both files are edited with `toml_edit`, so their comments and layout
+//! stay as they were; only the new lines appear.
 //!
 //! Everything is checked before anything is written: a bad name, an
 //! existing server, or a name or service that clashes with a crate, a bin,
@@ -16,10 +18,10 @@
 //! Context: the host, run by a person (or a test) in a workspace checkout.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, RawString, Table, Value, value};
 
 use crate::manifest::{self, DEFAULT_MANIFEST, SERVERS_DIR, ServerCrates};
 
@@ -319,157 +321,186 @@ pub fn crate_files(name: &str, service: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `cargo_toml` with `member` added to `[workspace] members`: after the
-/// last `"servers/..."` entry (or as the last entry), in the file's own
-/// layout. Only that line changes.
-pub fn add_member(cargo_toml: &str, member: &str) -> Result<String> {
-    let lines: Vec<&str> = cargo_toml.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with("members") && l["members".len()..].trim_start().starts_with('=')
-        })
-        .context("the root Cargo.toml has no `members = [` line")?;
-    if !lines[start].trim_end().ends_with('[') {
-        bail!(
-            "the root Cargo.toml's members are not written one per line (`members = [` ... `]`); add \"{member}\" by hand"
-        );
+/// The workspace's or manifest's TOML, parsed for editing: comments and
+/// layout are kept through the edit.
+fn parse_for_edit(text: &str, label: &str) -> Result<DocumentMut> {
+    text.parse::<DocumentMut>()
+        .with_context(|| format!("parsing {label}"))
+}
+
+fn raw(text: Option<&RawString>) -> String {
+    text.and_then(RawString::as_str).unwrap_or("").to_string()
+}
+
+/// Insert the string `entry` into `array` at `index`, laid out like its
+/// neighbours: on a line of its own with their indent when the array is
+/// written one entry per line (each entry then ends in a comma), else
+/// inline after a space. A comment at the end of the line before stays on
+/// that line.
+fn insert_like_neighbours(array: &mut Array, index: usize, entry: &str) {
+    let len = array.len();
+    // Appending after a last entry with no comma: what follows that entry
+    // (its line end, a comment) belongs before the `]`.
+    if index == len
+        && !array.trailing_comma()
+        && let Some(last) = index.checked_sub(1).and_then(|i| array.get_mut(i))
+    {
+        let suffix = raw(last.decor().suffix());
+        last.decor_mut().set_suffix("");
+        let trailing = raw(Some(array.trailing()));
+        array.set_trailing(format!("{suffix}{trailing}"));
     }
-    let end = start
-        + lines[start..]
-            .iter()
-            .position(|l| l.trim() == "]")
-            .context("the root Cargo.toml's `members = [` has no closing `]` line")?;
-    let items = &lines[start + 1..end];
-    let indent = items
-        .iter()
-        .find(|l| l.trim_start().starts_with('"'))
-        .map(|l| &l[..l.len() - l.trim_start().len()])
-        .unwrap_or("    ");
-    let after = items
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("\"servers/"))
-        .or_else(|| items.iter().rposition(|l| l.trim_start().starts_with('"')));
-    let at = match after {
-        Some(i) => start + 1 + i + 1,
-        None => end,
+    // The text between the previous entry's comma (or `[`) and what the
+    // new entry goes before.
+    let gap = match array.get(index) {
+        Some(next) => raw(next.decor().prefix()),
+        None => raw(Some(array.trailing())),
     };
-    // The entry before the new one must end in a comma.
-    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    if at > start + 1 {
-        let prev = &mut out[at - 1];
-        if prev.trim_start().starts_with('"') && !prev.trim_end().ends_with(',') {
-            prev.push(',');
+    let mut value = Value::from(entry);
+    value.decor_mut().set_suffix("");
+    if let Some(nl) = gap.find('\n') {
+        let (line_end, rest) = gap.split_at(nl);
+        let last_line = |text: &str| text.rfind('\n').map(|nl| text[nl + 1..].to_string());
+        let indent = index
+            .checked_sub(1)
+            .and_then(|i| last_line(&raw(array.get(i)?.decor().prefix())))
+            .or_else(|| (index < len).then(|| last_line(rest)).flatten())
+            .unwrap_or_else(|| "    ".to_string());
+        value
+            .decor_mut()
+            .set_prefix(format!("{line_end}\n{indent}"));
+        match array.get_mut(index) {
+            Some(next) => next.decor_mut().set_prefix(rest),
+            None => {
+                array.set_trailing(rest);
+                array.set_trailing_comma(true);
+            }
+        }
+    } else {
+        value
+            .decor_mut()
+            .set_prefix(if index == 0 { "" } else { " " });
+        if index == 0
+            && let Some(next) = array.get_mut(0)
+        {
+            next.decor_mut().set_prefix(" ");
         }
     }
-    out.insert(at, format!("{indent}\"{member}\","));
-    let mut text = out.join("\n");
-    if cargo_toml.ends_with('\n') {
-        text.push('\n');
-    }
-    // Check that the result says what was meant, and nothing else changed.
-    let before: toml::Table = toml::from_str(cargo_toml).context("parsing the root Cargo.toml")?;
-    let mut after: toml::Table =
-        toml::from_str(&text).context("the root Cargo.toml after adding the member")?;
-    let members = after
+    array.insert_formatted(index, value);
+}
+
+/// `cargo_toml` with `member` added to `[workspace] members`: after the
+/// last `"servers/..."` entry (or as the last entry), laid out like the
+/// entries around it. Everything else, comments included, stays as it was.
+pub fn add_member(cargo_toml: &str, member: &str) -> Result<String> {
+    let mut doc = parse_for_edit(cargo_toml, "the root Cargo.toml")?;
+    let members = doc
         .get_mut("workspace")
+        .and_then(Item::as_table_like_mut)
         .and_then(|w| w.get_mut("members"))
-        .and_then(|m| m.as_array_mut())
-        .context("no workspace.members after the edit")?;
-    let position = members.iter().position(|m| m.as_str() == Some(member));
-    match position {
-        Some(i) => {
-            members.remove(i);
-        }
-        None => bail!("adding \"{member}\" to the root Cargo.toml's members failed"),
-    }
-    if before != after {
-        bail!("adding \"{member}\" to the root Cargo.toml's members would change more than that");
-    }
-    Ok(text)
-}
-
-/// `manifest` with a new `[[server]]` entry at its end.
-pub fn add_server(manifest: &str, name: &str, service: &str) -> String {
-    let mut text = manifest.trim_end().to_string();
-    if !text.is_empty() {
-        text.push_str("\n\n");
-    }
-    let _ = write!(
-        text,
-        "# Added by `cargo xtask new-server {name}`: see servers/{name}/src/main.rs.\n\
-         [[server]]\n\
-         name = \"{name}\"\n\
-         provides = [\"{service}\"]\n"
-    );
-    text
-}
-
-/// `manifest` with `service` added to the `uses` of the server named
-/// `client`; None if there is no such server or its entry is not written
-/// in the simple form this edits (`uses = [...]` on one line, or none).
-pub fn add_use(manifest: &str, client: &str, service: &str) -> Option<String> {
-    let lines: Vec<&str> = manifest.lines().collect();
-    let name_line = format!("name = \"{client}\"");
-    let at = lines.iter().position(|l| {
-        let t = l.trim();
-        t == name_line || t.starts_with(&format!("{name_line} "))
-    })?;
-    // The entry: from its [[server]] header to the next header.
-    let begin = lines[..at].iter().rposition(|l| l.trim() == "[[server]]")?;
-    let end = lines[at..]
+        .context("the root Cargo.toml has no [workspace] `members`")?
+        .as_array_mut()
+        .with_context(|| {
+            format!(
+                "the root Cargo.toml's workspace `members` is not a list; add \"{member}\" by hand"
+            )
+        })?;
+    let entries: Vec<Option<&str>> = members.iter().map(Value::as_str).collect();
+    let at = entries
         .iter()
-        .position(|l| l.trim_start().starts_with('['))
-        .map_or(lines.len(), |i| at + i);
-    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    match (begin..end).find(|&i| lines[i].trim_start().starts_with("uses")) {
-        Some(i) => {
-            let line = lines[i];
-            let open = line.find('[')?;
-            let close = line.rfind(']')?;
-            let inner = line[open + 1..close].trim();
-            let list = if inner.is_empty() {
-                format!("\"{service}\"")
-            } else {
-                format!("{}, \"{service}\"", inner.trim_end_matches(','))
-            };
-            out[i] = format!("{}[{list}]{}", &line[..open], &line[close + 1..]);
-        }
-        None => out.insert(at + 1, format!("uses = [\"{service}\"]")),
-    }
-    let mut text = out.join("\n");
-    if manifest.ends_with('\n') {
-        text.push('\n');
-    }
-    // The edit must have done exactly that.
-    let before: toml::Table = toml::from_str(manifest).ok()?;
-    let mut after: toml::Table = toml::from_str(&text).ok()?;
-    let servers = after.get_mut("server")?.as_array_mut()?;
-    let entry = servers
-        .iter_mut()
-        .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(client))?
-        .as_table_mut()?;
-    let uses = entry.get_mut("uses")?.as_array_mut()?;
-    if uses.last().and_then(|u| u.as_str()) != Some(service) {
-        return None;
-    }
-    uses.pop();
-    if uses.is_empty() && !before_has_uses(&before, client) {
-        entry.remove("uses");
-    }
-    (before == after).then_some(text)
+        .rposition(|m| m.is_some_and(|m| m.starts_with("servers/")))
+        .map_or(entries.len(), |i| i + 1);
+    insert_like_neighbours(members, at, member);
+    Ok(doc.to_string())
 }
 
-fn before_has_uses(manifest: &toml::Table, client: &str) -> bool {
-    manifest
-        .get("server")
-        .and_then(|s| s.as_array())
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(client))
-        })
-        .is_some_and(|s| s.get("uses").is_some())
+/// The largest position a table has in the document (its order among
+/// the headers), searched through nested tables.
+fn last_position(table: &Table) -> isize {
+    let mut last = table.position().unwrap_or(0);
+    for (_, item) in table.iter() {
+        match item {
+            Item::Table(t) => last = last.max(last_position(t)),
+            Item::ArrayOfTables(a) => {
+                for t in a.iter() {
+                    last = last.max(last_position(t));
+                }
+            }
+            _ => {}
+        }
+    }
+    last
+}
+
+/// `manifest` with a new `[[server]]` entry at its end, after a comment
+/// line that says where it came from. Everything before it stays as it was.
+pub fn add_server(manifest: &str, name: &str, service: &str) -> Result<String> {
+    let mut doc = parse_for_edit(manifest, DEFAULT_MANIFEST)?;
+    // What follows the last entry (comments, blank lines) stays before
+    // the new one, which ends the file.
+    let tail = doc.trailing().as_str().unwrap_or("").trim_end().to_string();
+    let mut prefix = String::new();
+    if !tail.is_empty() {
+        prefix.push_str(&tail);
+        prefix.push('\n');
+    }
+    if !manifest.trim().is_empty() {
+        prefix.push('\n');
+    }
+    prefix.push_str(&format!(
+        "# Added by `cargo xtask new-server {name}`: see servers/{name}/src/main.rs.\n"
+    ));
+    let mut server = Table::new();
+    server.decor_mut().set_prefix(prefix);
+    server.set_position(Some(last_position(doc.as_table()) + 1));
+    server.insert("name", value(name));
+    server.insert("provides", value(Array::from_iter([service])));
+    let servers = doc
+        .entry("server")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .with_context(|| {
+            format!(
+                "{DEFAULT_MANIFEST}'s servers are not written as [[server]] tables; add server \"{name}\" by hand"
+            )
+        })?;
+    servers.push(server);
+    doc.set_trailing("");
+    Ok(doc.to_string())
+}
+
+/// `manifest` with `service` added to the `uses` of the `[[server]]`
+/// named `client` (at the end of its list, laid out like the list; or a
+/// new `uses` right after its `name`); None if there is no such server or
+/// its `uses` is not a list.
+pub fn add_use(manifest: &str, client: &str, service: &str) -> Option<String> {
+    let mut doc = manifest.parse::<DocumentMut>().ok()?;
+    let entry = doc
+        .get_mut("server")?
+        .as_array_of_tables_mut()?
+        .iter_mut()
+        .find(|s| s.get("name").and_then(Item::as_str) == Some(client))?;
+    match entry.get_mut("uses") {
+        Some(uses) => {
+            let uses = uses.as_array_mut()?;
+            insert_like_neighbours(uses, uses.len(), service);
+        }
+        None => {
+            // Right after `name`: move the keys that follow it behind the
+            // new one, each with its own comments and layout.
+            let keys: Vec<String> = entry.iter().map(|(k, _)| k.to_string()).collect();
+            let after_name = keys.iter().position(|k| k == "name")? + 1;
+            let moved: Vec<_> = keys[after_name..]
+                .iter()
+                .filter_map(|k| entry.remove_entry(k))
+                .collect();
+            entry.insert("uses", value(Array::from_iter([service])));
+            for (key, item) in moved {
+                entry.insert_formatted(&key, item);
+            }
+        }
+    }
+    Some(doc.to_string())
 }
 
 /// Files as they were, to put back if a later step fails.
@@ -521,7 +552,8 @@ pub fn create(root: &Path, name: &str, provides: Option<&str>) -> Result<Created
     let member = format!("{SERVERS_DIR}/{name}");
     let new_cargo = add_member(&cargo_text, &member)
         .map_err(|e| anyhow::anyhow!("{e:#} (nothing was written)"))?;
-    let mut new_manifest = add_server(&manifest_text, name, service);
+    let mut new_manifest = add_server(&manifest_text, name, service)
+        .map_err(|e| anyhow::anyhow!("{e:#} (nothing was written)"))?;
     let has_shell = taken.servers.iter().any(|(s, _)| s == SHELL);
     let mut shell_uses_it = false;
     if has_shell && let Some(text) = add_use(&new_manifest, SHELL, service) {
@@ -658,19 +690,106 @@ default-members = ["xtask"]
             add_member(bare, "servers/demo").unwrap(),
             "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n  \"servers/demo\",\n]\n"
         );
-        assert!(
-            add_member("[workspace]\nmembers = [\"a\"]\n", "servers/demo")
-                .unwrap_err()
-                .to_string()
-                .contains("by hand")
+        // A list on one line stays on one line.
+        assert_eq!(
+            add_member(
+                "[workspace]\nmembers = [\"a\", \"servers/x\", \"b\"]\n",
+                "servers/demo"
+            )
+            .unwrap(),
+            "[workspace]\nmembers = [\"a\", \"servers/x\", \"servers/demo\", \"b\"]\n"
         );
-        assert!(add_member("[package]\nname = \"x\"\n", "servers/demo").is_err());
+        assert_eq!(
+            add_member("[workspace]\nmembers = []\n", "servers/demo").unwrap(),
+            "[workspace]\nmembers = [\"servers/demo\"]\n"
+        );
+        let e = add_member("[package]\nname = \"x\"\n", "servers/demo").unwrap_err();
+        assert!(e.to_string().contains("no [workspace] `members`"), "{e}");
+        let e = add_member("[workspace]\nmembers = \"a\"\n", "servers/demo").unwrap_err();
+        assert!(e.to_string().contains("by hand"), "{e}");
+        assert!(add_member("[workspace\n", "servers/demo").is_err());
+    }
+
+    /// A root Cargo.toml with comments everywhere a person might put one.
+    const COMMENTED_CARGO: &str = r#"# The workspace.
+[workspace]
+resolver = "2"   # the 2021 resolver
+members = [
+    # Kernel side.
+    "boot",
+    "microkernel", # the kernel
+    # User space.
+    "servers/echo",
+    "servers/shell",  # the prompt
+    # Host side.
+    "xtask",
+]
+# Host crates only.
+default-members = ["xtask"]
+
+[workspace.dependencies]
+log = "0.4" # logging
+"#;
+
+    #[test]
+    fn comments_survive_a_new_member_which_lands_after_the_last_server() {
+        let out = add_member(COMMENTED_CARGO, "servers/demo").unwrap();
+        assert_eq!(
+            out,
+            COMMENTED_CARGO.replace(
+                "    \"servers/shell\",  # the prompt\n",
+                "    \"servers/shell\",  # the prompt\n    \"servers/demo\",\n"
+            )
+        );
+        // A comment after the last entry stays on its line.
+        for (before, after) in [
+            (
+                "[workspace]\nmembers = [\n  \"a\", # last\n]\n",
+                "[workspace]\nmembers = [\n  \"a\", # last\n  \"servers/demo\",\n]\n",
+            ),
+            (
+                "[workspace]\nmembers = [\n  \"a\" # last\n]\n",
+                "[workspace]\nmembers = [\n  \"a\", # last\n  \"servers/demo\",\n]\n",
+            ),
+        ] {
+            assert_eq!(add_member(before, "servers/demo").unwrap(), after);
+        }
+        // The checked-in Cargo.toml: one line more, after the last server.
+        let real = include_str!("../../Cargo.toml");
+        let mut lines: Vec<&str> = real.lines().collect();
+        let last_server = lines
+            .iter()
+            .rposition(|l| l.trim_start().starts_with("\"servers/"))
+            .unwrap();
+        lines.insert(last_server + 1, "    \"servers/demo\",");
+        assert_eq!(
+            add_member(real, "servers/demo").unwrap(),
+            lines.join("\n") + "\n"
+        );
+        let members: Vec<String> =
+            toml::from_str::<toml::Table>(&out).unwrap()["workspace"]["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_string())
+                .collect();
+        assert_eq!(
+            members,
+            [
+                "boot",
+                "microkernel",
+                "servers/echo",
+                "servers/shell",
+                "servers/demo",
+                "xtask"
+            ]
+        );
     }
 
     #[test]
     fn manifest_entries() {
         let m = "# comment\n[[server]]\nname = \"echo\"\nprovides = [\"echo\"]\n";
-        let out = add_server(m, "demo", "demo-svc");
+        let out = add_server(m, "demo", "demo-svc").unwrap();
         assert!(out.starts_with(m), "{out}");
         assert!(
             out.ends_with("[[server]]\nname = \"demo\"\nprovides = [\"demo-svc\"]\n"),
@@ -691,9 +810,118 @@ default-members = ["xtask"]
             )
         );
         assert_eq!(add_use(no_uses, "nobody", "demo"), None);
-        // A multi-line list is left alone rather than edited wrongly.
+        // A list written one per line gets a line of its own.
         let multi = "[[server]]\nname = \"shell\"\nuses = [\n  \"console\",\n]\n";
-        assert_eq!(add_use(multi, "shell", "demo"), None);
+        assert_eq!(
+            add_use(multi, "shell", "demo").unwrap(),
+            "[[server]]\nname = \"shell\"\nuses = [\n  \"console\",\n  \"demo\",\n]\n"
+        );
+        let commented = "[[server]]\nname = \"shell\"\nuses = [\n  \"console\", # typed\n  # timers\n  \"timer\",\n]\n";
+        assert_eq!(
+            add_use(commented, "shell", "demo").unwrap(),
+            commented.replace("\"timer\",\n", "\"timer\",\n  \"demo\",\n")
+        );
+        // A `uses` that is not a list is left alone.
+        assert_eq!(
+            add_use("[[server]]\nname = \"shell\"\nuses = 1\n", "shell", "demo"),
+            None
+        );
+    }
+
+    /// A manifest like servers/manifest.toml: a commented header, comments
+    /// between and inside entries, and a comment after the last one.
+    const COMMENTED_MANIFEST: &str = r#"# The boot manifest.
+#
+# [[server]]
+# name = "console"            # unique
+
+# The device servers.
+
+[[server]]
+name = "apic"
+# The BIOS area.
+mmio = [{ base = 0xe0000, size = 0x20000 }]
+provides = ["apic"]   # the one provider
+
+[[server]]
+name = "shell"
+# Its console.
+ports = ["0xf4-0xf7"]
+uses = ["console", "echo"] # what it may call
+
+[[server]]
+name = "echo"
+provides = ["echo"]
+
+# More servers go here.
+"#;
+
+    #[test]
+    fn comments_survive_in_the_manifest_and_the_new_server_comes_last() {
+        let added = add_server(COMMENTED_MANIFEST, "demo", "demo-svc").unwrap();
+        // Everything before is untouched, the trailing comment included;
+        // the new entry follows after a blank line and its own comment.
+        assert_eq!(
+            added,
+            format!(
+                "{COMMENTED_MANIFEST}\n# Added by `cargo xtask new-server demo`: see servers/demo/src/main.rs.\n\
+                 [[server]]\nname = \"demo\"\nprovides = [\"demo-svc\"]\n"
+            )
+        );
+        let out = add_use(&added, SHELL, "demo-svc").unwrap();
+        assert_eq!(
+            out,
+            added.replace(
+                "uses = [\"console\", \"echo\"] # what it may call",
+                "uses = [\"console\", \"echo\", \"demo-svc\"] # what it may call"
+            )
+        );
+        // The result reads as the manifest meant: demo last, the shell
+        // using its service.
+        let table: toml::Table = toml::from_str(&out).unwrap();
+        let servers = table["server"].as_array().unwrap();
+        let names: Vec<&str> = servers
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["apic", "shell", "echo", "demo"]);
+        assert_eq!(servers[3]["provides"][0].as_str(), Some("demo-svc"));
+        assert_eq!(servers[1]["uses"][2].as_str(), Some("demo-svc"));
+
+        // The checked-in manifest keeps every line, too.
+        let real = include_str!("../../servers/manifest.toml");
+        let added = add_server(real, "demo", "demo").unwrap();
+        assert!(added.starts_with(real.trim_end()), "{added}");
+        assert!(
+            added.ends_with("\n\n# Added by `cargo xtask new-server demo`: see servers/demo/src/main.rs.\n[[server]]\nname = \"demo\"\nprovides = [\"demo\"]\n"),
+            "{added}"
+        );
+        let used = add_use(&added, SHELL, "demo").unwrap();
+        assert_eq!(
+            used.lines().filter(|l| !added.contains(*l)).count(),
+            1,
+            "{used}"
+        );
+        // No line end at the end of the file, or only comments in it.
+        assert_eq!(
+            add_server("[[server]]\nname = \"echo\"", "demo", "demo").unwrap(),
+            "[[server]]\nname = \"echo\"\n\n# Added by `cargo xtask new-server demo`: see servers/demo/src/main.rs.\n[[server]]\nname = \"demo\"\nprovides = [\"demo\"]\n"
+        );
+        assert_eq!(
+            add_server("# Nothing yet.\n\n", "demo", "demo").unwrap(),
+            "# Nothing yet.\n\n# Added by `cargo xtask new-server demo`: see servers/demo/src/main.rs.\n[[server]]\nname = \"demo\"\nprovides = [\"demo\"]\n"
+        );
+        // An empty manifest gets just the entry.
+        assert_eq!(
+            add_server("", "demo", "demo").unwrap(),
+            "# Added by `cargo xtask new-server demo`: see servers/demo/src/main.rs.\n[[server]]\nname = \"demo\"\nprovides = [\"demo\"]\n"
+        );
+        assert!(
+            add_server("server = 1\n", "demo", "demo")
+                .unwrap_err()
+                .to_string()
+                .contains("by hand")
+        );
     }
 
     #[test]

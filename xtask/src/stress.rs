@@ -626,14 +626,22 @@ pub fn table(report: &Report) -> String {
 }
 
 /// A plot of throughput (messages/s, log scale) against batch size (log
-/// scale), one line per accelerator and batching setting. Hand-made SVG.
-pub fn svg(report: &Report) -> String {
-    const W: f64 = 760.0;
-    const H: f64 = 440.0;
-    const L: f64 = 80.0;
-    const R: f64 = 190.0;
-    const T: f64 = 40.0;
-    const B: f64 = 60.0;
+/// scale), one line per accelerator and batching setting (dashed with
+/// batching off), a dot per run, the legend on the right. Drawn by
+/// plotters' SVG backend; the viewer sets the text.
+pub fn svg(report: &Report) -> Result<String> {
+    use plotters::element::DashedPathElement;
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    const PLOT_W: u32 = 570;
+    const H: u32 = 440;
+    const COLORS: [RGBColor; 4] = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xff, 0x7f, 0x0e),
+    ];
     let mut series: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
     for r in &report.stream {
         if r.msgs_per_s > 0.0 && r.batch > 0 {
@@ -643,123 +651,109 @@ pub fn svg(report: &Report) -> String {
                 .push((r.batch as f64, r.msgs_per_s));
         }
     }
-    let points = || series.values().flatten();
-    let lg = |v: f64| v.max(1e-9).log10();
-    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
-    let (mut y0, mut y1) = (f64::MAX, f64::MIN);
-    for &(x, y) in points() {
-        x0 = x0.min(x.log2());
-        x1 = x1.max(x.log2());
-        y0 = y0.min(lg(y).floor());
-        y1 = y1.max(lg(y).ceil());
+    for points in series.values_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let label = |(accel, batching): &(String, String)| format!("{accel}, batching {batching}");
+    // The legend is wide enough for its longest label (about 7 pixels a
+    // character at 12 pixels high), beside a plot of a fixed size.
+    let longest = series.keys().map(|k| label(k).len()).max().unwrap_or(0);
+    let legend_w = (60 + 7 * longest as u32).max(190);
+    // The axes run over whole powers of two (x) and of ten (y).
+    let (mut x0, mut x1) = (i32::MAX, i32::MIN);
+    let (mut y0, mut y1) = (i32::MAX, i32::MIN);
+    for &(x, y) in series.values().flatten() {
+        x0 = x0.min(x.log2().floor() as i32);
+        x1 = x1.max(x.log2().ceil() as i32);
+        y0 = y0.min(y.log10().floor() as i32);
+        y1 = y1.max(y.log10().ceil() as i32);
     }
     if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        (x0, x1, y0, y1) = (0, 1, 0, 1);
     }
-    if x1 - x0 < 1.0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 - y0 < 1.0 {
-        y1 = y0 + 1.0;
-    }
-    let px = |x: f64| L + (x.log2() - x0) / (x1 - x0) * (W - L - R);
-    let py = |y: f64| T + (1.0 - (lg(y) - y0) / (y1 - y0)) * (H - T - B);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Ring throughput against batch size (cargo xtask stress)</text>"#,
-        (L + W - R) / 2.0
-    );
-    // Axes and grid.
-    let mut e = y0 as i32;
-    while e <= y1 as i32 {
-        let v = 10f64.powi(e);
-        let y = py(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - R,
-            L - 6.0,
-            y + 4.0,
-            fmt_rate(v).trim()
-        );
-        e += 1;
-    }
-    let mut k = x0 as i32;
-    while k <= x1 as i32 {
-        let v = 2f64.powi(k);
-        let x = px(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            H - B,
-            H - B + 18.0,
-            v
-        );
-        k += 1;
-    }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{L}" y="{T}" width="{:.1}" height="{:.1}" fill="none" stroke="black"/>"#,
-        W - L - R,
-        H - T - B
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">batch size (messages per publication)</text>"#,
-        (L + W - R) / 2.0,
-        H - 18.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">messages per second (log scale)</text>"#,
-        (T + H - B) / 2.0
-    );
-    const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"];
-    for (i, ((accel, batching), pts)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let dash = if batching == "off" {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        let mut pts = pts.clone();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let path: Vec<String> = pts
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
-            path.join(" ")
-        );
-        for &(x, y) in &pts {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{accel} batching {batching}, batch {x}: {} msgs/s</title></circle>"#,
-                px(x),
-                py(y),
-                fmt_rate(y).trim()
-            );
+    x1 = x1.max(x0 + 1);
+    y1 = y1.max(y0 + 1);
+    // A hair wider, so that rounding cannot drop the first or last tick.
+    let span =
+        |base: f64, lo: i32, hi: i32| base.powi(lo) * (1.0 - 1e-9)..base.powi(hi) * (1.0 + 1e-9);
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
+    // Text `px` pixels high (plotters writes a font's size divided by 1.24).
+    let font = |px: f64| ("sans-serif", px * 1.24);
+
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (PLOT_W + legend_w, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| failed(&e))?;
+        let (plot, legend) = root.split_horizontally(PLOT_W);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                "Ring throughput against batch size (cargo xtask stress)",
+                font(14.0),
+            )
+            .margin(10)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                span(2.0, x0, x1).log_scale().base(2.0),
+                span(10.0, y0, y1).log_scale(),
+            )
+            .map_err(|e| failed(&e))?;
+        chart
+            .configure_mesh()
+            // One label and grid line per power, none between.
+            .x_labels((x1 - x0 + 1) as usize)
+            .y_labels((y1 - y0 + 1) as usize)
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| fmt_rate(*v).trim().to_string())
+            .label_style(font(12.0))
+            .axis_desc_style(font(12.0))
+            .x_desc("batch size (messages per publication)")
+            .y_desc("messages per second (log scale)")
+            .draw()
+            .map_err(|e| failed(&e))?;
+        // A frame round the plot.
+        let (xs, ys) = (span(2.0, x0, x1), span(10.0, y0, y1));
+        chart
+            .draw_series([Rectangle::new(
+                [(xs.start, ys.start), (xs.end, ys.end)],
+                BLACK.stroke_width(1),
+            )])
+            .map_err(|e| failed(&e))?;
+        for (i, (key, points)) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let line = color.stroke_width(2);
+            let dashed = key.1 == "off";
+            if dashed {
+                chart.draw_series(DashedLineSeries::new(points.iter().copied(), 6, 4, line))
+            } else {
+                chart.draw_series(LineSeries::new(points.iter().copied(), line))
+            }
+            .map_err(|e| failed(&e))?;
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| failed(&e))?;
+            // Its legend entry, in the margin right of the plot.
+            let y = 50 + 22 * i as i32;
+            let sample = [(16, y), (44, y)];
+            if dashed {
+                legend.draw(&DashedPathElement::new(sample, 6, 4, line))
+            } else {
+                legend.draw(&PathElement::new(sample, line))
+            }
+            .map_err(|e| failed(&e))?;
+            legend
+                .draw(&Text::new(
+                    label(key),
+                    (50, y),
+                    TextStyle::from(font(12.0)).pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(|e| failed(&e))?;
         }
-        let ly = T + 20.0 + i as f64 * 22.0;
-        let lx = W - R + 16.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{accel}, batching {batching}</text>"#,
-            lx + 28.0,
-            lx + 34.0,
-            ly + 4.0
-        );
+        root.present().map_err(|e| failed(&e))?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(out)
 }
 
 /// Copy the image aside, so that builds by other commands while the runs
@@ -954,7 +948,7 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
         eprintln!("xtask: results written to {}", path.display());
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, svg(&report))
+        std::fs::write(path, svg(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("xtask: plot written to {}", path.display());
     }
@@ -1156,9 +1150,17 @@ mod tests {
 
     #[test]
     fn svg_has_a_line_per_series_and_a_point_per_run() {
+        // The figures of docs/stress.svg: KVM, batching on and off.
         let mut report = Report::default();
-        for (batching, rate) in [("on", 1e6), ("off", 1e4)] {
-            for batch in [1u64, 16, 256] {
+        let batches = [1u64, 16, 64, 256, 1024];
+        for (batching, rates) in [
+            (
+                "on",
+                [2_340_000u64, 2_780_000, 2_690_000, 2_200_000, 2_930_000],
+            ),
+            ("off", [3_000; 5]),
+        ] {
+            for (batch, rate) in batches.into_iter().zip(rates) {
                 let line = format!(
                     "stress-result batching={batching} batch={batch} payload=48 messages={rate} cycles=1000 tsc_hz=1000 syscalls=0 irqs=0 switches=0 doorbells=0 lost=0 duplicates=0 reordered=0"
                 );
@@ -1169,19 +1171,80 @@ mod tests {
                 };
                 report
                     .stream
-                    .push(Row::from_outcome(Accel::Tcg, &o).unwrap());
+                    .push(Row::from_outcome(Accel::Kvm, &o).unwrap());
             }
         }
-        let s = svg(&report);
+        let s = svg(&report).unwrap();
+        if let Some(path) = std::env::var_os("XTASK_PLOT_OUT") {
+            std::fs::write(path, &s).unwrap();
+        }
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 2);
-        assert_eq!(s.matches("<circle").count(), 6);
-        assert!(s.contains("TCG, batching on") && s.contains("TCG, batching off"));
-        // Balanced quotes and no NaN coordinates.
+        // The series in order of (accel, batching): "off" first, in blue.
+        let (off, on) = ("#1F77B4", "#D62728");
+        let lines = |kind: &str, color: &str| -> Vec<&str> {
+            s.lines()
+                .filter(|l| l.starts_with(kind) && l.contains(color))
+                .collect()
+        };
+        // A dot per run, in its series' colour.
+        assert_eq!(lines("<circle", on).len(), 5, "{s}");
+        assert_eq!(lines("<circle", off).len(), 5, "{s}");
+        // With batching on one line through its dots, and the legend's
+        // sample; with batching off a dashed line: many short pieces.
+        let solid = lines("<polyline", on);
+        assert_eq!(solid.len(), 2, "{s}");
+        let attr = |l: &str, name: &str| -> String {
+            let at = l.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            l[at..].split('"').next().unwrap().to_string()
+        };
+        let through: Vec<String> = solid[0]
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|p| p.trim_end_matches('"').to_string())
+            .filter(|p| p.contains(','))
+            .collect();
+        for dot in lines("<circle", on) {
+            let at = format!("{},{}", attr(dot, "cx"), attr(dot, "cy"));
+            assert!(through.contains(&at), "{at} not on {through:?}");
+        }
+        assert!(lines("<polyline", off).len() > 10, "{s}");
+        // Title, legend, axis names and the ticks: powers of two along,
+        // powers of ten up, from 1.0 k to 10.00 M.
+        for text in [
+            "Ring throughput against batch size (cargo xtask stress)",
+            "KVM, batching on",
+            "KVM, batching off",
+            "batch size (messages per publication)",
+            "messages per second (log scale)",
+            "1",
+            "2",
+            "512",
+            "1024",
+            "1.0 k",
+            "100.0 k",
+            "10.00 M",
+        ] {
+            assert!(s.contains(&format!(">\n{text}\n</text>")), "{text:?}: {s}");
+        }
+        assert!(!s.contains(">\n2048\n<") && !s.contains(">\n100\n<"), "{s}");
         assert!(!s.contains("NaN") && !s.contains("inf"));
         assert_eq!(s.matches('"').count() % 2, 0);
-        // An empty report still draws axes.
-        assert!(svg(&Report::default()).contains("</svg>"));
+        // A long label widens the picture rather than being cut off.
+        assert!(s.starts_with("<svg width=\"760\""), "{s}");
+        let mut long = report.clone();
+        for row in &mut long.stream {
+            row.accel = "KVM a-rather-long-backend-name".into();
+        }
+        let wide = svg(&long).unwrap();
+        assert!(wide.starts_with("<svg width=\"938\""), "{wide}");
+        assert!(wide.contains(">\nKVM a-rather-long-backend-name, batching off\n</text>"));
+        // An empty report still draws the axes.
+        let empty = svg(&Report::default()).unwrap();
+        assert!(
+            empty.contains("batch size (messages per publication)") && empty.contains("</svg>")
+        );
     }
 
     #[test]
