@@ -7,6 +7,13 @@
 //! log is written from inside the scheduler. When the console server ends,
 //! or the kernel faults, output goes straight to COM1 again.
 //!
+//! A line is queued whole or not at all, so that a full ring never leaves
+//! half a line behind for the console to join to the next one. When the
+//! ring has no room, what happens depends on whose line it is: the
+//! kernel's own ([`write`]: fault reports, exits) goes to COM1 at once, so
+//! that no server, however much it logs, can make a kernel report vanish;
+//! a server's record ([`write_server`]) is dropped and its caller counts it.
+//!
 //! Context: any; interrupts masked while the ring lock is held.
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +44,12 @@ static LOG: Mutex<Option<KernelLog>> = Mutex::new(None);
 static DOORBELL: AtomicBool = AtomicBool::new(false);
 
 /// Send the kernel log to `console` through `ring`, whose memory is
-/// `ring_len` bytes at `ring_mem` in the direct map.
+/// `ring_len` bytes at `ring_mem` in the direct map. When the log was
+/// already going to that console (it was restarted and this is its new
+/// ring), what the old instance never released, and a partial line, are
+/// carried over into the new ring, so that the new instance prints them:
+/// no kernel line is lost across a console restart, and the kernel does
+/// not write them to COM1 itself, byte by byte, inside a trap.
 pub fn attach(
     ring: Producer<Descriptor>,
     ring_mem: *mut u8,
@@ -45,7 +57,9 @@ pub fn attach(
     console: usize,
     bit: u32,
 ) {
-    *LOG.lock() = Some(KernelLog {
+    let mut guard = LOG.lock();
+    let old = guard.take().filter(|old| old.console == console);
+    let mut log = KernelLog {
         ring,
         ring_mem,
         ring_len,
@@ -54,13 +68,34 @@ pub fn attach(
         line: [0; WRITE_MAX],
         len: 0,
         dropped: 0,
-    });
+    };
+    if let Some(mut old) = old {
+        let mut pending = alloc::vec![Descriptor::default(); old.ring.capacity() as usize];
+        let n = old.ring.unconsumed(&mut pending).unwrap_or(0);
+        for &request in &pending[..n] {
+            if log.ring.stage(request).is_err() {
+                // Cannot happen with rings of one size; never silently.
+                if request.opcode() == OP_WRITE {
+                    let (bytes, len) = unpack(&request.args());
+                    crate::console::write_direct(&bytes[..len]);
+                }
+            }
+        }
+        log.line = old.line;
+        log.len = old.len;
+        log.dropped = old.dropped;
+        if log.ring.flush() || n > 0 {
+            DOORBELL.store(true, Ordering::Relaxed);
+        }
+    }
+    *guard = Some(log);
 }
 
 /// The console server `console` ended: log to COM1 again. What it never
 /// consumed, and a partial line, go to `write` first, so nothing the log
-/// published is lost. Returns how many chunks were dropped earlier because
-/// the ring was full.
+/// published is lost. Returns how many chunks of servers' records were
+/// dropped earlier because the ring was full (the kernel's own lines went
+/// to COM1 instead).
 pub fn detach_if(console: usize, mut write: impl FnMut(&[u8])) -> Option<u64> {
     let log = {
         let mut guard = LOG.lock();
@@ -99,32 +134,80 @@ pub unsafe fn abandon() {
     *LOG.lock() = None;
 }
 
-/// Write `bytes` through the console server; false if the kernel log is not
+/// Write the kernel's `bytes` through the console server, or straight to
+/// COM1 when its ring has no room for them; false if the kernel log is not
 /// attached (the caller writes to COM1 itself).
 pub fn write(bytes: &[u8]) -> bool {
     let mut guard = LOG.lock();
     let Some(log) = guard.as_mut() else {
         return false;
     };
-    for &b in bytes {
-        log.line[log.len] = b;
-        log.len += 1;
-        if log.len == WRITE_MAX || b == b'\n' {
-            log.send_chunk();
-        }
-    }
-    if log.ring.flush() {
-        DOORBELL.store(true, Ordering::Relaxed);
+    if !log.queue(bytes) {
+        // On a line of its own: the console may have stopped halfway
+        // through putting out one of its lines when it was preempted. What
+        // the kernel had begun of a line goes first.
+        crate::console::write_direct(b"\n");
+        crate::console::write_direct(&log.line[..log.len]);
+        crate::console::write_direct(bytes);
+        log.len = 0;
     }
     true
 }
 
+/// What became of a server's record given to [`write_server`].
+pub enum Delivery {
+    /// Queued for the console server.
+    Queued,
+    /// The console's ring had no room for all of it: none of it was queued.
+    Dropped,
+    /// The kernel log is not attached: the caller writes to COM1.
+    NotAttached,
+}
+
+/// Write a server's record through the console server, if its ring has
+/// room for all of it.
+pub fn write_server(record: &[u8]) -> Delivery {
+    let mut guard = LOG.lock();
+    let Some(log) = guard.as_mut() else {
+        return Delivery::NotAttached;
+    };
+    if log.queue(record) {
+        Delivery::Queued
+    } else {
+        log.dropped += microkernel::logline::chunks(log.len, record, WRITE_MAX) as u64;
+        Delivery::Dropped
+    }
+}
+
 impl KernelLog {
+    /// Queue `bytes` if the ring has room for every request they complete
+    /// (a partial line stays in `line` until its newline); false, and
+    /// nothing queued, if not. A ring the console corrupted counts as full.
+    fn queue(&mut self, bytes: &[u8]) -> bool {
+        let needed = microkernel::logline::chunks(self.len, bytes, WRITE_MAX);
+        if needed > 0 && self.ring.free().map_or(0, |free| free as usize) < needed {
+            return false;
+        }
+        for &b in bytes {
+            self.line[self.len] = b;
+            self.len += 1;
+            if self.len == WRITE_MAX || b == b'\n' {
+                self.send_chunk();
+            }
+        }
+        if self.ring.flush() {
+            DOORBELL.store(true, Ordering::Relaxed);
+        }
+        true
+    }
+
     fn send_chunk(&mut self) {
         let (args, _) = pack(&self.line[..self.len]);
         let request = Descriptor::new(OP_WRITE, 0)
             .with_flags(Descriptor::FLAG_NO_COMPLETION)
             .with_args(args);
+        // `queue` made sure of the room; should the console have corrupted
+        // the ring since, the chunk is counted as dropped.
         if self.ring.stage(request).is_err() {
             self.dropped += 1;
         }

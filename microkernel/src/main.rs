@@ -6,6 +6,8 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod channels;
+#[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod exit;
@@ -25,6 +27,8 @@ mod process;
 mod sched;
 #[cfg(target_os = "none")]
 mod startup;
+#[cfg(target_os = "none")]
+mod supervisor;
 #[cfg(target_os = "none")]
 mod syscall;
 #[cfg(target_os = "none")]

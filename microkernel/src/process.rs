@@ -141,8 +141,16 @@ pub struct Server {
     pub mmio: Vec<MmioGrant>,
     pub mmio_next: u64,
     pub restarts: u32,
+    /// The frame of the server's status page (an [`abi::StatusPage`],
+    /// mapped read-only at `layout::STATUS_PAGE`), which the kernel
+    /// writes through the direct map.
+    status_frame: u64,
+    /// `inject_fault` aimed this server at address 0: its next fault is
+    /// reported as injected.
+    pub injected: bool,
     /// Kernel entries made by this server (system calls and faults).
     pub syscalls: u64,
+    pub log_limit: microkernel::ratelimit::TokenBucket,
     released: bool,
 }
 
@@ -258,6 +266,14 @@ impl Server {
                 page += PAGE_SIZE;
             }
         }
+        // The status page: the kernel's to write, the server's to read.
+        let status = server.new_frame()?;
+        server.space.map(
+            layout::STATUS_PAGE,
+            status,
+            Flags::USER_ACCESSIBLE | Flags::NO_EXECUTE,
+        )?;
+        server.status_frame = status;
         // The stack, on first touch too; nothing below it is ever mapped:
         // that page is the guard.
         server.lazy.push(LazyRange {
@@ -324,9 +340,34 @@ impl Server {
             mmio: Vec::new(),
             mmio_next: layout::MMIO_BASE,
             restarts: 0,
+            status_frame: 0,
+            injected: false,
             syscalls: 0,
+            log_limit: microkernel::ratelimit::TokenBucket::new(),
             released: false,
         })
+    }
+
+    /// The status page, through the direct map.
+    fn status_page(&mut self) -> &mut abi::StatusPage {
+        // SAFETY: the frame is this server's own, zeroed at load, mapped
+        // read-only for the server and written only here; `StatusPage` is
+        // plain data smaller than a page with an alignment of 4.
+        unsafe { &mut *phys_to_virt(self.status_frame).cast::<abi::StatusPage>() }
+    }
+
+    /// Tell the server what became of channel `handle`: its generation and
+    /// whether the peer is alive (`abi::PEER_*`).
+    pub fn set_channel_status(&mut self, handle: usize, generation: u32, peer: u32) {
+        if let Some(entry) = self.status_page().channels.get_mut(handle) {
+            *entry = abi::ChannelStatus { generation, peer };
+        }
+    }
+
+    /// Record the restart count, on the status page too.
+    pub fn set_restarts(&mut self, restarts: u32) {
+        self.restarts = restarts;
+        self.status_page().restarts = restarts;
     }
 
     fn new_frame(&mut self) -> Result<u64, LoadError> {

@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use pvchannel::abi::{self, Error, KernelCounters, Syscall};
 use spin::Mutex;
 
+use crate::channels::Channel;
 use crate::hv::context;
 use crate::hv::cpu::IO_BITMAP_BYTES;
 use crate::hv::trap::TrapFrame;
@@ -38,38 +39,28 @@ pub const TIME_SLICE_NS: u64 = 10_000_000;
 pub const IRQ_BASE_VECTOR: u64 = 0x20;
 pub const IRQ_LINES: u64 = 24;
 
-/// A shared ring region; its frames are freed when both ends are gone.
-pub struct Channel {
-    pub frames: Vec<u64>,
-    pub base: u64,
-    pub len: u64,
-    pub ends_alive: u8,
-    pub service: [u8; pvchannel::abi::NAME_LEN],
-    pub provider: usize,
-    /// `None` for the kernel's own log channel.
-    pub client: Option<usize>,
-    pub ring_slots: u32,
-    /// `notify` calls from the client, and from the provider.
-    pub doorbells: [u64; 2],
-}
-
 pub struct System {
     pub servers: Vec<Server>,
+    /// How to start each server again (`supervisor`), by server index.
+    pub specs: Vec<crate::supervisor::Spec>,
     pub channels: Vec<Channel>,
-    ready: VecDeque<usize>,
+    pub(crate) ready: VecDeque<usize>,
     /// The server on the CPU, or `None` for the idle loop.
-    current: Option<usize>,
+    pub(crate) current: Option<usize>,
     /// Where the idle loop's registers were saved when it was left.
     idle_frame: *mut TrapFrame,
     pub counters: KernelCounters,
     /// Which server's I/O bitmap the TSS holds (`None`: deny all).
-    io_loaded: Option<usize>,
+    pub(crate) io_loaded: Option<usize>,
     /// IRQ lines bound, and by whom.
     pub irq_owner: [Option<usize>; IRQ_LINES as usize],
     /// Lines delivered whose end of interrupt waits for `irq_ack`.
     irq_in_service: InService,
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
+    /// Instances replaced by a restart, freed at the next trap (the one
+    /// that replaced them ran on their kernel stack).
+    pub(crate) graveyard: Vec<Server>,
     slice_end: u64,
     /// The deadline the timer is armed with (see `arm_timer`: it is only
     /// ever moved earlier, never disarmed, since a timer write may exit).
@@ -89,7 +80,7 @@ pub struct System {
 unsafe impl Send for System {}
 
 static SYSTEM: Mutex<Option<System>> = Mutex::new(None);
-static DENY_ALL_PORTS: [u8; IO_BITMAP_BYTES] = [0xFF; IO_BITMAP_BYTES];
+pub(crate) static DENY_ALL_PORTS: [u8; IO_BITMAP_BYTES] = [0xFF; IO_BITMAP_BYTES];
 
 /// Run `f` on the system, if servers have been started.
 pub fn with<R>(f: impl FnOnce(&mut System) -> R) -> Option<R> {
@@ -104,6 +95,7 @@ impl System {
     pub fn new(batching: bool, test: Option<[u8; 32]>, cmdline: &str, rsdp: u64) -> Self {
         Self {
             servers: Vec::new(),
+            specs: Vec::new(),
             channels: Vec::new(),
             ready: VecDeque::new(),
             current: None,
@@ -113,6 +105,7 @@ impl System {
             irq_owner: [None; IRQ_LINES as usize],
             irq_in_service: InService::default(),
             zombies: Vec::new(),
+            graveyard: Vec::new(),
             slice_end: 0,
             armed: None,
             boot_tsc: 0,
@@ -227,7 +220,7 @@ impl System {
 
     /// Move `index` from blocked to ready with `result` as its `wait`'s
     /// return value.
-    fn wake(&mut self, index: usize, result: i64) {
+    pub(crate) fn wake(&mut self, index: usize, result: i64) {
         let server = &mut self.servers[index];
         server.state = State::Ready;
         server.wait_mask = 0;
@@ -366,13 +359,14 @@ impl System {
             0
         };
         kprintln!(
-            "kernel: server {} stopped: exception {} ({}) at RIP {:#x}, address {:#x}, error code {:#x}",
+            "kernel: server {} stopped: exception {} ({}) at RIP {:#x}, address {:#x}, error code {:#x}{}",
             server.name,
             frame.vector,
             exception_name(frame.vector),
             frame.rip,
             address,
-            frame.error_code
+            frame.error_code,
+            if server.injected { " (injected)" } else { "" }
         );
         self.counters.faults += 1;
         self.end_server(index, State::Faulted);
@@ -388,15 +382,12 @@ impl System {
         self.end_server(index, State::Exited(code));
     }
 
+    /// Server `index` (the current one) ended in `state`: release what it
+    /// held, then restart it if its policy and intensity allow
+    /// (`supervisor`), or leave it down and tell its peers.
     fn end_server(&mut self, index: usize, state: State) {
         self.servers[index].state = state;
         self.report_ready();
-        if let Some(dropped) = crate::klog::detach_if(index, crate::console::write_direct) {
-            kprintln!(
-                "kernel: the console server ended; the kernel log is back on COM1 \
-                 ({dropped} chunks were dropped while its ring was full)"
-            );
-        }
         self.ready.retain(|&i| i != index);
         for line in 0..IRQ_LINES as usize {
             if self.irq_owner[line] == Some(index) {
@@ -404,6 +395,23 @@ impl System {
                 self.ack_irq(line);
             }
         }
+        if self.io_loaded == Some(index) {
+            hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
+            self.io_loaded = None;
+        }
+        if crate::supervisor::restart(self, index, state) {
+            return;
+        }
+        // Down for good: the kernel log goes back to COM1, with what the
+        // console left unprinted (a restarted console gets it instead).
+        let log_dropped = crate::klog::detach_if(index, crate::console::write_direct);
+        if let Some(dropped) = log_dropped {
+            kprintln!(
+                "kernel: the console server ended; the kernel log is back on COM1 \
+                 ({dropped} chunks were dropped while its ring was full)"
+            );
+        }
+        crate::supervisor::leave_down(self, index);
         self.zombies.push(index);
         if self.servers.iter().all(|s| !s.state.is_alive()) {
             kprintln!("kernel: all servers have ended");
@@ -416,8 +424,15 @@ impl System {
     }
 
     /// Free the memory of ended servers, except the one whose kernel stack
-    /// this trap runs on.
+    /// this trap runs on, and of instances replaced by a restart.
     fn reap(&mut self) {
+        for old in core::mem::take(&mut self.graveyard) {
+            if hv::paging::current_address_space() == old.space.root() {
+                // SAFETY: the kernel's tables map the kernel half the same way.
+                unsafe { hv::paging::switch_address_space(kernel_space().root()) };
+            }
+            drop(old);
+        }
         let running_on = self.current;
         let mut kept = Vec::new();
         for index in core::mem::take(&mut self.zombies) {
@@ -432,15 +447,6 @@ impl System {
             if self.io_loaded == Some(index) {
                 hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
                 self.io_loaded = None;
-            }
-            for end in self.servers[index].channels.clone() {
-                let channel = &mut self.channels[end.channel];
-                channel.ends_alive = channel.ends_alive.saturating_sub(1);
-                if channel.ends_alive == 0 {
-                    for frame in channel.frames.drain(..) {
-                        crate::memory::frames::free(frame);
-                    }
-                }
             }
             self.servers[index].release_memory();
         }

@@ -13,19 +13,20 @@ use alloc::vec::Vec;
 
 use boot::MemoryKind;
 use microkernel::physmem::PhysRange;
-use pvchannel::abi::{self, layout};
+use pvchannel::abi;
 use pvchannel::manifest::{
     self, Grant, GrantError, GrantRefusal, Manifest, MmioRegion, RamKind, RamRange, Role,
 };
 use pvchannel::{Completion, Descriptor};
 use tar_no_std::TarArchiveRef;
-use x86_64::structures::paging::PageTableFlags as Flags;
 
+use crate::channels::{self, Channel, Region};
 use crate::kprintln;
-use crate::memory::{PAGE_SIZE, frames, phys_to_virt};
+use crate::memory::phys_to_virt;
 use crate::process::{ChannelEnd, MmioGrant, Server};
-use crate::sched::{Channel, System};
-use crate::syscall::channel_base;
+use crate::sched::System;
+use crate::supervisor::Spec;
+use microkernel::intensity::Intensity;
 
 /// The initrd's bytes, through the direct map.
 pub fn initrd(info: &boot::BootInfo) -> Option<&'static [u8]> {
@@ -185,8 +186,21 @@ pub fn start(
         let index = system.servers.len();
         match Server::load(index, name, image) {
             Ok(mut server) => {
+                let irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
+                system.specs.push(Spec {
+                    image,
+                    restart: spec.restart,
+                    intensity: Intensity::new(
+                        spec.restart_limit,
+                        system.ns_to_tsc(u64::from(spec.restart_period_ms) * 1_000_000),
+                    ),
+                    inject_faults: spec.may_inject_faults(),
+                    ports: grants.ports.clone(),
+                    irq_grants,
+                    mmio: grants.mmio.clone(),
+                });
                 server.port_grants = grants.ports;
-                server.irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
+                server.irq_grants = irq_grants;
                 server.mmio = grants.mmio;
                 system.servers.push(server);
                 loaded.push(Some(index));
@@ -303,14 +317,28 @@ fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_sl
         provider: true,
         service,
     });
-    match duplex.client() {
-        Ok((requests, _completions)) => {
-            let ring_mem = phys_to_virt(system.channels[channel].frames[0]);
-            let ring_len = pvchannel::ring_bytes::<Descriptor>(slots).unwrap_or(0);
-            crate::klog::attach(requests, ring_mem, ring_len, console, own_bit)
-        }
-        Err(e) => kprintln!("kernel: the kernel log stays on COM1: {e:?}"),
+    let Some(&region) = system.channels[channel].current() else {
+        return;
+    };
+    if let Err(why) = attach_log_ring(duplex, &region, slots, console, own_bit) {
+        kprintln!("kernel: the kernel log stays on COM1: {why}");
     }
+}
+
+/// Send the kernel log into the request ring of `duplex` (the kernel's
+/// channel to `console`, whose doorbell bit is `bit`), formatted in
+/// `region`: at boot, and again when the console server was restarted.
+pub fn attach_log_ring(
+    duplex: pvchannel::Duplex<Descriptor, Completion>,
+    region: &Region,
+    slots: u32,
+    console: usize,
+    bit: u32,
+) -> Result<(), &'static str> {
+    let (requests, _completions) = duplex.client().map_err(|_| "the ring is unusable")?;
+    let ring_len = pvchannel::ring_bytes::<Descriptor>(slots).ok_or("bad ring size")?;
+    crate::klog::attach(requests, phys_to_virt(region.phys), ring_len, console, bit);
+    Ok(())
 }
 
 fn make_channel(
@@ -321,46 +349,19 @@ fn make_channel(
     client: Option<usize>,
     service: &[u8; abi::NAME_LEN],
 ) -> Result<(usize, pvchannel::Duplex<Descriptor, Completion>), &'static str> {
-    let bytes =
-        pvchannel::duplex_bytes::<Descriptor, Completion>(slots, slots).ok_or("bad ring size")?;
-    let len = (bytes as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    if len > layout::CHANNEL_STRIDE {
-        return Err("ring too large");
-    }
-    let pages = len / PAGE_SIZE;
-    let phys = frames::alloc_contiguous(pages).ok_or("out of memory")?;
-    let mem = phys_to_virt(phys);
-    // SAFETY: the frames are fresh and contiguous, reached through the
-    // direct map; nobody else sees them until they are mapped below.
-    let formatted = unsafe {
-        core::ptr::write_bytes(mem, 0, len as usize);
-        pvchannel::init_duplex::<Descriptor, Completion>(mem, len as usize, slots, slots)
-    };
-    let duplex = formatted.map_err(|_| "ring layout refused")?;
-    let base = channel_base(manifest_index);
+    let (region, duplex) = channels::new_region(slots, 0)?;
+    let base = channels::channel_base(manifest_index);
     for server in core::iter::once(provider).chain(client) {
-        for page in 0..pages {
-            system.servers[server]
-                .space
-                .map(
-                    base + page * PAGE_SIZE,
-                    phys + page * PAGE_SIZE,
-                    Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
-                )
-                .map_err(|_| "cannot map the ring")?;
-        }
+        channels::map_region(&mut system.servers[server].space, base, &region)?;
     }
     let index = system.channels.len();
-    system.channels.push(Channel {
-        frames: (0..pages).map(|p| phys + p * PAGE_SIZE).collect(),
-        base,
-        len,
-        ends_alive: 1 + u8::from(client.is_some()),
-        service: *service,
+    system.channels.push(Channel::new(
+        manifest_index,
+        region,
         provider,
         client,
-        ring_slots: slots,
-        doorbells: [0; 2],
-    });
+        *service,
+        slots,
+    ));
     Ok((index, duplex))
 }

@@ -11,18 +11,18 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use pvchannel::abi::{
     BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState, Syscall,
-    layout, name_bytes,
+    name_bytes,
 };
 use pvchannel::layout::PRODUCER_INDEX_OFFSET;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
+use crate::hv;
 use crate::hv::cpu::IO_BITMAP_BYTES;
 use crate::hv::trap::TrapFrame;
 use crate::memory::PAGE_SIZE;
 use crate::process::State;
 use crate::sched::System;
 use crate::usermem::UserRange;
-use crate::{hv, kprintln};
 use zerocopy::IntoBytes;
 
 /// The longest line `log` accepts.
@@ -82,8 +82,12 @@ fn dispatch(
         Syscall::ServerInfo => server_info(system, index, a[0], a[1]).map(Some),
         Syscall::ChannelStats => channel_stats(system, index, a[0], a[1]).map(Some),
         Syscall::IoPortWritePaced => crate::ports::write_paced(system, index, a).map(Some),
-        Syscall::ChannelReconnect => Err(Error::NoSuchSyscall),
-        Syscall::InjectFault => Err(Error::NoSuchSyscall),
+        Syscall::ChannelReconnect => {
+            let generation = crate::supervisor::reconnect(system, index, a[0] as usize)?;
+            channel_info(system, index, a[0], a[1])?;
+            Ok(Some(u64::from(generation)))
+        }
+        Syscall::InjectFault => crate::supervisor::inject_fault(system, index, a[0]).map(Some),
     }
 }
 
@@ -158,7 +162,7 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         is_provider: u32::from(end.provider),
         service: end.service,
         peer,
-        generation: 0,
+        generation: channel.mapped(end.provider).unwrap_or(channel.generation),
         peer_irqs: end.peer.map_or(0, |p| system.servers[p].irq_grants),
     };
     let server = &mut system.servers[index];
@@ -270,16 +274,42 @@ fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64
     Ok(UserRange::new(out, n).write(server, snapshot.as_bytes())? as u64)
 }
 
+/// One record on the console, `[name] text`, with the text escaped so that
+/// it stays one line and cannot act on the terminal (`logline`), at most
+/// `ratelimit::SERVER_LOG` records a second per server. A record over that
+/// rate, or one the console's ring has no room for, is dropped: the call
+/// fails with `Busy` (the arguments are checked first, so a bad one is
+/// still reported as such), and the server's next record is preceded by
+/// `[name] (N lines dropped)`.
 fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Error> {
+    use microkernel::logline::{RECORD_MAX, dropped_note, server_record};
+
     if len > MAX_LOG {
         return Err(Error::BadSize);
     }
     let mut buf = [0u8; MAX_LOG as usize];
     let text = &mut buf[..len as usize];
+    let tsc_hz = system.tsc_hz;
     let server = &mut system.servers[index];
     UserRange::new(ptr, len).read(server, text)?;
-    let line = core::str::from_utf8(text).unwrap_or("(invalid UTF-8)");
-    kprintln!("[{}] {}", server.name, line.trim_end_matches('\n'));
+    let limit = &mut server.log_limit;
+    if !limit.admit(hv::rdtsc(), tsc_hz, microkernel::ratelimit::SERVER_LOG) {
+        return Err(Error::Busy);
+    }
+    let mut record = [0u8; RECORD_MAX];
+    let dropped = limit.take_dropped();
+    if dropped > 0 {
+        let n = dropped_note(&server.name, dropped, &mut record);
+        if !crate::console::print_server(&record[..n]) {
+            limit.count_dropped(dropped + 1);
+            return Err(Error::Busy);
+        }
+    }
+    let n = server_record(&server.name, text, &mut record);
+    if !crate::console::print_server(&record[..n]) {
+        limit.count_dropped(1);
+        return Err(Error::Busy);
+    }
     Ok(len)
 }
 
@@ -350,8 +380,9 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
     // The producer indices live in shared memory: read each once, as the
     // number the producer claims, and only report it.
     let read_index = |offset: usize| -> u64 {
-        match channel.frames.first() {
-            Some(&phys) if offset + 4 <= channel.len as usize => {
+        match channel.current() {
+            Some(region) if offset + 4 <= channel.len as usize => {
+                let phys = region.phys;
                 // SAFETY: the channel's frames are contiguous, mapped in the
                 // direct map, and live while the channel has frames.
                 let word = unsafe {
@@ -388,8 +419,3 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
 
 /// How the kernel names itself as a channel peer.
 pub const KERNEL_NAME: &str = "kernel";
-
-/// Where channel `i` is mapped in both of its servers.
-pub fn channel_base(channel: usize) -> u64 {
-    layout::CHANNELS_BASE + channel as u64 * layout::CHANNEL_STRIDE
-}

@@ -73,8 +73,11 @@ pub enum Syscall {
     MmioMap = 8,
     /// `counters(out_ptr, len) -> written`: copy the kernel's counters.
     Counters = 9,
-    /// `log(ptr, len)`: write a line to the kernel log (debug output before
-    /// the console server is up).
+    /// `log(ptr, len)`: write a line (at most 1 KiB) to the kernel log as
+    /// one record: `[name] text`, control characters escaped, so that no
+    /// server can forge another's (or the kernel's) line. Rate-limited per
+    /// server; `Busy` when the line was dropped, over the rate or for want
+    /// of room in the console's ring (the count is printed later).
     Log = 10,
     /// `boot_info(out_ptr, len) -> written`: the boot configuration a server
     /// needs (batching on or off, TSC frequency, test name, its arguments).

@@ -172,6 +172,14 @@ impl<T: Slot, D: Doorbell> Sender<T, D> {
         (self.ring, self.bell)
     }
 
+    /// Carry on over `ring` (a new generation of the channel, after the
+    /// peer was restarted), keeping the doorbell and the policy; returns
+    /// the old ring end, which must not be used once its memory is gone.
+    pub fn replace_ring(&mut self, ring: Producer<T>) -> Producer<T> {
+        self.batch_limit = self.batch_limit.clamp(1, ring.capacity());
+        core::mem::replace(&mut self.ring, ring)
+    }
+
     fn ring_bell(&mut self) {
         self.bell.ring();
         self.doorbells += 1;
@@ -320,6 +328,14 @@ impl<T: Slot, D: Doorbell> Receiver<T, D> {
 
     pub fn into_parts(self) -> (Consumer<T>, D) {
         (self.ring, self.bell)
+    }
+
+    /// Carry on over `ring` (see [`Sender::replace_ring`]); a stream that
+    /// ended on a corrupt ring starts again.
+    pub fn replace_ring(&mut self, ring: Consumer<T>) -> Consumer<T> {
+        self.batch_limit = self.batch_limit.clamp(1, ring.capacity());
+        self.done = false;
+        core::mem::replace(&mut self.ring, ring)
     }
 
     /// Release every taken slot and ring the producer's doorbell if it is

@@ -219,6 +219,24 @@ impl<T: Slot> Producer<T> {
         Ok(self.free_cached())
     }
 
+    /// Copy into `out` the published items the consumer has not taken
+    /// (from the consumer index, read once and checked, up to the
+    /// published index), oldest first; returns how many. For a producer
+    /// whose consumer is gone: what it never took can be sent again
+    /// elsewhere, since it was never acted on.
+    pub fn unconsumed(&mut self, out: &mut [T]) -> Result<usize, RingError> {
+        self.refresh()?;
+        let pending = self.published.wrapping_sub(self.head) as usize;
+        let n = pending.min(out.len());
+        for (i, item) in out.iter_mut().take(n).enumerate() {
+            // SAFETY: the slot is in bounds (`slot` masks the index); the
+            // dead consumer may have written anything there, and any bit
+            // pattern is a valid `T` (`Slot`).
+            *item = unsafe { self.slot(self.head.wrapping_add(i as u32)).read_volatile() };
+        }
+        Ok(n)
+    }
+
     #[cold]
     fn poison(&mut self, e: RingError) -> RingError {
         self.poisoned = Some(e);

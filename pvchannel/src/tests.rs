@@ -176,6 +176,31 @@ fn single_items_fill_and_drain() {
 }
 
 #[test]
+fn unconsumed_items_are_what_the_consumer_never_took() {
+    let (region, mem) = fresh::<u64>(8);
+    let (mut p, mut c) = mem.split().unwrap();
+    // Wrap the indices first, so the copy crosses the end of the slots.
+    for i in 0..6 {
+        p.push(i).unwrap();
+        assert_eq!(c.pop(), Ok(i));
+    }
+    for i in 10..15 {
+        p.push(i).unwrap();
+    }
+    p.stage(99).unwrap(); // staged, never published: not the consumer's
+    assert_eq!(c.pop(), Ok(10));
+    let mut out = [0u64; 8];
+    assert_eq!(p.unconsumed(&mut out), Ok(4));
+    assert_eq!(out[..4], [11, 12, 13, 14]);
+    let mut short = [0u64; 2];
+    assert_eq!(p.unconsumed(&mut short), Ok(2));
+    assert_eq!(short, [11, 12]);
+    // A consumer index past what was published is refused, not believed.
+    word(&region, CONSUMER_INDEX_OFFSET).store(1000, core::sync::atomic::Ordering::Release);
+    assert!(p.unconsumed(&mut out).unwrap_err().is_corrupt());
+}
+
+#[test]
 fn staged_items_are_invisible_until_published() {
     let (_region, mem) = fresh::<u64>(8);
     let (mut p, mut c) = mem.split().unwrap();

@@ -12,11 +12,32 @@
 //! re-checks its ring.
 //!
 //! The only `unsafe` here is attaching the shared region; [`Channel`]
-//! makes sure each region is attached at most once.
+//! makes sure each region is attached at most once (and again only after
+//! the kernel mapped a new generation of it in its place).
+//!
+//! # When the peer ends
+//!
+//! The kernel's status page says, per handle, the channel's generation and
+//! whether the peer is alive, and the kernel raises the channel's bit when
+//! either changes. A [`Client`] looks whenever it would otherwise wait (and
+//! when it publishes). If the peer was restarted, it reconnects on the new
+//! generation at once: completions the old peer published are still
+//! delivered; each request that wants an answer and got none gets
+//! [`ChannelError::PeerRestarted`] (it may or may not have been carried
+//! out: the caller decides whether to ask again, so a request that crashes
+//! its server is not replayed into every new instance); requests that
+//! want no answer (a console write) and that the old peer had not released
+//! are sent again to the new one, so output is not lost (a write the old
+//! instance carried out just before it died may appear twice). If the peer stays down, every
+//! wait ends in [`ChannelError::PeerDead`]. A [`Provider`] learns the same
+//! through [`Provider::peer_change`] and reconnects with
+//! [`Provider::reconnect`].
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::future::poll_fn;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::Waker;
+use core::task::{Context, Poll, Waker};
 
 use pvchannel::abi::{self, ChannelInfo};
 use pvchannel::{
@@ -47,6 +68,12 @@ pub enum ChannelError {
     InUse,
     /// The notification bit has no free lane (or is out of range).
     NoLane,
+    /// The peer ended and stays down.
+    PeerDead,
+    /// The peer was restarted and a request it had taken was never
+    /// answered (it may or may not have been carried out). The channel is
+    /// already reconnected: the next request goes to the new instance.
+    PeerRestarted,
     /// A completion arrived for a request that was not made.
     Cookie {
         /// The cookie of the request being waited for.
@@ -58,7 +85,37 @@ pub enum ChannelError {
 
 impl From<abi::Error> for ChannelError {
     fn from(e: abi::Error) -> Self {
-        Self::Sys(e)
+        match e {
+            abi::Error::PeerDead => Self::PeerDead,
+            abi::Error::PeerRestarted => Self::PeerRestarted,
+            e => Self::Sys(e),
+        }
+    }
+}
+
+/// What became of a channel's peer since this end attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Nothing: the same instance, alive.
+    None,
+    /// It was restarted: the channel has a new generation to reconnect to.
+    Restarted,
+    /// It ended and stays down.
+    Dead,
+}
+
+/// Read the status page's entry for `handle` against the generation this
+/// end attached.
+fn peer_change(handle: u32, attached: u32) -> PeerChange {
+    let status = sys::channel_status(handle);
+    if status.generation != attached {
+        // A peer restarted and then gone for good still has a new
+        // generation; the reconnect says `PeerDead`.
+        PeerChange::Restarted
+    } else if status.peer == abi::PEER_DEAD {
+        PeerChange::Dead
+    } else {
+        PeerChange::None
     }
 }
 
@@ -83,6 +140,10 @@ impl core::fmt::Display for ChannelError {
             Self::NotFound => f.write_str("no such channel"),
             Self::InUse => f.write_str("channel already attached"),
             Self::NoLane => f.write_str("no free waiter lane on the notification bit"),
+            Self::PeerDead => f.write_str("the server at the other end is down"),
+            Self::PeerRestarted => {
+                f.write_str("the server at the other end restarted before it answered")
+            }
             Self::Cookie { expected, got } => {
                 write!(f, "completion for cookie {got}, expected {expected}")
             }
@@ -213,8 +274,33 @@ impl Channel {
         self.info.notify_bit
     }
 
+    /// The generation of the ring this end has mapped.
+    pub fn generation(&self) -> u32 {
+        self.info.generation
+    }
+
+    /// What became of the peer since this end attached.
+    pub fn peer_change(&self) -> PeerChange {
+        peer_change(self.handle, self.info.generation)
+    }
+
+    /// Map the channel's current generation (`channel_reconnect`) and
+    /// describe it; the caller must drop every ring end of the old one
+    /// before using the new ones.
+    fn remap(&mut self) -> Result<pvchannel::Duplex<Descriptor, Completion>, ChannelError> {
+        self.info = sys::channel_reconnect(self.handle)?;
+        self.map_duplex()
+    }
+
     fn attach(&self) -> Result<pvchannel::Duplex<Descriptor, Completion>, ChannelError> {
         claim(self.handle)?;
+        self.map_duplex()
+    }
+
+    /// The region `info` describes, as a duplex. Only for a handle claimed
+    /// by this program (`attach`), or remapped by the kernel since
+    /// (`reconnect`).
+    fn map_duplex(&self) -> Result<pvchannel::Duplex<Descriptor, Completion>, ChannelError> {
         let len = usize::try_from(self.info.len).map_err(|_| {
             ChannelError::Layout(LayoutError::TooSmall {
                 needed: 0,
@@ -223,9 +309,10 @@ impl Channel {
         })?;
         // SAFETY: the kernel mapped `len` bytes read-write at `base` for
         // this channel (that is what `channel_info` reports) for the life of
-        // the server, and `claim` above makes this the only attachment of
-        // the region in this program. The peer may write anything there;
-        // pvchannel validates all it reads.
+        // the server, and `claim` makes this the only attachment of the
+        // region in this program (a reconnect drops the old ring ends
+        // before using the new mapping). The peer may write anything
+        // there; pvchannel validates all it reads.
         let duplex = unsafe { pvchannel::attach_duplex(self.info.base as *mut u8, len)? };
         Ok(duplex)
     }
@@ -259,11 +346,23 @@ impl Channel {
 /// [`call`](Self::call) is one request and its answer. For pipelining,
 /// [`send`](Self::send) many requests (flagged `FLAG_NO_COMPLETION` or
 /// not), [`flush`](Self::flush), and [`recv`](Self::recv) the completions.
+/// Every request that wants a completion gets exactly one outcome from
+/// `recv`: its completion, or an error if the peer restarted or died
+/// before it answered (see the module's "When the peer ends").
 pub struct Client<D: Doorbell = ChannelBell> {
     requests: Sender<Descriptor, D>,
     completions: Receiver<Completion, D>,
     next_cookie: u64,
     channel: Option<Channel>,
+    /// Requests sent that want a completion and have had no outcome yet.
+    /// (`PeerRestarted` is one: they are never sent again.)
+    outstanding: u64,
+    /// Completions the previous instance of the peer published before it
+    /// ended, handed out before anything else.
+    early: VecDeque<Completion>,
+    /// Outstanding requests the previous instance never answered:
+    /// each is one `PeerRestarted` from `recv`.
+    lost: u64,
 }
 
 impl<D: Doorbell> Client<D> {
@@ -280,6 +379,9 @@ impl<D: Doorbell> Client<D> {
             completions: Receiver::new(ends.1, rx_bell, batching),
             next_cookie: 1,
             channel: None,
+            outstanding: 0,
+            early: VecDeque::new(),
+            lost: 0,
         }
     }
 
@@ -293,6 +395,91 @@ impl<D: Doorbell> Client<D> {
         self.channel.as_ref()
     }
 
+    /// Look at the peer: reconnect if it was restarted (`Ok(true)`), fail
+    /// with `PeerDead` if it is down for good.
+    fn sync_peer(&mut self) -> Result<bool, ChannelError> {
+        let Some(channel) = &self.channel else {
+            return Ok(false);
+        };
+        match channel.peer_change() {
+            PeerChange::None => Ok(false),
+            PeerChange::Dead => Err(ChannelError::PeerDead),
+            PeerChange::Restarted => self.reconnect().map(|()| true),
+        }
+    }
+
+    /// Move to the channel's new generation: keep what the old peer
+    /// answered, send again the unreleased requests that want no answer,
+    /// count the answers that will never come.
+    fn reconnect(&mut self) -> Result<(), ChannelError> {
+        let Some(channel) = self.channel.as_mut() else {
+            return Ok(());
+        };
+        while let Ok(completion) = self.completions.try_recv() {
+            self.early.push_back(completion);
+        }
+        let producer = self.requests.producer();
+        producer.publish();
+        let mut replay = alloc::vec![Descriptor::default(); producer.capacity() as usize];
+        let n = producer.unconsumed(&mut replay).unwrap_or(0);
+        replay.truncate(n);
+        // From here the old ring's memory is gone: its ends are replaced
+        // before anything touches them again.
+        let (requests, completions) = channel.remap()?.client()?;
+        self.requests.replace_ring(requests);
+        self.completions.replace_ring(completions);
+        for request in replay.into_iter().filter(|r| !r.wants_completion()) {
+            if self.requests.producer().stage(request).is_err() {
+                break;
+            }
+        }
+        self.requests.flush();
+        self.lost = self.outstanding.saturating_sub(self.early.len() as u64);
+        Ok(())
+    }
+
+    /// Ready when a request slot is free; reconnects on the way if the
+    /// peer was restarted.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        loop {
+            match self.requests.poll_ready(cx) {
+                Poll::Ready(result) => return Poll::Ready(result.map_err(Into::into)),
+                Poll::Pending => match self.sync_peer() {
+                    Ok(false) => return Poll::Pending,
+                    Ok(true) => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
+        }
+    }
+
+    /// The next outcome of an outstanding request.
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Completion, ChannelError>> {
+        loop {
+            if let Some(completion) = self.early.pop_front() {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                return Poll::Ready(Ok(completion));
+            }
+            if self.lost > 0 {
+                self.lost -= 1;
+                self.outstanding = self.outstanding.saturating_sub(1);
+                return Poll::Ready(Err(ChannelError::PeerRestarted));
+            }
+            match self.completions.poll_recv(cx) {
+                Poll::Ready(Ok(completion)) => {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                    return Poll::Ready(Ok(completion));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => match self.sync_peer() {
+                    Ok(false) => return Poll::Pending,
+                    Ok(true) => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
+        }
+    }
+
     /// Send `request` with a fresh cookie, publish it, and wait for its
     /// completion. Completions of earlier pipelined requests must have been
     /// received first (a completion with another cookie is an error).
@@ -302,9 +489,9 @@ impl<D: Doorbell> Client<D> {
         let request = Descriptor::new(request.opcode(), cookie)
             .with_flags(request.flags() & !Descriptor::FLAG_NO_COMPLETION)
             .with_args(request.args());
-        self.requests.send(request).await?;
-        self.requests.flush();
-        let completion = self.completions.recv().await?;
+        self.send(request).await?;
+        self.flush();
+        let completion = poll_fn(|cx| self.poll_outcome(cx)).await?;
         if completion.cookie() != cookie {
             return Err(ChannelError::Cookie {
                 expected: cookie,
@@ -318,25 +505,39 @@ impl<D: Doorbell> Client<D> {
     /// space; with batching on it is published with its batch (or by
     /// [`flush`](Self::flush)).
     pub async fn send(&mut self, request: Descriptor) -> Result<(), ChannelError> {
-        Ok(self.requests.send(request).await?)
+        self.sync_peer()?;
+        loop {
+            poll_fn(|cx| self.poll_room(cx)).await?;
+            match self.requests.try_send(request) {
+                Err(RingError::Full) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(()) => {
+                    self.outstanding += u64::from(request.wants_completion());
+                    return Ok(());
+                }
+            }
+        }
     }
 
-    /// Publish every queued request (and ring if the server sleeps).
+    /// Publish every queued request (and ring if the server sleeps). If the
+    /// peer was restarted meanwhile, they go to the new instance.
     pub fn flush(&mut self) {
+        // A peer that is down is reported by the next wait.
+        let _ = self.sync_peer();
         self.requests.flush();
     }
 
-    /// Wait for the next completion.
+    /// Wait for the next completion (or the error that stands for it).
     pub async fn recv(&mut self) -> Result<Completion, ChannelError> {
-        self.requests.flush();
-        Ok(self.completions.recv().await?)
+        self.flush();
+        poll_fn(|cx| self.poll_outcome(cx)).await
     }
 
     /// Tell the server this client is done ([`OP_HANGUP`]) and publish.
     pub async fn close(mut self) -> Result<(), ChannelError> {
         let bye = Descriptor::new(OP_HANGUP, 0).with_flags(Descriptor::FLAG_NO_COMPLETION);
-        self.requests.send(bye).await?;
-        self.requests.flush();
+        self.send(bye).await?;
+        self.flush();
         Ok(())
     }
 
@@ -393,15 +594,57 @@ impl<D: Doorbell> Provider<D> {
         self.channel.as_ref().map(Channel::peer).unwrap_or("")
     }
 
+    /// What became of the client since this end attached
+    /// ([`PeerChange::None`] for channels not made by [`Channel`]).
+    pub fn peer_change(&self) -> PeerChange {
+        self.channel
+            .as_ref()
+            .map_or(PeerChange::None, Channel::peer_change)
+    }
+
+    /// Attach the channel's new generation after the client was
+    /// restarted: a fresh ring, nothing of the old client's carried over.
+    pub fn reconnect(&mut self) -> Result<(), ChannelError> {
+        let Some(channel) = self.channel.as_mut() else {
+            return Ok(());
+        };
+        let (requests, completions) = channel.remap()?.server()?;
+        self.requests.replace_ring(requests);
+        self.completions.replace_ring(completions);
+        Ok(())
+    }
+
     /// Wait for the next request. Publishes pending completions first, so
-    /// a client waiting for them is never left behind.
+    /// a client waiting for them is never left behind. A client that
+    /// ended for good reads as a hang-up ([`OP_HANGUP`]); one that was
+    /// restarted is reconnected and served afresh.
     pub async fn recv(&mut self) -> Result<Descriptor, ChannelError> {
         match self.requests.try_recv() {
             Err(RingError::Empty) => {}
             other => return Ok(other?),
         }
         self.completions.flush();
-        Ok(self.requests.recv().await?)
+        poll_fn(|cx| {
+            loop {
+                match self.requests.poll_recv(cx) {
+                    Poll::Ready(result) => return Poll::Ready(result.map_err(Into::into)),
+                    Poll::Pending => match self.peer_change() {
+                        PeerChange::None => return Poll::Pending,
+                        PeerChange::Dead => {
+                            return Poll::Ready(Ok(Descriptor::new(OP_HANGUP, 0)));
+                        }
+                        PeerChange::Restarted => match self.reconnect() {
+                            Ok(()) => {}
+                            Err(ChannelError::PeerDead) => {
+                                return Poll::Ready(Ok(Descriptor::new(OP_HANGUP, 0)));
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        },
+                    },
+                }
+            }
+        })
+        .await
     }
 
     /// The next request if one is there, without waiting.

@@ -57,7 +57,7 @@ pub mod sys;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-pub use channel::{Channel, ChannelError, Client, OP_HANGUP, Provider};
+pub use channel::{Channel, ChannelError, Client, OP_HANGUP, PeerChange, Provider};
 pub use executor::{block_on, spawn};
 pub use pvchannel::{self, Batching, Completion, Descriptor, abi};
 

@@ -11,7 +11,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use zerocopy::{FromZeros, IntoBytes};
 
 use pvchannel::abi::{
-    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall, SyscallEntry,
+    BootInfo, ChannelInfo, ChannelStats, ChannelStatus, Error, KernelCounters, ServerInfo, Syscall,
+    SyscallEntry,
 };
 
 /// Make a raw system call: number `nr`, up to six arguments; returns `rax`
@@ -209,6 +210,63 @@ pub fn channel_info(handle: u32) -> Result<ChannelInfo, Error> {
     Ok(info)
 }
 
+/// After the peer of channel `handle` was restarted, map the channel's
+/// new ring in place of the old one; its description, as `channel_info`.
+/// `PeerDead` when the peer stays down.
+pub fn channel_reconnect(handle: u32) -> Result<ChannelInfo, Error> {
+    let mut info = ChannelInfo::default();
+    call(
+        Syscall::ChannelReconnect,
+        u64::from(handle),
+        (&raw mut info) as u64,
+        0,
+    )?;
+    Ok(info)
+}
+
+/// What the kernel's status page says of channel `handle` now: its
+/// generation and whether the peer is alive. Read once per call, from
+/// the page only the kernel writes.
+pub fn channel_status(handle: u32) -> ChannelStatus {
+    #[cfg(target_os = "none")]
+    {
+        use pvchannel::abi::{MAX_HANDLES, StatusPage, layout};
+        if (handle as usize) < MAX_HANDLES {
+            let page = layout::STATUS_PAGE as *const StatusPage;
+            // SAFETY: the kernel maps the status page read-only at
+            // `STATUS_PAGE` in every server before it starts; the entry
+            // is in bounds; a volatile read because the kernel changes it
+            // behind the program's back.
+            return unsafe {
+                core::ptr::read_volatile(&raw const (*page).channels[handle as usize])
+            };
+        }
+    }
+    let _ = handle;
+    ChannelStatus::default()
+}
+
+/// How many times this server was restarted (0 on its first run).
+#[cfg(target_os = "none")]
+pub fn restarts() -> u32 {
+    use pvchannel::abi::{StatusPage, layout};
+    let page = layout::STATUS_PAGE as *const StatusPage;
+    // SAFETY: as in `channel_status`.
+    unsafe { core::ptr::read_volatile(&raw const (*page).restarts) }
+}
+
+/// How many times this server was restarted: on the host, never.
+#[cfg(not(target_os = "none"))]
+pub fn restarts() -> u32 {
+    0
+}
+
+/// Make server `index` fault at its next instruction (a test and soak
+/// tool; `Denied` unless the manifest grants `inject_faults`).
+pub fn inject_fault(index: u32) -> Result<(), Error> {
+    call(Syscall::InjectFault, u64::from(index), 0, 0).map(drop)
+}
+
 /// Describe server `index` (any server may ask); `BadHandle` past the last,
 /// which is how to count them.
 pub fn server_info(index: u32) -> Result<ServerInfo, Error> {
@@ -306,7 +364,10 @@ pub fn counters() -> Result<KernelCounters, Error> {
     Ok(out)
 }
 
-/// Write `line` to the kernel console (prefixed with this server's name).
+/// Write `line` to the kernel console as one record, prefixed with this
+/// server's name, control characters escaped. `Busy` when the line was
+/// dropped: over this server's rate, or the console's ring was full (a
+/// note with the count comes out with the next line let through).
 pub fn log(line: &[u8]) -> Result<(), Error> {
     call(Syscall::Log, line.as_ptr() as u64, line.len() as u64, 0).map(drop)
 }

@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod new_server;
 pub mod qemu;
 pub mod qmp;
+pub mod soak;
 pub mod stress;
 pub mod summary;
 

@@ -35,6 +35,11 @@ enum Cmd {
     /// batch size (plus ping-pong round trips), then a table of messages/s,
     /// kernel entries, context switches and VM exits per message.
     Stress(xtask::stress::StressArgs),
+    /// Supervision soak (minutes; not in CI): make apic, timer, console and
+    /// echo fault --faults times in turn while clients run, and check that
+    /// the kernel stays up, no client hangs and every request has an
+    /// outcome; reports restarts, errors and the console's restart time.
+    Soak(xtask::soak::SoakArgs),
     /// Create a new server, add it to the workspace and to the manifest.
     ///
     /// Writes servers/NAME (a working async request loop that answers
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args, false),
         Cmd::Gdb(args) => run(&args, true),
         Cmd::Stress(args) => xtask::stress::main(&args),
+        Cmd::Soak(args) => xtask::soak::run(&args),
         Cmd::NewServer { name, provides } => {
             xtask::new_server::run(&workspace_root(), &name, provides.as_deref())
                 .map(|()| ExitCode::SUCCESS)

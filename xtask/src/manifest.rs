@@ -629,7 +629,10 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
             _ => {
                 problems.server(
                     &name,
-                    format_args!("{key} {}: it must be a number in {min}..=4294967295", n.repr()),
+                    format_args!(
+                        "{key} {}: it must be a number in {min}..=4294967295",
+                        n.repr()
+                    ),
                 );
                 default
             }
@@ -1408,7 +1411,9 @@ mod tests {
 
     #[test]
     fn supervision() {
-        let m = ok("[[server]]\nname = \"echo\"\nrestart = \"on-fault\"\nrestart_limit = 3\nrestart_period_ms = 500\ninject_faults = true");
+        let m = ok(
+            "[[server]]\nname = \"echo\"\nrestart = \"on-fault\"\nrestart_limit = 3\nrestart_period_ms = 500\ninject_faults = true",
+        );
         let record = &m.servers[0].record;
         assert_eq!(record.restart, wire::Restart::OnFault);
         assert_eq!((record.restart_limit, record.restart_period_ms), (3, 500));

@@ -14,7 +14,11 @@
 //! and never polled again. A client whose ring breaks is dropped the same
 //! way (and logged), and so is one that leaves more than
 //! [`MAX_BACKLOG`] answers unread: its answers wait in this server's heap,
-//! and one client must not be able to exhaust it for the others.
+//! and one client must not be able to exhaust it for the others. A client
+//! that ended for good (the kernel's status page says so) is dropped too.
+//! A client that was restarted is handed to the server as a hang-up (its
+//! old instance's work is to be forgotten) and then served again on the
+//! channel's new generation, under the same index.
 //!
 //! Context: a server's only thread, inside the executor.
 
@@ -23,7 +27,9 @@ use alloc::vec::Vec;
 use core::future::poll_fn;
 use core::task::Poll;
 
-use userland::{Batching, Channel, ChannelError, Completion, Descriptor, OP_HANGUP, Provider};
+use userland::{
+    Batching, Channel, ChannelError, Completion, Descriptor, OP_HANGUP, PeerChange, Provider,
+};
 use userland::{println, pvchannel::RingError, sys};
 
 use crate::irq::IrqLine;
@@ -58,6 +64,10 @@ pub struct Mux {
     irq: Option<IrqLine>,
     /// Requests taken while waiting, handed out first by `take_batch`.
     stash: VecDeque<(usize, Descriptor)>,
+    /// Hang-ups that stand for a client's end (dropped or restarted),
+    /// handed out before anything else; unlike a hang-up the client sent,
+    /// they do not end the client slot itself.
+    ended: VecDeque<usize>,
     batching: Batching,
     batch_limit: usize,
 }
@@ -77,6 +87,7 @@ impl Mux {
             clients,
             irq: None,
             stash: VecDeque::new(),
+            ended: VecDeque::new(),
             batching: sys::batching(),
             batch_limit: 1024,
         })
@@ -133,7 +144,32 @@ impl Mux {
             println!("client {} dropped: {why}", c.provider.peer());
             c.alive = false;
             c.backlog.clear();
-            self.stash.push_back((i, Descriptor::new(OP_HANGUP, 0)));
+            self.ended.push_back(i);
+        }
+    }
+
+    /// Look at every client's peer: drop the ones gone for good, and
+    /// reconnect the restarted ones (after a hang-up for the old instance).
+    fn check_peers(&mut self) {
+        for i in 0..self.clients.len() {
+            match self.clients[i].provider.peer_change() {
+                PeerChange::None => {}
+                PeerChange::Dead => self.drop_client(i, "it ended"),
+                PeerChange::Restarted => {
+                    let c = &mut self.clients[i];
+                    match c.provider.reconnect() {
+                        Ok(()) => {
+                            println!("client {} restarted: served afresh", c.provider.peer());
+                            c.backlog.clear();
+                            c.alive = true;
+                            // The old instance's work is to be forgotten.
+                            self.ended.push_back(i);
+                        }
+                        Err(ChannelError::PeerDead) => self.drop_client(i, "it ended"),
+                        Err(e) => self.drop_client(i, e),
+                    }
+                }
+            }
         }
     }
 
@@ -156,6 +192,13 @@ impl Mux {
             Batching::On => self.batch_limit,
             Batching::Off => 1,
         };
+        self.check_peers();
+        while out.len() - start < limit {
+            let Some(i) = self.ended.pop_front() else {
+                break;
+            };
+            out.push((i, Descriptor::new(OP_HANGUP, 0)));
+        }
         while out.len() - start < limit {
             let Some((i, d)) = self.stash.pop_front() else {
                 break;
@@ -239,10 +282,14 @@ impl Mux {
     /// Publish the answers, then sleep until there is something to do.
     pub async fn wait(&mut self) -> Event {
         self.flush();
-        if !self.stash.is_empty() {
+        if !self.stash.is_empty() || !self.ended.is_empty() {
             return Event::Request;
         }
         poll_fn(|cx| {
+            self.check_peers();
+            if !self.ended.is_empty() {
+                return Poll::Ready(Event::Request);
+            }
             if let Some(irq) = self.irq.as_mut()
                 && irq.poll_fired(cx).is_ready()
             {

@@ -9,8 +9,14 @@
 //! | `sleep MS` | sleeps through the timer service and says how long it took |
 //! | `echo ...` | prints its arguments |
 //! | `call SERVICE [VALUE]` | sends an echo request (`proto::echo::OP_ECHO`) to a service the shell uses, and prints the answer |
+//! | `fault SERVER` | makes SERVER fault now (needs `inject_faults` in the manifest): its restart policy takes over |
 //! | `batching` | shows whether batching is on or off |
 //! | `poweroff` | prints the counters, then ends the machine (isa-debug-exit) |
+//!
+//! A command that fails prints why and the prompt comes back: a timer or
+//! echo server that restarted or is down costs that command, not the
+//! shell. If the console itself restarts, the line being read is lost and
+//! the prompt is shown again by the new instance.
 //!
 //! Context: user space, the shell's only thread.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -43,6 +49,7 @@ const HELP: &[&str] = &[
     "  sleep MS    sleep MS milliseconds through the timer service",
     "  echo TEXT   print TEXT",
     "  call SERVICE [VALUE]  ask SERVICE to echo VALUE (a service the shell uses)",
+    "  fault SERVER  make SERVER fault now (if the manifest grants it)",
     "  batching    show whether batching is on or off",
     "  poweroff    print the counters and end the machine",
 ];
@@ -232,10 +239,35 @@ impl Shell {
         self.say(&text).await
     }
 
-    /// Run one command line; false when the shell should end.
+    async fn fault(&mut self, arg: &str) -> Result<(), ChannelError> {
+        let name = arg.trim();
+        let index = (0..).map_while(|i| server_info(i).ok().map(|info| (i, info)));
+        let Some((index, _)) = index
+            .into_iter()
+            .find(|(_, info)| abi::name_str(&info.name) == name)
+        else {
+            return self.say(&format!("fault: no server {name:?}")).await;
+        };
+        match sys::inject_fault(index) {
+            Ok(()) => self.say(&format!("fault: {name} faults now")).await,
+            Err(e) => self.say(&format!("fault: {name}: {e}")).await,
+        }
+    }
+
+    /// Run one command line; false when the shell should end. A command
+    /// that fails says why; only a console that cannot be written ends
+    /// the shell.
     async fn command(&mut self, line: &str) -> Result<bool, ChannelError> {
         let line = line.trim();
         let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let done = self.run_command(cmd, rest).await;
+        if let Err(e) = done {
+            self.say(&format!("{cmd}: {e}")).await?;
+        }
+        Ok(true)
+    }
+
+    async fn run_command(&mut self, cmd: &str, rest: &str) -> Result<(), ChannelError> {
         match cmd {
             "" => {}
             "help" => {
@@ -248,6 +280,7 @@ impl Shell {
             "sleep" => self.sleep(rest).await?,
             "echo" => self.say(rest.trim_start()).await?,
             "call" => self.call(rest).await?,
+            "fault" => self.fault(rest).await?,
             "batching" => {
                 let on = sys::batching() == Batching::On;
                 self.say(if on { "batching on" } else { "batching off" })
@@ -265,7 +298,7 @@ impl Shell {
                     .await?
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -288,13 +321,23 @@ async fn run() -> i32 {
             .say("shell: ready (type help for the commands)")
             .await?;
         loop {
-            shell.console.write(PROMPT).await?;
-            shell.console.flush().await?;
             let mut line = Vec::new();
-            shell.console.read_line(&mut line).await?;
+            let read = async {
+                shell.console.write(PROMPT).await?;
+                shell.console.flush().await?;
+                shell.console.read_line(&mut line).await
+            };
+            match read.await {
+                Ok(()) => {}
+                // The console restarted under the read: ask again.
+                Err(ChannelError::PeerRestarted) => continue,
+                Err(e) => return Err(e),
+            }
             let text = String::from_utf8_lossy(&line).into_owned();
-            if !shell.command(&text).await? {
-                return Ok(());
+            match shell.command(&text).await {
+                Ok(true) | Err(ChannelError::PeerRestarted) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
     }

@@ -1,0 +1,224 @@
+//! Supervision: what happens when a server ends. Its manifest entry says
+//! whether it is started again (`restart = "never" | "on-fault" |
+//! "always"`) and how often (`restart_limit` within `restart_period_ms`,
+//! [`microkernel::intensity`]). A restarted server is loaded afresh from
+//! its image into a new address space, with the same index, grants and
+//! channel handles; each of its channels moves to a new generation
+//! (`channels`), and the peer learns it through its status page and a
+//! notification. A server left down is reported once, and its peers' status
+//! pages say `PEER_DEAD`.
+//!
+//! Why in the kernel and not in a supervisor server: the kernel already
+//! holds the images (the initrd), the grants and the channel table, and a
+//! restart is a few kernel-internal steps (load, map the new rings, tell
+//! the peers). A user-space supervisor would need system calls to create
+//! address spaces, map other servers' rings and hand out grants: a far
+//! larger and more dangerous interface, to carry out the same policy,
+//! which the manifest states either way. (Hubris makes the same choice
+//! the other way round for its policy, with the restart itself still a
+//! kernel operation; here the policy is data, so the kernel applies it.)
+//!
+//! Context: trap context, interrupts masked, on the kernel stack of the
+//! server that ended (the replaced instance is freed at the next trap).
+
+use alloc::vec::Vec;
+
+use pvchannel::abi::{Error, PEER_ALIVE, PEER_DEAD};
+use pvchannel::manifest::Restart;
+
+use crate::channels::{self, Region};
+use crate::process::{ChannelEnd, MmioGrant, Server, State};
+use crate::sched::System;
+use crate::{hv, kprintln};
+use microkernel::intensity::Intensity;
+
+/// What the kernel needs to start a server again: its image and grants as
+/// the manifest gave them, and its restart policy.
+pub struct Spec {
+    pub image: &'static [u8],
+    pub restart: Restart,
+    pub intensity: Intensity,
+    pub inject_faults: bool,
+    pub ports: Vec<(u16, u16)>,
+    pub irq_grants: u32,
+    pub mmio: Vec<MmioGrant>,
+}
+
+/// The handle `server` holds for `channel`.
+fn handle_of(server: &Server, channel: usize) -> Option<usize> {
+    server.channels.iter().position(|e| e.channel == channel)
+}
+
+/// Tell the live peer at the other end of `end` that the channel is now
+/// at `generation` with its peer `peer_state`, and wake it.
+fn tell_peer(system: &mut System, end: &ChannelEnd, generation: u32, peer_state: u32) {
+    let Some(peer) = end.peer else { return };
+    if !system.servers[peer].state.is_alive() {
+        return;
+    }
+    let Some(handle) = handle_of(&system.servers[peer], end.channel) else {
+        return;
+    };
+    system.servers[peer].set_channel_status(handle, generation, peer_state);
+    let bit = system.servers[peer].channels[handle].own_bit;
+    system.raise(peer, 1 << bit);
+}
+
+/// Restart server `index`, which ended in `state`, if its policy and
+/// intensity allow; `true` when it was.
+pub fn restart(system: &mut System, index: usize, state: State) -> bool {
+    let Some(spec) = system.specs.get_mut(index) else {
+        return false;
+    };
+    let wanted = match spec.restart {
+        Restart::Never => false,
+        Restart::OnFault => state == State::Faulted,
+        Restart::Always => true,
+    };
+    if !wanted {
+        return false;
+    }
+    let name = system.servers[index].name.clone();
+    let started = hv::rdtsc();
+    if !spec.intensity.allow(started) {
+        kprintln!(
+            "kernel: server {name} stays down: it was restarted {} times within its period \
+             (restart_limit {})",
+            spec.intensity.recent(),
+            spec.intensity.limit()
+        );
+        return false;
+    }
+    let mut new = match Server::load(index, &name, spec.image) {
+        Ok(server) => server,
+        Err(e) => {
+            kprintln!("kernel: server {name} stays down: cannot restart it: {e}");
+            return false;
+        }
+    };
+    new.port_grants = spec.ports.clone();
+    new.irq_grants = spec.irq_grants;
+    new.mmio = spec.mmio.clone();
+    let old = &system.servers[index];
+    new.channels = old.channels.clone();
+    new.bits_used = old
+        .channels
+        .iter()
+        .map(|e| e.own_bit + 1)
+        .max()
+        .unwrap_or(0);
+    new.set_restarts(old.restarts.saturating_add(1));
+    for handle in 0..new.channels.len() {
+        if let Err(why) = renew_channel(system, &mut new, handle) {
+            kprintln!("kernel: server {name} stays down: cannot renew its channels: {why}");
+            // The channels renewed so far drop the new instance's mapping
+            // with it; `leave_down` tells every peer.
+            for end in &new.channels[..handle] {
+                system.channels[end.channel].set_mapped(end.provider, None);
+            }
+            return false;
+        }
+    }
+    let old = core::mem::replace(&mut system.servers[index], new);
+    system.graveyard.push(old);
+    if system.current == Some(index) {
+        // The old instance is gone: nothing of it is saved or resumed.
+        system.current = None;
+    }
+    system.ready.push_back(index);
+    let micros =
+        u128::from(hv::rdtsc().saturating_sub(started)) * 1_000_000 / u128::from(system.tsc_hz);
+    kprintln!(
+        "kernel: server {name} restarted (restart {}) in {micros} us",
+        system.servers[index].restarts
+    );
+    true
+}
+
+/// Move channel `handle` of the restarting server `new` to a fresh
+/// generation mapped in its new space; tell the peer.
+fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result<(), &'static str> {
+    let end = new.channels[handle];
+    let channel = &mut system.channels[end.channel];
+    let generation = channel.generation.wrapping_add(1);
+    let (region, duplex) = channels::new_region(channel.ring_slots, generation)?;
+    channel.push_generation(region);
+    channels::map_region(&mut new.space, channel.base, &region)?;
+    channel.set_mapped(end.provider, Some(generation));
+    let peer_alive = match end.peer {
+        Some(peer) => system.servers[peer].state.is_alive(),
+        None => {
+            // The kernel's log: the kernel is the client, and moves to the
+            // new ring at once, carrying over what the old one held (`klog::attach`).
+            let (slots, console) = (channel.ring_slots, channel.provider);
+            crate::startup::attach_log_ring(duplex, &region, slots, console, end.own_bit)?;
+            system.channels[end.channel].set_mapped(false, Some(generation));
+            true
+        }
+    };
+    let state = if peer_alive { PEER_ALIVE } else { PEER_DEAD };
+    new.set_channel_status(handle, generation, state);
+    tell_peer(system, &end, generation, PEER_ALIVE);
+    Ok(())
+}
+
+/// Server `index` ended and stays down: its ends of every channel are
+/// gone, and its peers are told (`PEER_DEAD`).
+pub fn leave_down(system: &mut System, index: usize) {
+    for end in system.servers[index].channels.clone() {
+        let channel = &mut system.channels[end.channel];
+        channel.set_mapped(end.provider, None);
+        if end.peer.is_none() {
+            // The kernel's log end: detached already (`klog::detach_if`).
+            channel.set_mapped(false, None);
+        }
+        let generation = channel.generation;
+        tell_peer(system, &end, generation, PEER_DEAD);
+    }
+}
+
+/// `channel_reconnect`: map channel `handle`'s current generation for
+/// server `index` in place of the one it has. Returns the generation.
+pub fn reconnect(system: &mut System, index: usize, handle: usize) -> Result<u32, Error> {
+    let end = *system.servers[index]
+        .channels
+        .get(handle)
+        .ok_or(Error::BadHandle)?;
+    if let Some(peer) = end.peer
+        && !system.servers[peer].state.is_alive()
+    {
+        return Err(Error::PeerDead);
+    }
+    let channel = &system.channels[end.channel];
+    let generation = channel.generation;
+    if channel.mapped(end.provider) != Some(generation) {
+        let region: Region = *channel.current().ok_or(Error::PeerDead)?;
+        let base = channel.base;
+        channels::map_region(&mut system.servers[index].space, base, &region)
+            .map_err(|_| Error::OutOfMemory)?;
+        system.channels[end.channel].set_mapped(end.provider, Some(generation));
+    }
+    Ok(generation)
+}
+
+/// `inject_fault`: aim server `target` at address 0, so that its next
+/// instruction takes a real page fault and goes through the same path as
+/// any fault (report, policy, restart). A blocked target is woken for it.
+pub fn inject_fault(system: &mut System, caller: usize, target: u64) -> Result<u64, Error> {
+    if !system.specs.get(caller).is_some_and(|s| s.inject_faults) {
+        return Err(Error::Denied);
+    }
+    let target = usize::try_from(target).map_err(|_| Error::BadHandle)?;
+    let server = system.servers.get_mut(target).ok_or(Error::BadHandle)?;
+    if !server.state.is_alive() {
+        return Err(Error::BadHandle);
+    }
+    server.injected = true;
+    // SAFETY: a live server's saved frame is at the top of its own kernel
+    // stack (for the caller itself: the frame this call returns through).
+    unsafe { (*server.frame()).rip = 0 };
+    if server.state == State::Blocked {
+        system.wake(target, 0);
+    }
+    Ok(0)
+}
