@@ -237,8 +237,13 @@ pub mod apic {
     pub const STAT_BATCHES: u64 = 2;
     /// IPIs sent.
     pub const STAT_IPIS: u64 = 3;
+    /// Requests refused with `Denied` because they reach outside the
+    /// client's grant: a line not in its manifest entry's `irqs`, a line
+    /// another client routed, or an IPI other than one to itself on the
+    /// vector of a line it is granted (`servers/apic`'s module doc).
+    pub const STAT_DENIED: u64 = 4;
     /// Number of `STAT_*` counters.
-    pub const STAT_COUNT: u64 = 4;
+    pub const STAT_COUNT: u64 = 5;
 }
 
 /// The timer benchmark's barrier (`servers/sleepers`: `ticker-coord` and

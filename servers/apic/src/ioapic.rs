@@ -82,6 +82,30 @@ impl IoApic {
         io
     }
 
+    /// Take over the I/O APIC in `mmio` as a previous instance of this
+    /// server left it: learn its size and read every pin's entry, changing
+    /// nothing, so that the lines clients routed keep firing across a
+    /// restart of this server (the caller decides which entries to keep).
+    pub fn adopt(mmio: Mmio, coalesce: bool) -> Self {
+        let mut io = Self {
+            mmio,
+            pins: 0,
+            selected: None,
+            cache_select: coalesce,
+            shadow: Vec::new(),
+            accesses: 0,
+        };
+        let version = io.read(REG_VERSION);
+        io.pins = (((version >> 16) & 0xFF) as usize + 1).clamp(1, 240);
+        io.shadow = (0..io.pins)
+            .map(|pin| Entry {
+                low: io.read(REG_REDIRECTION + 2 * pin as u32),
+                high: io.read(REG_REDIRECTION + 2 * pin as u32 + 1),
+            })
+            .collect();
+        io
+    }
+
     pub fn pins(&self) -> usize {
         self.pins
     }

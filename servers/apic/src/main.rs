@@ -31,6 +31,21 @@
 //!   xAPIC mode (see `lapic.rs`). With one CPU the IPI that can be tested
 //!   is one to self: at start the server sends vector `0x20 + 23` to
 //!   itself, which the kernel delivers as IRQ line 23 to this server.
+//! * **Grants, per client** (`src/grants.rs`, host-tested). A client may
+//!   route, mask and unmask only the lines its own manifest entry grants
+//!   it (`irqs = [...]`, the lines it may `irq_bind`), and only while no
+//!   other client holds them routed; it may send an IPI only with the
+//!   vector `0x20 + line` of such a line, and only to itself (`DEST_SELF`;
+//!   other destinations wait for SMP). Anything else is answered `Denied`
+//!   and counted (`STAT_DENIED`); the first refusal of each client is
+//!   logged, the rest only counted, so that a hostile client cannot flood
+//!   the log. Without this, any client could mask line 0 and stop every
+//!   timer sleep, or line 4 and stop console input.
+//! * **Lines with no live owner are masked.** When a client hangs up, is
+//!   dropped by the multiplexer, or dies, every line it routed is masked
+//!   and forgotten (logged); a client that comes back in the same slot
+//!   starts with no routes. An unmasked line whose server is gone would
+//!   otherwise interrupt for no one, forever.
 //!
 //! Prints `apic: serving N client(s)`; exits 0 when every client has hung
 //! up.
@@ -42,8 +57,11 @@ mod device;
 mod ioapic;
 mod lapic;
 
+use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt::Write;
 
+use apic::grants::{self, ClientId, Routes};
 use apic::madt::{self, Topology};
 use devkit::Mux;
 use devkit::mux::unknown;
@@ -58,7 +76,6 @@ userland::entry!(async run);
 /// The line the start-up self-IPI arrives on (never routed at the I/O
 /// APIC, so only an IPI can raise its vector).
 const SELF_TEST_LINE: u32 = 23;
-const LINES: usize = 24;
 
 fn find_topology() -> Topology {
     let rsdp = sys::boot_info_cached().map(|b| b.rsdp).unwrap_or(0);
@@ -124,19 +141,52 @@ struct Apic {
     topo: Topology,
     io: IoApic,
     local: Option<LocalApic>,
-    /// Line -> pin, for routed lines.
-    routes: [Option<usize>; LINES],
+    /// The routed lines, their pins and the clients that routed them.
+    routes: Routes,
+    /// Per client: whether a refusal of it was logged since it came.
+    refusal_logged: Vec<bool>,
     /// Entries changed by the batch being handled, not written yet.
     dirty: Vec<Option<Entry>>,
     batching: Batching,
     requests: u64,
     batches: u64,
     ipis: u64,
+    denied: u64,
 }
 
 impl Apic {
     fn accesses(&self) -> u64 {
         self.io.accesses + self.local.as_ref().map(|l| l.accesses).unwrap_or(0)
+    }
+
+    /// After a restart: keep each route a previous instance made for a
+    /// client that is granted its line (the pin holds exactly what `route`
+    /// writes for that line, masked or not), owned by that client again;
+    /// mask every other pin. Returns how many routes were kept.
+    fn adopt_routes(&mut self, mux: &Mux) -> usize {
+        let mut kept = alloc::vec![false; self.io.pins()];
+        for i in 0..mux.clients() {
+            let grant = mux.peer_irqs(i);
+            for line in (0..grants::LINES).filter(|&l| grant & (1 << l) != 0) {
+                let (pin, low) = route_of(&self.topo, line as u32);
+                let pin = pin as usize;
+                let entry = self.io.entry(pin);
+                if pin < kept.len()
+                    && !kept[pin]
+                    && entry.with_mask(false) == (Entry { low, high: 0 })
+                    && self.routes.check_route(i, line, pin).is_ok()
+                {
+                    self.routes.insert(i, line, pin);
+                    kept[pin] = true;
+                }
+            }
+        }
+        for (pin, &keep) in kept.iter().enumerate() {
+            if !keep && self.io.entry(pin) != Entry::MASKED {
+                self.io.commit(pin, Entry::MASKED);
+            }
+        }
+        kept.iter().filter(|&&k| k).count()
     }
 
     fn current(&self, pin: usize) -> Entry {
@@ -163,76 +213,134 @@ impl Apic {
         }
     }
 
-    fn line_arg(d: &Descriptor) -> Result<usize, Error> {
-        let line = d.arg(0);
-        if line >= LINES as u64 {
-            return Err(Error::InvalidArgument);
-        }
-        Ok(line as usize)
-    }
-
-    fn handle(&mut self, d: &Descriptor) -> Completion {
+    /// Answer request `d` of client `client`, whose manifest entry
+    /// grants it the lines `grant` (bit n = line n) and is named `peer`.
+    fn handle(&mut self, client: ClientId, grant: u32, peer: &str, d: &Descriptor) -> Completion {
         self.requests += 1;
         let cookie = d.cookie();
         let result = match d.opcode() {
-            proto::OP_ROUTE => self.route(d),
-            proto::OP_MASK | proto::OP_UNMASK => {
-                let masked = d.opcode() == proto::OP_MASK;
-                Self::line_arg(d).and_then(|line| {
-                    let pin = self.routes[line].ok_or(Error::BadHandle)?;
-                    let e = self.current(pin).with_mask(masked);
-                    self.set(pin, e);
-                    Ok((0, 0))
-                })
-            }
-            proto::OP_IPI => self.ipi(d),
+            proto::OP_ROUTE => self.route(client, grant, d),
+            proto::OP_MASK | proto::OP_UNMASK => self.set_mask(client, grant, d),
+            proto::OP_IPI => self.ipi(grant, d),
             proto::OP_STATS => match d.arg(0) {
                 proto::STAT_REGISTER_ACCESSES => Ok((self.accesses(), 0)),
                 proto::STAT_REQUESTS => Ok((self.requests, 0)),
                 proto::STAT_BATCHES => Ok((self.batches, 0)),
                 proto::STAT_IPIS => Ok((self.ipis, 0)),
-                _ => Err(Error::InvalidArgument),
+                proto::STAT_DENIED => Ok((self.denied, 0)),
+                _ => Err(Refused::Other(Error::InvalidArgument)),
             },
             _ => return unknown(d),
         };
         match result {
             Ok((value, aux)) => Completion::ok(cookie, value).with_aux(aux),
-            Err(e) => Completion::err(cookie, e),
+            Err(Refused::Grant) => {
+                self.refused(client, grant, peer, d);
+                Completion::err(cookie, Error::Denied)
+            }
+            Err(Refused::Other(e)) => Completion::err(cookie, e),
         }
     }
 
-    fn route(&mut self, d: &Descriptor) -> Result<(u64, u64), Error> {
-        let line = Self::line_arg(d)?;
+    /// Count a request refused for reaching outside `client`'s grant, and
+    /// log the first of each client.
+    fn refused(&mut self, client: ClientId, grant: u32, peer: &str, d: &Descriptor) {
+        self.denied += 1;
+        let Some(logged) = self.refusal_logged.get_mut(client) else {
+            return;
+        };
+        if core::mem::replace(logged, true) {
+            return;
+        }
+        let mut what = String::new();
+        let _ = match d.opcode() {
+            proto::OP_ROUTE => write!(what, "route line {}", d.arg(0)),
+            proto::OP_MASK => write!(what, "mask line {}", d.arg(0)),
+            proto::OP_UNMASK => write!(what, "unmask line {}", d.arg(0)),
+            _ => write!(what, "IPI vector {:#x} shorthand {}", d.arg(0), d.arg(2)),
+        };
+        println!(
+            "apic: refused {peer}: {what}: not granted to it or routed by another client (its lines: {grant:#x}); \
+             further refusals of {peer} are counted, not logged"
+        );
+    }
+
+    fn route(
+        &mut self,
+        client: ClientId,
+        grant: u32,
+        d: &Descriptor,
+    ) -> Result<(u64, u64), Refused> {
+        let line = grants::granted_line(grant, d.arg(0))?;
         let (pin, low) = route_of(&self.topo, line as u32);
         let pin = pin as usize;
         if pin >= self.io.pins() {
-            return Err(Error::InvalidArgument);
+            return Err(Error::InvalidArgument.into());
         }
-        if self
-            .routes
-            .iter()
-            .enumerate()
-            .any(|(l, p)| l != line && *p == Some(pin))
-        {
-            return Err(Error::Busy);
+        self.routes.check_route(client, line, pin)?;
+        if grants::pin_of_another_line(&self.topo, line, pin as u32 + self.topo.gsi_base) {
+            return Err(Error::Busy.into());
         }
-        self.routes[line] = Some(pin);
+        self.routes.insert(client, line, pin);
         let masked = d.arg(1) & proto::ROUTE_MASKED != 0;
         let e = Entry { low, high: 0 }.with_mask(masked);
         self.set(pin, e);
         Ok((pin as u64 + u64::from(self.topo.gsi_base), u64::from(e.low)))
     }
 
-    fn ipi(&mut self, d: &Descriptor) -> Result<(u64, u64), Error> {
-        let vector = d.arg(0);
-        let shorthand = d.arg(2);
-        if !(0x20..=0xFE).contains(&vector) || shorthand > proto::DEST_OTHERS || d.arg(1) > 0xFF {
-            return Err(Error::InvalidArgument);
-        }
-        let local = self.local.as_mut().ok_or(Error::Denied)?;
-        local.ipi(vector as u8, d.arg(1) as u8, shorthand as u8);
+    fn set_mask(
+        &mut self,
+        client: ClientId,
+        grant: u32,
+        d: &Descriptor,
+    ) -> Result<(u64, u64), Refused> {
+        let line = grants::granted_line(grant, d.arg(0))?;
+        let pin = self.routes.pin_for(client, line)?;
+        let e = self.current(pin).with_mask(d.opcode() == proto::OP_MASK);
+        self.set(pin, e);
+        Ok((0, 0))
+    }
+
+    fn ipi(&mut self, grant: u32, d: &Descriptor) -> Result<(u64, u64), Refused> {
+        let vector = grants::check_ipi(grant, d.arg(0), d.arg(1), d.arg(2))?;
+        // Past the grant check: `Denied` here is the protocol's answer for
+        // a local APIC that user space cannot reach, not a refusal.
+        let local = self.local.as_mut().ok_or(Refused::Other(Error::Denied))?;
+        local.ipi(vector, d.arg(1) as u8, d.arg(2) as u8);
         self.ipis += 1;
         Ok((0, 0))
+    }
+
+    /// Client `client` is gone (hung up, dropped or dead): mask the lines
+    /// it routed and forget them. Returns the lines masked.
+    fn hang_up(&mut self, client: ClientId) -> Vec<usize> {
+        if let Some(logged) = self.refusal_logged.get_mut(client) {
+            *logged = false;
+        }
+        let released = self.routes.release(client);
+        for &(_, pin) in &released {
+            let e = self.current(pin).with_mask(true);
+            self.set(pin, e);
+        }
+        released.into_iter().map(|(line, _)| line).collect()
+    }
+}
+
+/// Why a request failed: it reached outside the client's grant (answered
+/// `Denied` and counted), or anything else.
+enum Refused {
+    Grant,
+    Other(Error),
+}
+
+impl From<Error> for Refused {
+    /// The grant checks (`apic::grants`) answer `Denied` for a refusal and
+    /// nothing else.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Denied => Self::Grant,
+            e => Self::Other(e),
+        }
     }
 }
 
@@ -269,7 +377,11 @@ async fn run() -> i32 {
     {
         topo.overrides[0] = Some((gsi, 0));
     }
+    // A restarted instance finds the routes its predecessor made still in
+    // the I/O APIC, and keeps those its clients are granted (below).
+    let restarted = sys::restarts() > 0;
     let io = match device::Mmio::map(topo.ioapic, 0x1000) {
+        Ok(mmio) if restarted => IoApic::adopt(mmio, coalesce),
         Ok(mmio) => IoApic::new(mmio, coalesce),
         Err(e) => {
             println!(
@@ -321,14 +433,25 @@ async fn run() -> i32 {
         topo,
         io,
         local,
-        routes: [None; LINES],
+        routes: Routes::new(),
+        refusal_logged: alloc::vec![false; mux.clients()],
         dirty: alloc::vec![None; pins],
         batching,
         requests: 0,
         batches: 0,
         ipis: 0,
+        denied: 0,
     };
-    println!("apic: serving {} client(s)", mux.clients());
+    if restarted {
+        let kept = apic.adopt_routes(&mux);
+        println!(
+            "apic: restarted (run {}): kept {kept} route(s); serving {} client(s)",
+            sys::restarts(),
+            mux.clients()
+        );
+    } else {
+        println!("apic: serving {} client(s)", mux.clients());
+    }
     let mut batch = Vec::new();
     let mut answers = Vec::new();
     loop {
@@ -336,13 +459,21 @@ async fn run() -> i32 {
         if mux.take_batch(&mut batch) > 0 {
             apic.batches += 1;
         }
-        for (i, d) in batch.iter() {
+        for &(i, ref d) in batch.iter() {
             if d.opcode() == OP_HANGUP {
+                let masked = apic.hang_up(i);
+                if !masked.is_empty() {
+                    let mut lines = String::new();
+                    for line in masked {
+                        let _ = write!(lines, " {line}");
+                    }
+                    println!("apic: {} is gone: masked line(s){lines}", mux.peer(i));
+                }
                 continue;
             }
-            let c = apic.handle(d);
+            let c = apic.handle(i, mux.peer_irqs(i), mux.peer(i), d);
             if d.wants_completion() {
-                answers.push((*i, c));
+                answers.push((i, c));
             }
         }
         // The routes are in effect before anyone hears that they are.
@@ -359,11 +490,12 @@ async fn run() -> i32 {
         }
     }
     println!(
-        "apic: done: {} requests in {} batches, {} register accesses",
+        "apic: done: {} requests in {} batches, {} register accesses, {} refused",
         apic.requests,
         apic.batches,
-        apic.accesses()
+        apic.accesses(),
+        apic.denied
     );
-    // The lines stay routed as they are: other servers may still use them.
+    // Every client hung up, so every line it routed is masked already.
     0
 }

@@ -146,7 +146,9 @@ impl Timer {
     }
 }
 
-/// The `apic` service: routing, masking, IPIs.
+/// The `apic` service: routing, masking, IPIs. A client touches only the
+/// lines its own manifest entry grants (`irqs`) and sends IPIs only to
+/// itself on those lines' vectors; anything else fails with `Denied`.
 pub struct Apic {
     client: Client,
 }
@@ -159,26 +161,29 @@ impl Apic {
         })
     }
 
-    /// Route ISA line `line` to vector `0x20 + line` and unmask it;
-    /// returns the I/O APIC pin (GSI) used.
+    /// Route ISA line `line` (granted to this server) to vector
+    /// `0x20 + line` and unmask it; returns the I/O APIC pin (GSI) used.
+    /// The line stays this server's until it hangs up or ends, when the
+    /// apic server masks it.
     pub async fn route(&mut self, line: u32) -> Result<u64, ChannelError> {
         let d = Descriptor::new(apic::OP_ROUTE, 0).with_args([u64::from(line)]);
         Ok(check(self.client.call(d).await?)?.value())
     }
 
-    /// Mask `line`.
+    /// Mask `line` (routed by this server).
     pub async fn mask(&mut self, line: u32) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_MASK, 0).with_args([u64::from(line)]);
         check(self.client.call(d).await?).map(drop)
     }
 
-    /// Unmask `line`.
+    /// Unmask `line` (routed by this server).
     pub async fn unmask(&mut self, line: u32) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_UNMASK, 0).with_args([u64::from(line)]);
         check(self.client.call(d).await?).map(drop)
     }
 
-    /// Send `vector` to this CPU.
+    /// Send `vector` (`0x20 + line` of a line granted to this server) to
+    /// this CPU.
     pub async fn ipi_self(&mut self, vector: u8) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_IPI, 0).with_args([u64::from(vector), 0, apic::DEST_SELF]);
         check(self.client.call(d).await?).map(drop)
