@@ -71,7 +71,15 @@ pub fn attach(
     };
     if let Some(mut old) = old {
         let mut pending = alloc::vec![Descriptor::default(); old.ring.capacity() as usize];
-        let n = old.ring.unconsumed(&mut pending).unwrap_or(0);
+        let n = old.ring.unconsumed(&mut pending).unwrap_or_else(|_| {
+            // The dead console left a consumer index that cannot be; which
+            // lines it printed is unknown. Say so rather than lose them
+            // silently.
+            crate::console::write_direct(
+                b"kernel: the console corrupted the kernel log's ring before it restarted: unprinted kernel lines were lost\n",
+            );
+            0
+        });
         for &request in &pending[..n] {
             if log.ring.stage(request).is_err() {
                 // Cannot happen with rings of one size; never silently.

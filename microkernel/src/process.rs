@@ -352,7 +352,9 @@ impl Server {
     fn status_page(&mut self) -> &mut abi::StatusPage {
         // SAFETY: the frame is this server's own, zeroed at load, mapped
         // read-only for the server and written only here; `StatusPage` is
-        // plain data smaller than a page with an alignment of 4.
+        // plain data smaller than a page with an alignment of 4. Callers
+        // write only live servers' pages (`supervisor::tell_peer` checks),
+        // so the frame has not been freed (`release_memory`).
         unsafe { &mut *phys_to_virt(self.status_frame).cast::<abi::StatusPage>() }
     }
 

@@ -72,7 +72,14 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
     };
     let wanted = match spec.restart {
         Restart::Never => false,
-        Restart::OnFault => state == State::Faulted,
+        // An abnormal end: a fault, or an exit with an error code (a
+        // server whose start-up failed, say for a peer that was itself
+        // restarting), as OTP's "transient".
+        Restart::OnFault => match state {
+            State::Faulted => true,
+            State::Exited(code) => code != 0,
+            _ => false,
+        },
         Restart::Always => true,
     };
     if !wanted {
@@ -108,6 +115,9 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
         .max()
         .unwrap_or(0);
     new.set_restarts(old.restarts.saturating_add(1));
+    // The log rate follows the server, not the instance: a crash loop
+    // must not get a fresh burst each time.
+    new.log_limit = old.log_limit;
     for handle in 0..new.channels.len() {
         if let Err(why) = renew_channel(system, &mut new, handle) {
             kprintln!("kernel: server {name} stays down: cannot renew its channels: {why}");

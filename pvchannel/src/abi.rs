@@ -193,9 +193,9 @@ pub enum Error {
     /// The peer at the other end of a channel ended and stays down (its
     /// restart policy or intensity limit says so).
     PeerDead = 10,
-    /// The peer was restarted: a request it had taken was never answered
-    /// (it may or may not have been carried out). The channel is usable
-    /// again once reconnected.
+    /// The peer was restarted before it answered a request (which it may
+    /// or may not have carried out). The channel is usable again once
+    /// reconnected.
     PeerRestarted = 11,
 }
 

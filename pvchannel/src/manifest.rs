@@ -169,8 +169,9 @@ pub enum Restart {
     /// It stays down (its peers see `PeerDead`).
     #[default]
     Never = 0,
-    /// It is started again, in a fresh address space, when it faults; an
-    /// `exit` is final.
+    /// It is started again, in a fresh address space, when it ends
+    /// abnormally: a fault, or an `exit` with a non-zero code. `exit(0)` is
+    /// final.
     OnFault = 1,
     /// It is started again whenever it ends, faulted or exited.
     Always = 2,

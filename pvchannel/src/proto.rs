@@ -38,7 +38,8 @@ pub mod console {
     /// at a time (echo, backspace) and answers once a line is complete; a
     /// line comes back as one or more chunks of up to [`READ_CHUNK`] bytes
     /// (the `\n` is not included), the last one flagged end of line. Packed
-    /// with [`pack_read`] into value and aux.
+    /// with [`pack_read`] into value and aux. A client may have 16 reads
+    /// waiting; more are answered `Busy` at once.
     pub const OP_READ: u32 = 3;
     /// A counter of the console: `args[0]` = one of the `STAT_*` indices;
     /// value = the counter. `InvalidArgument` past the last.

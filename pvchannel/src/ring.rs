@@ -219,11 +219,13 @@ impl<T: Slot> Producer<T> {
         Ok(self.free_cached())
     }
 
-    /// Copy into `out` the published items the consumer has not taken
+    /// Copy into `out` the published items the consumer has not released
     /// (from the consumer index, read once and checked, up to the
     /// published index), oldest first; returns how many. For a producer
-    /// whose consumer is gone: what it never took can be sent again
-    /// elsewhere, since it was never acted on.
+    /// whose consumer is gone, to send them again elsewhere. A consumer
+    /// releases in batches, so some of them it may have taken and acted on
+    /// already: sending them again suits requests that may be repeated (a
+    /// line of output), not ones that must not (a call).
     pub fn unconsumed(&mut self, out: &mut [T]) -> Result<usize, RingError> {
         self.refresh()?;
         let pending = self.published.wrapping_sub(self.head) as usize;

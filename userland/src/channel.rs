@@ -70,9 +70,9 @@ pub enum ChannelError {
     NoLane,
     /// The peer ended and stays down.
     PeerDead,
-    /// The peer was restarted and a request it had taken was never
-    /// answered (it may or may not have been carried out). The channel is
-    /// already reconnected: the next request goes to the new instance.
+    /// The peer was restarted before it answered a request (which it may
+    /// or may not have carried out, or even seen). The channel is already
+    /// reconnected: the next request goes to the new instance.
     PeerRestarted,
     /// A completion arrived for a request that was not made.
     Cookie {
@@ -363,6 +363,9 @@ pub struct Client<D: Doorbell = ChannelBell> {
     /// Outstanding requests the previous instance never answered:
     /// each is one `PeerRestarted` from `recv`.
     lost: u64,
+    /// A reconnect that failed after the kernel had mapped the new ring:
+    /// the channel is unusable, and every operation says why.
+    broken: Option<ChannelError>,
 }
 
 impl<D: Doorbell> Client<D> {
@@ -382,6 +385,7 @@ impl<D: Doorbell> Client<D> {
             outstanding: 0,
             early: VecDeque::new(),
             lost: 0,
+            broken: None,
         }
     }
 
@@ -398,6 +402,9 @@ impl<D: Doorbell> Client<D> {
     /// Look at the peer: reconnect if it was restarted (`Ok(true)`), fail
     /// with `PeerDead` if it is down for good.
     fn sync_peer(&mut self) -> Result<bool, ChannelError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
         let Some(channel) = &self.channel else {
             return Ok(false);
         };
@@ -423,9 +430,18 @@ impl<D: Doorbell> Client<D> {
         let mut replay = alloc::vec![Descriptor::default(); producer.capacity() as usize];
         let n = producer.unconsumed(&mut replay).unwrap_or(0);
         replay.truncate(n);
-        // From here the old ring's memory is gone: its ends are replaced
-        // before anything touches them again.
-        let (requests, completions) = channel.remap()?.client()?;
+        // From here the old ring's memory may be gone: its ends are
+        // replaced before anything touches them again, or, if that cannot
+        // be done, never used again.
+        let ends = channel.remap().and_then(|d| Ok(d.client()?));
+        let (requests, completions) = match ends {
+            Ok(ends) => ends,
+            Err(ChannelError::PeerDead) => return Err(ChannelError::PeerDead),
+            Err(e) => {
+                self.broken = Some(e);
+                return Err(e);
+            }
+        };
         self.requests.replace_ring(requests);
         self.completions.replace_ring(completions);
         for request in replay.into_iter().filter(|r| !r.wants_completion()) {
@@ -658,8 +674,30 @@ impl<D: Doorbell> Provider<D> {
 
     /// Queue a completion, waiting for space; published with its batch or
     /// by [`flush`](Self::flush) (and before [`recv`](Self::recv) sleeps).
+    /// A client that ends while its completion ring is full cannot keep
+    /// this waiting: if it was restarted, the channel is reconnected and
+    /// the answer (meant for the old instance) dropped; if it is gone,
+    /// `PeerDead`.
     pub async fn reply(&mut self, completion: Completion) -> Result<(), ChannelError> {
-        Ok(self.completions.send(completion).await?)
+        loop {
+            let room = poll_fn(|cx| match self.completions.poll_ready(cx) {
+                Poll::Ready(result) => Poll::Ready(result.map_err(ChannelError::from)),
+                Poll::Pending => match self.peer_change() {
+                    PeerChange::None => Poll::Pending,
+                    PeerChange::Dead => Poll::Ready(Err(ChannelError::PeerDead)),
+                    PeerChange::Restarted => Poll::Ready(Err(ChannelError::PeerRestarted)),
+                },
+            })
+            .await;
+            match room {
+                Ok(()) => match self.completions.try_send(completion) {
+                    Err(RingError::Full) => continue,
+                    sent => return Ok(sent?),
+                },
+                Err(ChannelError::PeerRestarted) => return self.reconnect(),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Publish queued completions (and ring if the client sleeps).

@@ -63,6 +63,14 @@ pub use pvchannel::{self, Batching, Completion, Descriptor, abi};
 
 static SERVER_INDEX: AtomicU32 = AtomicU32::new(0);
 
+/// Whether this is the server's first run rather than a restart
+/// (supervision): a restarted server's start-up banner would repeat what
+/// the kernel's restart report already says, on a serial line where each
+/// byte costs time, so servers print theirs on the first run only.
+pub fn first_run() -> bool {
+    sys::restarts() == 0
+}
+
 /// This server's index in the manifest (what the kernel passed in `rdi`).
 pub fn server_index() -> u32 {
     SERVER_INDEX.load(Ordering::Relaxed)

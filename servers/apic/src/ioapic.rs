@@ -19,6 +19,9 @@ const REG_REDIRECTION: u32 = 0x10;
 pub const MASKED: u32 = 1 << 16;
 pub const LEVEL: u32 = 1 << 15;
 pub const ACTIVE_LOW: u32 = 1 << 13;
+/// Delivery status (bit 12) and remote IRR (bit 14): read-only, set by the
+/// I/O APIC itself.
+pub const READ_ONLY: u32 = (1 << 12) | (1 << 14);
 
 /// One redirection entry as its two 32-bit words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

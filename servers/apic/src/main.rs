@@ -86,9 +86,11 @@ fn find_topology() -> Topology {
     match madt::discover(rsdp, |phys, buf| device::read_phys(phys, buf).is_ok()) {
         Ok(mut t) => {
             let overrides = t.overrides.iter().flatten().count();
-            println!(
-                "apic: MADT found through the RSDP at {rsdp:#x}: {overrides} ISA interrupt source override(s)"
-            );
+            if userland::first_run() {
+                println!(
+                    "apic: MADT found through the RSDP at {rsdp:#x}: {overrides} ISA interrupt source override(s)"
+                );
+            }
             if t.overrides[0].is_none() {
                 // Every PC chipset with an I/O APIC wires the PIT (ISA IRQ
                 // 0) to pin 2. QEMU's microvm does too, but its MADT omits
@@ -170,10 +172,16 @@ impl Apic {
             for line in (0..grants::LINES).filter(|&l| grant & (1 << l) != 0) {
                 let (pin, low) = route_of(&self.topo, line as u32);
                 let pin = pin as usize;
-                let entry = self.io.entry(pin);
+                // Delivery status and remote IRR are the I/O APIC's to set
+                // (a level line in service has IRR up): not part of a route.
+                let entry = self.io.entry(pin).with_mask(false);
+                let entry = Entry {
+                    low: entry.low & !ioapic::READ_ONLY,
+                    ..entry
+                };
                 if pin < kept.len()
                     && !kept[pin]
-                    && entry.with_mask(false) == (Entry { low, high: 0 })
+                    && entry == (Entry { low, high: 0 })
                     && self.routes.check_route(i, line, pin).is_ok()
                 {
                     self.routes.insert(i, line, pin);
@@ -359,7 +367,9 @@ fn self_test(local: &mut LocalApic) {
     match sys::wait(1 << bit, 1_000_000_000) {
         Ok(_) => {
             let _ = sys::irq_ack(SELF_TEST_LINE);
-            println!("apic: self-IPI on vector {vector:#x} delivered");
+            if userland::first_run() {
+                println!("apic: self-IPI on vector {vector:#x} delivered");
+            }
         }
         Err(e) => println!("apic: FAIL self-IPI on vector {vector:#x} not delivered: {e}"),
     }
@@ -391,21 +401,25 @@ async fn run() -> i32 {
             return 1;
         }
     };
-    println!(
-        "apic: I/O APIC at {:#x}, {} pins from GSI {}; ISA IRQ 0 on GSI {}",
-        topo.ioapic,
-        io.pins(),
-        topo.gsi_base,
-        topo.overrides[0].map(|o| o.0).unwrap_or(0)
-    );
+    if !restarted {
+        println!(
+            "apic: I/O APIC at {:#x}, {} pins from GSI {}; ISA IRQ 0 on GSI {}",
+            topo.ioapic,
+            io.pins(),
+            topo.gsi_base,
+            topo.overrides[0].map(|o| o.0).unwrap_or(0)
+        );
+    }
     let local = match device::Mmio::map(lapic::XAPIC_PHYS, 0x1000) {
         Ok(mmio) => match LocalApic::probe(mmio, coalesce) {
             Ok(mut local) => {
                 local.setup_lvts(topo.nmi_lint);
-                println!(
-                    "apic: local APIC in xAPIC mode: LVTs set (LINT{} = NMI), IPIs available",
-                    topo.nmi_lint.unwrap_or(1)
-                );
+                if !restarted {
+                    println!(
+                        "apic: local APIC in xAPIC mode: LVTs set (LINT{} = NMI), IPIs available",
+                        topo.nmi_lint.unwrap_or(1)
+                    );
+                }
                 self_test(&mut local);
                 Some(local)
             }
@@ -444,11 +458,7 @@ async fn run() -> i32 {
     };
     if restarted {
         let kept = apic.adopt_routes(&mux);
-        println!(
-            "apic: restarted (run {}): kept {kept} route(s); serving {} client(s)",
-            sys::restarts(),
-            mux.clients()
-        );
+        println!("apic: kept {kept} route(s)");
     } else {
         println!("apic: serving {} client(s)", mux.clients());
     }

@@ -46,6 +46,8 @@ userland::entry!(async run);
 const MAX_PARTIAL: usize = 1024;
 /// Complete input lines kept for readers that have not asked yet.
 const MAX_LINES: usize = 64;
+/// Line reads one client may have waiting; more are refused with `Busy`.
+const MAX_READS: usize = 16;
 /// Return to the start of the line and erase it.
 const ERASE_LINE: &[u8] = b"\r\x1b[K";
 /// The longest input line (further bytes are dropped until Enter).
@@ -288,8 +290,15 @@ impl Console {
                 return;
             }
             proto::OP_READ => {
-                self.readers.push_back((i, cookie));
-                return;
+                // A quota, answered with a typed error: one client asking
+                // for lines it never waits for must not grow this server's
+                // heap without bound.
+                if self.readers.iter().filter(|&&(c, _)| c == i).count() >= MAX_READS {
+                    Completion::err(cookie, Error::Busy)
+                } else {
+                    self.readers.push_back((i, cookie));
+                    return;
+                }
             }
             proto::OP_STATS => Completion::from_result(cookie, self.stat(d.arg(0))),
             _ => unknown(d),
@@ -372,12 +381,14 @@ async fn run() -> i32 {
         bursts: 0,
         rx_irqs: 0,
     };
-    println!(
-        "console: COM1 with input on IRQ {}, batching {:?}; serving {} client(s)",
-        uart::IRQ,
-        batching,
-        mux.clients()
-    );
+    if userland::first_run() {
+        println!(
+            "console: COM1 with input on IRQ {}, batching {:?}; serving {} client(s)",
+            uart::IRQ,
+            batching,
+            mux.clients()
+        );
+    }
     // Bytes typed before the interrupt was enabled raised no edge.
     let mut first = true;
     let mut batch = Vec::new();

@@ -164,10 +164,17 @@ impl Apic {
     /// Route ISA line `line` (granted to this server) to vector
     /// `0x20 + line` and unmask it; returns the I/O APIC pin (GSI) used.
     /// The line stays this server's until it hangs up or ends, when the
-    /// apic server masks it.
+    /// apic server masks it. Routing is idempotent, so a request lost to a
+    /// restart of the apic server is asked again (a few times).
     pub async fn route(&mut self, line: u32) -> Result<u64, ChannelError> {
         let d = Descriptor::new(apic::OP_ROUTE, 0).with_args([u64::from(line)]);
-        Ok(check(self.client.call(d).await?)?.value())
+        let mut tries = 0;
+        loop {
+            match self.client.call(d).await {
+                Err(ChannelError::PeerRestarted) if tries < 3 => tries += 1,
+                answer => return Ok(check(answer?)?.value()),
+            }
+        }
     }
 
     /// Mask `line` (routed by this server).

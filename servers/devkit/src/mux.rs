@@ -14,11 +14,14 @@
 //! and never polled again. A client whose ring breaks is dropped the same
 //! way (and logged), and so is one that leaves more than
 //! [`MAX_BACKLOG`] answers unread: its answers wait in this server's heap,
-//! and one client must not be able to exhaust it for the others. A client
-//! that ended for good (the kernel's status page says so) is dropped too.
-//! A client that was restarted is handed to the server as a hang-up (its
-//! old instance's work is to be forgotten) and then served again on the
-//! channel's new generation, under the same index.
+//! and one client must not be able to exhaust it for the others.
+//!
+//! A client that ended (the kernel's status page says so) is first served
+//! what it left in its ring, its last words, and then handed to the server
+//! as a hang-up, in that order, so that no request of a dead instance comes
+//! after its hang-up (an apic route after the masking of its lines). One
+//! that ended for good is then forgotten; one that was restarted is served
+//! again on the channel's new generation, under the same index.
 //!
 //! Context: a server's only thread, inside the executor.
 
@@ -54,6 +57,9 @@ pub const MAX_BACKLOG: usize = 1024;
 struct ClientSlot {
     provider: Provider,
     alive: bool,
+    /// The client ended (`Dead`) or was restarted (`Restarted`): what is
+    /// left in its ring is served, then it gets its hang-up.
+    ending: PeerChange,
     /// Answers that did not fit the completion ring yet.
     backlog: VecDeque<Completion>,
 }
@@ -64,9 +70,8 @@ pub struct Mux {
     irq: Option<IrqLine>,
     /// Requests taken while waiting, handed out first by `take_batch`.
     stash: VecDeque<(usize, Descriptor)>,
-    /// Hang-ups that stand for a client's end (dropped or restarted),
-    /// handed out before anything else; unlike a hang-up the client sent,
-    /// they do not end the client slot itself.
+    /// Hang-ups that stand for a client dropped for misbehaviour, handed
+    /// out before anything else (its other requests are discarded).
     ended: VecDeque<usize>,
     batching: Batching,
     batch_limit: usize,
@@ -80,6 +85,7 @@ impl Mux {
             .map(|provider| ClientSlot {
                 provider,
                 alive: true,
+                ending: PeerChange::None,
                 backlog: VecDeque::new(),
             })
             .collect();
@@ -143,41 +149,58 @@ impl Mux {
         {
             println!("client {} dropped: {why}", c.provider.peer());
             c.alive = false;
+            c.ending = PeerChange::None;
             c.backlog.clear();
+            self.stash.retain(|&(j, _)| j != i);
             self.ended.push_back(i);
         }
     }
 
-    /// Look at every client's peer: drop the ones gone for good, and
-    /// reconnect the restarted ones (after a hang-up for the old instance).
+    /// Look at every live client's status: one that ended or was restarted
+    /// starts ending (its ring is drained first: `finish`).
     fn check_peers(&mut self) {
-        for i in 0..self.clients.len() {
-            match self.clients[i].provider.peer_change() {
-                PeerChange::None => {}
-                PeerChange::Dead => self.drop_client(i, "it ended"),
-                PeerChange::Restarted => {
-                    let c = &mut self.clients[i];
-                    match c.provider.reconnect() {
-                        Ok(()) => {
-                            println!("client {} restarted: served afresh", c.provider.peer());
-                            c.backlog.clear();
-                            c.alive = true;
-                            // The old instance's work is to be forgotten.
-                            self.ended.push_back(i);
-                        }
-                        Err(ChannelError::PeerDead) => self.drop_client(i, "it ended"),
-                        Err(e) => self.drop_client(i, e),
-                    }
+        for c in self.clients.iter_mut() {
+            if c.alive && c.ending == PeerChange::None {
+                c.ending = c.provider.peer_change();
+            } else if !c.alive && c.provider.peer_change() == PeerChange::Restarted {
+                // A client that hung up and was restarted since: served
+                // again (its hang-up was handed out already).
+                if c.provider.reconnect().is_ok() {
+                    c.alive = true;
+                    c.backlog.clear();
                 }
             }
         }
     }
 
+    /// Client `i` is ending and its ring is empty: hand out its hang-up,
+    /// then forget it or, restarted, serve the new instance.
+    fn finish(&mut self, i: usize, out: &mut Vec<(usize, Descriptor)>) {
+        let c = &mut self.clients[i];
+        let why = core::mem::replace(&mut c.ending, PeerChange::None);
+        c.backlog.clear();
+        out.push((i, Descriptor::new(OP_HANGUP, 0)));
+        c.alive = false;
+        if why == PeerChange::Restarted {
+            match c.provider.reconnect() {
+                // Not logged: the kernel reports the restart.
+                Ok(()) => c.alive = true,
+                Err(ChannelError::PeerDead) => {}
+                Err(e) => println!("client {} lost: {e}", c.provider.peer()),
+            }
+        }
+    }
+
     fn accept(&mut self, i: usize, d: Descriptor, out: &mut Vec<(usize, Descriptor)>) {
-        if d.opcode() == OP_HANGUP
-            && let Some(c) = self.clients.get_mut(i)
-        {
+        let Some(c) = self.clients.get_mut(i) else {
+            return;
+        };
+        if !c.alive {
+            return;
+        }
+        if d.opcode() == OP_HANGUP {
             c.alive = false;
+            c.ending = PeerChange::None;
             c.provider.flush();
         }
         out.push((i, d));
@@ -193,10 +216,9 @@ impl Mux {
             Batching::Off => 1,
         };
         self.check_peers();
-        while out.len() - start < limit {
-            let Some(i) = self.ended.pop_front() else {
-                break;
-            };
+        // Hang-ups of dropped clients go out whatever the limit: until the
+        // server has seen them it may still answer their old work.
+        while let Some(i) = self.ended.pop_front() {
             out.push((i, Descriptor::new(OP_HANGUP, 0)));
         }
         while out.len() - start < limit {
@@ -219,6 +241,10 @@ impl Mux {
                 match self.clients[i].provider.receiver().try_recv() {
                     Ok(d) => {
                         self.accept(i, d, out);
+                        progress = true;
+                    }
+                    Err(RingError::Empty) if self.clients[i].ending != PeerChange::None => {
+                        self.finish(i, out);
                         progress = true;
                     }
                     Err(RingError::Empty) => {}
@@ -259,6 +285,9 @@ impl Mux {
     pub fn flush(&mut self) {
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i];
+            if !c.alive {
+                continue;
+            }
             let mut broken = None;
             while let Some(&next) = c.backlog.front() {
                 match c.provider.sender().try_send(next) {
@@ -287,7 +316,11 @@ impl Mux {
         }
         poll_fn(|cx| {
             self.check_peers();
-            if !self.ended.is_empty() {
+            let ending = self
+                .clients
+                .iter()
+                .any(|c| c.alive && c.ending != PeerChange::None);
+            if !self.ended.is_empty() || ending {
                 return Poll::Ready(Event::Request);
             }
             if let Some(irq) = self.irq.as_mut()

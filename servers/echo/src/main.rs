@@ -24,7 +24,9 @@ async fn run() -> i32 {
     let clients = userland::Channel::all()
         .filter(|c| c.is_provider() && c.service() == "echo")
         .count();
-    println!("echo: serving {clients} {}", plural(clients));
+    if userland::first_run() {
+        println!("echo: serving {clients} {}", plural(clients));
+    }
     match server::serve("echo", answer).await {
         Ok(report) => {
             println!(

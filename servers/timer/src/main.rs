@@ -348,12 +348,14 @@ async fn run() -> i32 {
         wakeups: 0,
         requests: 0,
     };
-    println!(
-        "timer: PIT one-shot on IRQ {IRQ_LINE} (GSI {gsi}), TSC {} MHz, batching {:?}, slack {slack_us} us; serving {} client(s)",
-        hz / 1_000_000,
-        batching,
-        mux.clients()
-    );
+    if userland::first_run() {
+        println!(
+            "timer: PIT one-shot on IRQ {IRQ_LINE} (GSI {gsi}), TSC {} MHz, batching {:?}, slack {slack_us} us; serving {} client(s)",
+            hz / 1_000_000,
+            batching,
+            mux.clients()
+        );
+    }
     let mut batch = Vec::new();
     let mut out = Vec::new();
     loop {
