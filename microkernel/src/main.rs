@@ -182,38 +182,48 @@ mod kernel {
         );
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
 
+        // Three lines: every byte written to the UART is an exit to QEMU's
+        // user space (about 35 us on these machines), and the banner is
+        // written before any server starts. The details are at `log=debug`.
         let (total_frames, used_frames) = frames::usage();
         kprintln!();
-        kprintln!("microkernel {VERSION}");
         kprintln!(
-            "  memory:     {} MiB usable, {} MiB free for the kernel and servers, {} MiB kernel heap",
-            info.usable_bytes() >> 20,
-            ((total_frames - used_frames) * memory::PAGE_SIZE) >> 20,
-            heap::usage().0 >> 20
-        );
-        kprintln!("  cmdline:    \"{line}\"");
-        kprintln!(
-            "  hypervisor: {} backend ({}), chosen in {} us",
+            "microkernel {VERSION}, hypervisor: {} backend ({}), chosen in {} us",
             backend.name(),
             selection.reason,
             selection.took_cycles * 1_000_000 / lapic::tsc_hz().max(1)
         );
-        kprintln!("  backend:    {}", Describe(backend));
-        match selection.extended_state {
-            Some((mask, size)) => kprintln!("  fpu state:  xsave {mask:#x}, {size} bytes a thread"),
-            None => kprintln!("  fpu state:  FXSAVE (x87 and SSE)"),
-        }
         kprintln!(
-            "  cpu:        smep {}, smap {}, umip {}, x2apic {}, tsc-deadline {}, invariant tsc {}",
+            "  memory: {} MiB usable, {} MiB free, {} MiB kernel heap; tsc {} MHz; {}",
+            info.usable_bytes() >> 20,
+            ((total_frames - used_frames) * memory::PAGE_SIZE) >> 20,
+            heap::usage().0 >> 20,
+            lapic::tsc_hz() / 1_000_000,
+            match selection.extended_state {
+                Some((mask, _)) => alloc::format!("xsave {mask:#x}"),
+                None => alloc::string::String::from("fxsave"),
+            }
+        );
+        kprintln!(
+            "  batching: {}; cpu: smep {}, smap {}, umip {}",
+            on_off(config.batching),
             on_off(protection.smep),
             on_off(protection.smap),
             on_off(protection.umip),
+        );
+        log::debug!("cmdline: \"{line}\"");
+        log::debug!("backend: {}", Describe(backend));
+        if let Some((mask, size)) = selection.extended_state {
+            log::debug!("fpu state: xsave {mask:#x}, {size} bytes a thread");
+        }
+        log::debug!(
+            "cpu: x2apic {}, tsc-deadline {}, invariant tsc {}",
             on_off(features.x2apic),
             on_off(features.tsc_deadline),
             on_off(features.invariant_tsc),
         );
-        kprintln!(
-            "  clocks:     tsc {} MHz ({}), deadline timer: {}, end of interrupt: {}",
+        log::debug!(
+            "clocks: tsc {} MHz ({}), deadline timer: {}, end of interrupt: {}",
             lapic::tsc_hz() / 1_000_000,
             if features.tsc_hz.is_some() {
                 "as reported"
@@ -231,9 +241,8 @@ mod kernel {
                 "apic register"
             },
         );
-        kprintln!("  batching:   {}", on_off(config.batching));
         for (i, m) in info.modules().iter().enumerate() {
-            kprintln!("  module {i}:   {} KiB at {:#x}", m.len / 1024, m.start);
+            log::debug!("module {i}: {} KiB at {:#x}", m.len / 1024, m.start);
         }
 
         if let Some(test) = config.test()
