@@ -39,14 +39,59 @@ impl SyscallEntry {
 /// The interrupt vector of the system-call gate (callable from ring 3).
 pub const SYSCALL_INT_VECTOR: u8 = 0x80;
 
-/// System-call numbers.
-#[repr(u64)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Syscall {
+/// Declares the system calls once: number, name, documentation. The enum,
+/// [`Syscall::COUNT`], [`Syscall::ALL`], [`Syscall::from_raw`] and
+/// [`Syscall::name`] all come from this one list, so a new call is one
+/// entry here (and its handler in the kernel, which the compiler asks for:
+/// the kernel's dispatch matches every variant).
+macro_rules! syscalls {
+    ($($(#[doc = $doc:expr])* $variant:ident = $number:literal, $name:literal;)*) => {
+        /// System-call numbers.
+        #[repr(u64)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Syscall {
+            $($(#[doc = $doc])* $variant = $number,)*
+        }
+
+        impl Syscall {
+            /// Every system call, by number.
+            pub const ALL: &[Syscall] = &[$(Syscall::$variant),*];
+            /// The number of system calls; numbers at or above this are invalid.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Decode a raw number from `rax`.
+            pub const fn from_raw(raw: u64) -> Option<Self> {
+                match raw {
+                    $($number => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// A short name for statistics and logs.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        // The numbers are 0..COUNT in order: `from_raw` and the counters
+        // (indexed by number) rely on it.
+        const _: () = {
+            let mut i = 0;
+            while i < Syscall::ALL.len() {
+                assert!(Syscall::ALL[i] as usize == i);
+                i += 1;
+            }
+        };
+    };
+}
+
+syscalls! {
     /// `exit(code)`: end the calling server. Never returns.
-    Exit = 0,
+    Exit = 0, "exit";
     /// `yield()`: give up the rest of the time slice.
-    Yield = 1,
+    Yield = 1, "yield";
     /// `wait(mask, timeout_ns, ring) -> pending`: first ring the doorbell of
     /// every channel handle whose bit is set in `ring` (as `notify` would;
     /// a handle the caller does not hold fails the call with `BadHandle`
@@ -55,40 +100,40 @@ pub enum Syscall {
     /// and return and clear the pending bits that are in `mask`. Ringing and
     /// sleeping in one entry halves the crossings of a request and its
     /// answer.
-    Wait = 2,
+    Wait = 2, "wait";
     /// `notify(channel_handle)`: ring the doorbell of the peer on a channel.
-    Notify = 3,
+    Notify = 3, "notify";
     /// `channel_info(handle, out_ptr) -> 0`: describe a channel the manifest
     /// granted: where its ring pages are mapped and which notification bit
     /// it raises. Writes a [`ChannelInfo`] to `out_ptr`.
-    ChannelInfo = 4,
+    ChannelInfo = 4, "channel_info";
     /// `irq_bind(line) -> notification_bit`: take delivery of a granted IRQ line.
-    IrqBind = 5,
+    IrqBind = 5, "irq_bind";
     /// `irq_ack(line)`: the handler is done; the line may fire again.
-    IrqAck = 6,
+    IrqAck = 6, "irq_ack";
     /// `ioport_enable(first_port, count)`: open granted ports in this
     /// server's I/O permission bitmap.
-    IoPortEnable = 7,
+    IoPortEnable = 7, "ioport_enable";
     /// `mmio_map(phys, len) -> user_addr`: map a granted MMIO region.
-    MmioMap = 8,
+    MmioMap = 8, "mmio_map";
     /// `counters(out_ptr, len) -> written`: copy the kernel's counters.
-    Counters = 9,
+    Counters = 9, "counters";
     /// `log(ptr, len)`: write a line (at most 1 KiB) to the kernel log as
     /// one record: `[name] text`, control characters escaped, so that no
     /// server can forge another's (or the kernel's) line. Rate-limited per
     /// server; `Busy` when the line was dropped, over the rate or for want
     /// of room in the console's ring (the count is printed later).
-    Log = 10,
+    Log = 10, "log";
     /// `boot_info(out_ptr, len) -> written`: the boot configuration a server
     /// needs (batching on or off, TSC frequency, test name, its arguments).
-    BootInfo = 11,
+    BootInfo = 11, "boot_info";
     /// `server_info(index, out_ptr) -> 0`: describe server `index` (any
     /// server may ask: names and states are not secrets). `BadHandle` past
     /// the last server, which is how a caller counts them.
-    ServerInfo = 12,
+    ServerInfo = 12, "server_info";
     /// `channel_stats(index, out_ptr) -> 0`: traffic on channel `index`
     /// (system-wide index). `BadHandle` past the last channel.
-    ChannelStats = 13,
+    ChannelStats = 13, "channel_stats";
     /// `ioport_write_paced(port, ptr, len, status_port, ready_mask, chunk)
     /// -> written`: write `len` bytes from `ptr` to granted port `port`, one
     /// byte at a time, waiting before every `chunk` bytes until
@@ -97,7 +142,7 @@ pub enum Syscall {
     /// The batched path for device output where ring-3 port I/O is
     /// emulated (`BootInfo::ports_direct` is 0): one kernel entry for a
     /// whole burst.
-    IoPortWritePaced = 14,
+    IoPortWritePaced = 14, "ioport_write_paced";
     /// `channel_reconnect(handle, out_ptr) -> generation`: after the peer
     /// was restarted (the handle's [`ChannelStatus::generation`] in the
     /// status page moved past the generation this end attached), map the
@@ -105,65 +150,13 @@ pub enum Syscall {
     /// [`ChannelInfo`] to `out_ptr`. The old region stays readable until
     /// this call, so what the dead peer published is not lost. `PeerDead`
     /// when the peer stays down; a no-op on a current handle.
-    ChannelReconnect = 15,
+    ChannelReconnect = 15, "channel_reconnect";
     /// `inject_fault(server_index) -> 0`: make server `server_index` take a
     /// real page fault at its next instruction (the way its supervisor
     /// policy is exercised in tests and soaks). `Denied` unless the
     /// manifest grants the caller `inject_faults`; `BadHandle` for no such
     /// live server.
-    InjectFault = 16,
-}
-
-impl Syscall {
-    /// The number of system calls; numbers at or above this are invalid.
-    pub const COUNT: usize = 17;
-
-    /// Decode a raw number from `rax`.
-    pub const fn from_raw(raw: u64) -> Option<Self> {
-        Some(match raw {
-            0 => Self::Exit,
-            1 => Self::Yield,
-            2 => Self::Wait,
-            3 => Self::Notify,
-            4 => Self::ChannelInfo,
-            5 => Self::IrqBind,
-            6 => Self::IrqAck,
-            7 => Self::IoPortEnable,
-            8 => Self::MmioMap,
-            9 => Self::Counters,
-            10 => Self::Log,
-            11 => Self::BootInfo,
-            12 => Self::ServerInfo,
-            13 => Self::ChannelStats,
-            14 => Self::IoPortWritePaced,
-            15 => Self::ChannelReconnect,
-            16 => Self::InjectFault,
-            _ => return None,
-        })
-    }
-
-    /// A short name for statistics and logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Exit => "exit",
-            Self::Yield => "yield",
-            Self::Wait => "wait",
-            Self::Notify => "notify",
-            Self::ChannelInfo => "channel_info",
-            Self::IrqBind => "irq_bind",
-            Self::IrqAck => "irq_ack",
-            Self::IoPortEnable => "ioport_enable",
-            Self::MmioMap => "mmio_map",
-            Self::Counters => "counters",
-            Self::Log => "log",
-            Self::BootInfo => "boot_info",
-            Self::ServerInfo => "server_info",
-            Self::ChannelStats => "channel_stats",
-            Self::IoPortWritePaced => "ioport_write_paced",
-            Self::ChannelReconnect => "channel_reconnect",
-            Self::InjectFault => "inject_fault",
-        }
-    }
+    InjectFault = 16, "inject_fault";
 }
 
 /// Errors a system call returns, as `-(error as i64)` in `rax`.

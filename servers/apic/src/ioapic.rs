@@ -67,16 +67,7 @@ impl IoApic {
     /// pin. With `coalesce`, IOREGSEL is written only when it changes and
     /// only the words of an entry that change are written.
     pub fn new(mmio: Mmio, coalesce: bool) -> Self {
-        let mut io = Self {
-            mmio,
-            pins: 0,
-            selected: None,
-            cache_select: coalesce,
-            shadow: Vec::new(),
-            accesses: 0,
-        };
-        let version = io.read(REG_VERSION);
-        io.pins = (((version >> 16) & 0xFF) as usize + 1).clamp(1, 240);
+        let mut io = Self::open(mmio, coalesce);
         io.shadow = vec![Entry::MASKED; io.pins];
         for pin in 0..io.pins {
             io.write(REG_REDIRECTION + 2 * pin as u32, MASKED);
@@ -90,6 +81,18 @@ impl IoApic {
     /// nothing, so that the lines clients routed keep firing across a
     /// restart of this server (the caller decides which entries to keep).
     pub fn adopt(mmio: Mmio, coalesce: bool) -> Self {
+        let mut io = Self::open(mmio, coalesce);
+        io.shadow = (0..io.pins)
+            .map(|pin| Entry {
+                low: io.read(REG_REDIRECTION + 2 * pin as u32),
+                high: io.read(REG_REDIRECTION + 2 * pin as u32 + 1),
+            })
+            .collect();
+        io
+    }
+
+    /// The I/O APIC in `mmio`, its size read, no entry known yet.
+    fn open(mmio: Mmio, coalesce: bool) -> Self {
         let mut io = Self {
             mmio,
             pins: 0,
@@ -100,12 +103,6 @@ impl IoApic {
         };
         let version = io.read(REG_VERSION);
         io.pins = (((version >> 16) & 0xFF) as usize + 1).clamp(1, 240);
-        io.shadow = (0..io.pins)
-            .map(|pin| Entry {
-                low: io.read(REG_REDIRECTION + 2 * pin as u32),
-                high: io.read(REG_REDIRECTION + 2 * pin as u32 + 1),
-            })
-            .collect();
         io
     }
 
