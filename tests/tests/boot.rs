@@ -153,7 +153,10 @@ fn unknown_and_malformed_options_are_named_and_boot_continues() {
             run.assert_success()
                 .assert_contains("unknown command-line option 'frobnicate=1' ignored")
                 .assert_contains("'batching' has malformed value 'sometimes'");
-            assert!(run.line("batching:").contains("batching: on"), "the default stays");
+            assert!(
+                run.line("batching:").contains("batching: on"),
+                "the default stays"
+            );
         },
     );
 }
