@@ -76,9 +76,13 @@ pub fn new_region(
     let phys = frames::alloc_contiguous(pages).ok_or("out of memory")?;
     let mem = phys_to_virt(phys);
     // SAFETY: the frames are fresh and contiguous, reached through the
-    // direct map; nobody else sees them until they are mapped.
+    // direct map; nobody else sees them until they are mapped. Zeroed a
+    // page at a time by quadwords (`zero_page`): where PVM interprets the
+    // kernel, `write_bytes` here cost about 30 ms a channel.
     let formatted = unsafe {
-        core::ptr::write_bytes(mem, 0, len as usize);
+        for page in 0..pages {
+            crate::memory::zero_page(mem.add((page * PAGE_SIZE) as usize));
+        }
         pvchannel::init_duplex::<Descriptor, Completion>(mem, len as usize, slots, slots)
     };
     let region = Region {

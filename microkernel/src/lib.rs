@@ -7,6 +7,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod elf;
 pub mod framemap;
+pub mod initrd;
 pub mod intensity;
 pub mod irq;
 pub mod logline;

@@ -6,6 +6,8 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod bootmarks;
+#[cfg(target_os = "none")]
 mod channels;
 #[cfg(target_os = "none")]
 mod console;
@@ -53,7 +55,7 @@ mod kernel {
     use crate::hv::{self, context, cpu, lapic};
     use crate::memory::{self, frames, heap, paging};
     use crate::sched::{self, System};
-    use crate::{console, exit, kprintln, ktest, startup};
+    use crate::{bootmarks, console, exit, kprintln, ktest, startup};
 
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -110,8 +112,11 @@ mod kernel {
         };
         // The tables first, so that the backend's probe can survive a #GP;
         // then the backend, before the page tables that take its flags.
+        bootmarks::mark("command line, console");
         cpu::init(&stacks, hv::trap::stubs(hv::trap::EntryFlavour::Swapgs));
+        bootmarks::mark("GDT, IDT");
         let selection = hv::init(config.hv);
+        bootmarks::mark("hypervisor backend chosen");
         let backend = selection.backend;
         let features = hv::features();
 
@@ -140,6 +145,7 @@ mod kernel {
             );
         }
         frames::init(free);
+        bootmarks::mark("frame allocator");
         let direct_map = match paging::init_kernel_space(info) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -147,6 +153,7 @@ mod kernel {
                 exit::failure();
             }
         };
+        bootmarks::mark("kernel page tables");
         let heap_bytes = (info.usable_bytes() / 16).clamp(1 << 20, 16 << 20);
         if heap::init(heap_bytes).is_none() {
             log::error!(
@@ -181,6 +188,7 @@ mod kernel {
             memory::image_virt_to_phys,
         );
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
+        bootmarks::mark("heap, control registers, local APIC");
 
         // Three lines: every byte written to the UART is an exit to QEMU's
         // user space (about 35 us on these machines), and the banner is
@@ -257,6 +265,7 @@ mod kernel {
             exit::success();
         }
 
+        bootmarks::mark("banner");
         let test = config.test().map(|_| config.test_bytes());
         let mut system = System::new(config.batching, test, line, info.rsdp_phys.unwrap_or(0));
         system.set_boot_tsc(boot_tsc);

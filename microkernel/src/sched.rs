@@ -155,6 +155,8 @@ impl System {
             micros / 1000,
             micros % 1000
         );
+        crate::bootmarks::mark("all servers ready");
+        crate::bootmarks::report(self.boot_tsc, self.tsc_hz);
     }
 
     /// Handle one trap; return the frame to resume.

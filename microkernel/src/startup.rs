@@ -12,13 +12,13 @@
 use alloc::vec::Vec;
 
 use boot::MemoryKind;
+use microkernel::initrd;
 use microkernel::physmem::PhysRange;
 use pvchannel::abi;
 use pvchannel::manifest::{
     self, Grant, GrantError, GrantRefusal, Manifest, MmioRegion, RamKind, RamRange, Role,
 };
 use pvchannel::{Completion, Descriptor};
-use tar_no_std::TarArchiveRef;
 
 use crate::channels::{self, Channel, Region};
 use crate::kprintln;
@@ -98,26 +98,21 @@ fn mmio_grant(r: &MmioRegion) -> MmioGrant {
     }
 }
 
-/// The initrd's files by name, read once: walking the archive's headers
-/// again for every server cost 100 to 200 ms each where PVM interprets
-/// the kernel.
-struct Files<'a>(Vec<(alloc::string::String, &'a [u8])>);
+/// The initrd's files by name, read once (`microkernel::initrd`): walking
+/// the archive's headers again for every server cost 100 to 200 ms each
+/// where PVM interprets the kernel.
+struct Files<'a>(Vec<initrd::File<'a>>);
 
 impl<'a> Files<'a> {
-    fn read(archive: &TarArchiveRef<'a>) -> Self {
-        Self(
-            archive
-                .entries()
-                .filter_map(|e| Some((e.filename().as_str().ok()?.into(), e.data())))
-                .collect(),
-        )
+    fn read(archive: &'a [u8]) -> Result<Self, initrd::InitrdError> {
+        initrd::files(archive).collect::<Result<_, _>>().map(Self)
     }
 
     fn find(&self, name: &str) -> Option<&'a [u8]> {
         self.0
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, data)| data)
+            .find(|f| f.name == name.as_bytes())
+            .map(|f| f.data)
     }
 }
 
@@ -133,18 +128,18 @@ pub fn start(
         log::warn!("no initrd: no servers to start");
         return;
     };
-    let archive = match TarArchiveRef::new(initrd) {
-        Ok(archive) => archive,
+    let files = match Files::read(initrd) {
+        Ok(files) => files,
         Err(e) => {
-            log::error!("the initrd is not a valid tar archive ({e:?}): no servers start");
+            log::error!("the initrd is not a valid tar archive ({e}): no servers start");
             return;
         }
     };
+    crate::bootmarks::mark("initrd read");
     let manifest_name = match test {
         Some(name) => alloc::format!("manifests/{name}"),
         None => "manifest".into(),
     };
-    let files = Files::read(&archive);
     let manifest_name = match (test, files.find(&manifest_name)) {
         (Some(_), None) => "manifest".into(),
         _ => manifest_name,
@@ -164,6 +159,7 @@ pub fn start(
         "starting {} servers from {manifest_name}",
         manifest.server_count()
     );
+    crate::bootmarks::mark("manifest decoded");
 
     // Manifest index -> system index, for the servers that loaded.
     let mut loaded: Vec<Option<usize>> = Vec::new();
@@ -184,7 +180,9 @@ pub fn start(
             continue;
         };
         let index = system.servers.len();
-        match Server::load(index, name, image) {
+        let loaded_server = Server::load(index, name, image);
+        crate::bootmarks::mark("a server loaded");
+        match loaded_server {
             Ok(mut server) => {
                 let irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
                 system.specs.push(Spec {
@@ -266,6 +264,7 @@ pub fn start(
             });
         }
     }
+    crate::bootmarks::mark("channels made");
     // Now that every end has its bit, tell each end its peer's.
     for index in 0..system.servers.len() {
         for e in 0..system.servers[index].channels.len() {
