@@ -281,7 +281,7 @@ pub fn start(
     // The kernel's log joins the console service as one more client.
     let console = manifest
         .channels()
-        .find(|c| c.service.as_str() == pvchannel::proto::console::SERVICE)
+        .find(|c| c.service.as_str() == pvchannel::klog::SERVICE)
         .and_then(|c| loaded[c.provider].map(|p| (p, c.ring_slots)));
     if let Some((console, slots)) = console {
         attach_kernel_log(system, console, slots, manifest.channel_count());
@@ -292,7 +292,7 @@ pub fn start(
 }
 
 fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_slot: usize) {
-    let service = abi::name_bytes(pvchannel::proto::console::SERVICE);
+    let service = abi::name_bytes(pvchannel::klog::SERVICE);
     let (channel, duplex) = match make_channel(system, channel_slot, slots, console, None, &service)
     {
         Ok(made) => made,

@@ -109,11 +109,11 @@ extern crate std;
 pub mod abi;
 pub mod channel;
 pub mod descriptor;
+pub mod klog;
 pub mod layout;
 pub mod manifest;
 #[cfg(any(test, feature = "alloc"))]
 pub mod owned;
-pub mod proto;
 pub mod ring;
 mod sync;
 

@@ -181,6 +181,7 @@ fn cargo() -> Command {
 /// The host-testable crates (the kernel's pure logic is its library).
 const HOST_TEST_PACKAGES: &[&str] = &[
     "pvchannel",
+    "proto",
     "boot",
     "microkernel",
     "userland",

@@ -29,7 +29,7 @@ use crate::manifest::{self, DEFAULT_MANIFEST, SERVERS_DIR, ServerCrates};
 pub const MAX_NAME: usize = 16;
 
 /// The opcode the template answers: the value is the request's `args[0]`.
-pub const OP_ECHO: u32 = pvchannel::proto::echo::OP_ECHO;
+pub const OP_ECHO: u32 = proto::echo::OP_ECHO;
 
 /// The server named `shell` gets every new service in its `uses`.
 pub const SHELL: &str = "shell";

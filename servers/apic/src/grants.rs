@@ -31,9 +31,9 @@
 
 use alloc::vec::Vec;
 
+use ::proto::apic as proto;
 use userland::abi::Error;
 use userland::pvchannel::manifest::MAX_IRQ;
-use userland::pvchannel::proto::apic as proto;
 
 use crate::madt::Topology;
 

@@ -1,4 +1,4 @@
-//! apic: provides the service `apic` (protocol: `pvchannel::proto::apic`).
+//! apic: provides the service `apic` (protocol: `proto::apic`).
 //!
 //! Owns the I/O APIC and the parts of the local APIC that the kernel does
 //! not (the kernel keeps its deadline timer and the end of interrupt):
@@ -61,6 +61,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use ::proto::apic as proto;
 use apic::grants::{self, ClientId, Routes};
 use apic::madt::{self, Topology};
 use devkit::Mux;
@@ -68,7 +69,6 @@ use devkit::mux::unknown;
 use ioapic::{ACTIVE_LOW, Entry, IoApic, LEVEL};
 use lapic::LocalApic;
 use userland::abi::Error;
-use userland::pvchannel::proto::apic as proto;
 use userland::{Batching, Completion, Descriptor, OP_HANGUP, println, sys};
 
 userland::entry!(async run);

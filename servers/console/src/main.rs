@@ -1,5 +1,5 @@
 //! console: provides the service `console` (protocol:
-//! `pvchannel::proto::console`) on COM1.
+//! `proto::console`) on COM1.
 //!
 //! * **Output, whole lines.** Each client's bytes are kept in its own
 //!   buffer until a `\n` completes a line (or the client flushes); only
@@ -33,11 +33,11 @@ mod uart;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use ::proto::console as proto;
 use devkit::mux::unknown;
 use devkit::{Apic, IrqLine, Mux};
 use uart::Uart;
 use userland::abi::Error;
-use userland::pvchannel::proto::console as proto;
 use userland::{Batching, Completion, Descriptor, OP_HANGUP, println, sys};
 
 userland::entry!(async run);

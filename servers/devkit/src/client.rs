@@ -1,14 +1,14 @@
 //! Client handles for the device services, over `userland::Client`.
 //!
 //! Each wraps the channel the manifest granted (`uses = ["console"]`, ...)
-//! and speaks the protocol of `pvchannel::proto`. Errors from the server
+//! and speaks the protocol of `proto` (servers/proto). Errors from the server
 //! (a negative completion status) come back as `ChannelError::Sys`.
 //!
 //! Context: a server's only thread, inside the executor.
 
 use alloc::vec::Vec;
 
-use userland::pvchannel::proto::{apic, console, timer};
+use proto::{apic, console, timer};
 use userland::{Channel, ChannelError, Client, Completion, Descriptor};
 
 fn check(c: Completion) -> Result<Completion, ChannelError> {

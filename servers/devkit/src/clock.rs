@@ -3,7 +3,7 @@
 //!
 //! Context: anywhere. The one `unsafe` of the crate is `rdtsc`.
 
-use userland::pvchannel::proto::timer::{ns_to_tsc, tsc_to_ns};
+use proto::timer::{ns_to_tsc, tsc_to_ns};
 use userland::sys;
 
 /// The time-stamp counter.

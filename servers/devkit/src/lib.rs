@@ -7,7 +7,7 @@
 //!   ring or the IRQ has something.
 //! * [`clock`]: the TSC and the timer's clock in nanoseconds.
 //! * [`client`]: handles for the `console`, `timer` and `apic` services,
-//!   speaking the protocols of `pvchannel::proto`.
+//!   speaking the protocols of `proto` (servers/proto).
 //!
 //! Context: user space, a server's only thread, inside the executor.
 //! `clock` (the `rdtsc` instruction) and `sysinfo` (two raw system calls

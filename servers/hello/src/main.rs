@@ -10,7 +10,7 @@ use userland::{Channel, Descriptor, println};
 userland::entry!(async run);
 
 /// The opcode hello uses; echo answers any opcode.
-use userland::pvchannel::proto::echo::OP_ECHO;
+use proto::echo::OP_ECHO;
 
 const VALUES: [u64; 4] = [1, 42, 0xdead_beef, u64::MAX];
 

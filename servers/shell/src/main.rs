@@ -32,9 +32,9 @@ use alloc::vec::Vec;
 use devkit::clock::now_ns;
 use devkit::sysinfo::{channel_stats, server_info};
 use devkit::{Console, Timer};
+use proto::echo::OP_ECHO;
+use proto::{console as cproto, timer as tproto};
 use userland::abi::{self, ServerState, Syscall};
-use userland::pvchannel::proto::echo::OP_ECHO;
-use userland::pvchannel::proto::{console as cproto, timer as tproto};
 use userland::{Batching, Channel, ChannelError, Client, Descriptor, println, sys};
 
 userland::entry!(async run);

@@ -1,4 +1,4 @@
-//! timer: provides the service `timer` (protocol: `pvchannel::proto::timer`).
+//! timer: provides the service `timer` (protocol: `proto::timer`).
 //!
 //! * **Clock.** Monotonic time is the TSC, in nanoseconds at the rate the
 //!   kernel measured at boot (`BootInfo::tsc_hz`: CPUID leaf 0x15 or KVM's
@@ -34,12 +34,12 @@ mod pit;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use ::proto::timer as proto;
 use devkit::clock::{rdtsc, tsc_hz};
 use devkit::mux::unknown;
 use devkit::{Apic, IrqLine, Mux};
 use pit::{PIT_HZ, Pit};
 use userland::abi::Error;
-use userland::pvchannel::proto::timer as proto;
 use userland::{Batching, Completion, Descriptor, OP_HANGUP, println, sys};
 
 userland::entry!(async run);

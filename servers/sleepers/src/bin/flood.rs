@@ -13,11 +13,11 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use ::proto::console as proto;
 use devkit::Console;
 use devkit::clock::now_ns;
 use devkit::sysinfo::arg_u64;
 use sleepers::{MARKER_PAUSE_NS, kernel_delta, pause};
-use userland::pvchannel::proto::console as proto;
 use userland::{ChannelError, println, sys};
 
 userland::entry!(async run);

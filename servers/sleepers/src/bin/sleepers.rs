@@ -27,11 +27,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use ::proto::timer as proto;
 use devkit::Timer;
 use devkit::clock::now_ns;
 use devkit::sysinfo::{arg_u64, my_name};
 use sleepers::XorShift;
-use userland::pvchannel::proto::timer as proto;
 use userland::{Descriptor, println};
 
 userland::entry!(async run);

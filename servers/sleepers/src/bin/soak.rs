@@ -26,7 +26,7 @@ use devkit::clock::rdtsc;
 use devkit::sysinfo::{arg_u64, server_info};
 use devkit::{Apic, Console, Timer};
 use futures_util::future::join5;
-use userland::pvchannel::proto::{apic as aproto, echo};
+use proto::{apic as aproto, echo};
 use userland::{Channel, ChannelError, Descriptor, println, sys};
 
 userland::entry!(async run);

@@ -11,11 +11,11 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use ::proto::{ticks, timer as proto};
 use devkit::Timer;
 use devkit::clock::now_ns;
 use devkit::sysinfo::arg_u64;
 use sleepers::{MARKER_PAUSE_NS, kernel_delta, pause};
-use userland::pvchannel::proto::{ticks, timer as proto};
 use userland::{Channel, ChannelError, Completion, OP_HANGUP, Provider, println, sys};
 
 userland::entry!(async run);

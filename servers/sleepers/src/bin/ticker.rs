@@ -6,10 +6,10 @@
 //! at once in `test=timer-bench`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+use ::proto::{ticks, timer as proto};
 use devkit::Timer;
 use devkit::clock::now_ns;
 use devkit::sysinfo::arg_u64;
-use userland::pvchannel::proto::{ticks, timer as proto};
 use userland::{Channel, ChannelError, Client, Descriptor, println};
 
 userland::entry!(async run);

@@ -9,8 +9,8 @@
 
 extern crate alloc;
 
+use ::proto::timer as proto;
 use devkit::Timer;
-use userland::pvchannel::proto::timer as proto;
 use userland::{Descriptor, println, sys};
 
 userland::entry!(async run);

@@ -27,8 +27,8 @@
 //! exit 1 (at the end, so that every attempt is reported).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+use proto::{apic, console, timer};
 use userland::abi::Error;
-use userland::pvchannel::proto::{apic, console, timer};
 use userland::{Channel, Client, Descriptor, println, sys};
 
 userland::entry!(async run);

@@ -14,7 +14,7 @@ use userland::{Channel, Descriptor, println, sys};
 userland::entry!(async run);
 
 /// The echo opcode of the new-server template.
-use userland::pvchannel::proto::echo::OP_ECHO;
+use proto::echo::OP_ECHO;
 
 const VALUES: [u64; 3] = [7, 0x5eed, u64::MAX];
 

@@ -21,8 +21,8 @@
 //! error, and the server then exits 1.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+use ::proto::console as proto;
 use userland::abi::Error;
-use userland::pvchannel::proto::console as proto;
 use userland::{Channel, Descriptor, println, sys};
 
 userland::entry!(async run);

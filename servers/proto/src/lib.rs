@@ -1,14 +1,18 @@
 //! The protocols of the device servers: opcodes, argument layouts and the
-//! small packing helpers both sides use. One module per service.
+//! small packing helpers both sides use. One module per service. Owned by
+//! the servers' side: the kernel does not depend on this crate (the one
+//! protocol it speaks, its log's writes to the console, is
+//! `pvchannel::klog`, which `console` re-exports).
 //!
-//! Every request is a [`Descriptor`](crate::Descriptor) (opcode, flags,
+//! Every request is a [`Descriptor`](pvchannel::Descriptor) (opcode, flags,
 //! cookie, six argument words) and every answer a
-//! [`Completion`](crate::Completion) (cookie, status, value, aux); this
+//! [`Completion`](pvchannel::Completion) (cookie, status, value, aux); this
 //! module says what the words mean. Opcode `u32::MAX` is the runtime's
 //! hang-up and never appears here.
 //!
 //! Context: any. No allocation, no panics on peer input: every decoder
 //! accepts any bit pattern and clamps what it reads.
+#![cfg_attr(not(test), no_std)]
 
 /// The echo-style request every new server answers (`cargo xtask
 /// new-server` generates it, `servers/echo` is the model), and which the
@@ -21,16 +25,8 @@ pub mod echo {
 /// The console server (`servers/console`): line-interleaved output from many
 /// clients, and line-buffered input from the 16550 (interrupt driven).
 pub mod console {
-    /// The service name in the manifest.
-    pub const SERVICE: &str = "console";
+    pub use pvchannel::klog::{OP_WRITE, SERVICE, WRITE_MAX, pack, unpack};
 
-    /// Write bytes. `args[0]` = count (`0..=WRITE_MAX`, larger counts are
-    /// clamped), `args[1..=5]` = the bytes, packed little-endian
-    /// ([`pack`]). Output is buffered per client until a `\n` and then
-    /// written as one whole line, so lines of different clients never mix.
-    /// Usually sent with `FLAG_NO_COMPLETION`; the completion's value is the
-    /// count taken.
-    pub const OP_WRITE: u32 = 1;
     /// Write this client's partial line (if any) and answer once everything
     /// the client wrote before is on the wire. Value 0.
     pub const OP_FLUSH: u32 = 2;
@@ -60,34 +56,10 @@ pub mod console {
     /// Number of `STAT_*` counters.
     pub const STAT_COUNT: u64 = 6;
 
-    /// The most bytes one [`OP_WRITE`] carries.
-    pub const WRITE_MAX: usize = 40;
     /// The most bytes one [`OP_READ`] answer carries.
     pub const READ_CHUNK: usize = 14;
     /// Set in the aux word of the last chunk of a line.
     const READ_END_OF_LINE: u64 = 1 << 56;
-
-    /// The argument words of an [`OP_WRITE`] of `bytes` (at most
-    /// [`WRITE_MAX`] of them are taken); returns them and how many were.
-    pub fn pack(bytes: &[u8]) -> ([u64; 6], usize) {
-        let n = bytes.len().min(WRITE_MAX);
-        let mut args = [0u64; 6];
-        args[0] = n as u64;
-        for (i, &b) in bytes[..n].iter().enumerate() {
-            args[1 + i / 8] |= u64::from(b) << (8 * (i % 8));
-        }
-        (args, n)
-    }
-
-    /// The bytes of an [`OP_WRITE`]: a buffer and how many of it are valid.
-    pub fn unpack(args: &[u64; 6]) -> ([u8; WRITE_MAX], usize) {
-        let n = (args[0] as usize).min(WRITE_MAX);
-        let mut out = [0u8; WRITE_MAX];
-        for (i, b) in out.iter_mut().enumerate().take(n) {
-            *b = (args[1 + i / 8] >> (8 * (i % 8))) as u8;
-        }
-        (out, n)
-    }
 
     /// Value and aux of an [`OP_READ`] answer: up to [`READ_CHUNK`] bytes
     /// of `chunk`, and whether they end the line.
