@@ -56,6 +56,31 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Where in an image of `image_len` bytes the page at `page` (one of
+    /// this segment's loaded pages) can be mapped from as it is, shared and
+    /// read-only, instead of copied: `Some(offset)` when the segment is not
+    /// writable, its file offset and address agree modulo the page size, the
+    /// whole page lies inside the image, and the page holds nothing that
+    /// must read as zero (no `.bss` of this segment in it). The page may show
+    /// bytes of the image around the segment (headers, the next segment),
+    /// which are the server's own image.
+    pub fn shared_page_offset(&self, page: u64, image_len: u64) -> Option<u64> {
+        if self.writable || self.vaddr % PAGE != self.file_offset % PAGE || page % PAGE != 0 {
+            return None;
+        }
+        let offset = self
+            .file_offset
+            .checked_add(page.checked_sub(self.page_start())?)?
+            - self.vaddr % PAGE;
+        let fits = offset.checked_add(PAGE).is_some_and(|end| end <= image_len);
+        let no_zeros =
+            self.mem_size == self.file_size || page + PAGE <= self.vaddr + self.file_size;
+        let inside = page >= self.page_start() && page < self.split_pages().loaded.end;
+        (fits && no_zeros && inside).then_some(offset)
+    }
+}
+
 /// A segment's pages by content ([`Segment::split_pages`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageSplit {
@@ -280,6 +305,53 @@ mod tests {
 
     const BASE: u64 = 0x40_0000;
     const END: u64 = 0x4000_0000;
+
+    fn shared_segment(
+        vaddr: u64,
+        file_offset: u64,
+        file_size: u64,
+        mem_size: u64,
+        writable: bool,
+    ) -> Segment {
+        Segment {
+            vaddr,
+            mem_size,
+            file_offset,
+            file_size,
+            writable,
+            executable: !writable,
+        }
+    }
+
+    #[test]
+    fn read_only_pages_are_shared_from_the_image_where_they_line_up() {
+        // Text at file 0x1000, 0x2800 bytes: three pages, all in the image.
+        let text = shared_segment(0x40_0000, 0x1000, 0x2800, 0x2800, false);
+        assert_eq!(text.shared_page_offset(0x40_0000, 0x10_000), Some(0x1000));
+        assert_eq!(text.shared_page_offset(0x40_2000, 0x10_000), Some(0x3000));
+        // The last page would run past a short image: copied instead.
+        assert_eq!(text.shared_page_offset(0x40_2000, 0x3800), None);
+        // Not one of its pages, or not page-aligned.
+        assert_eq!(text.shared_page_offset(0x40_3000, 0x10_000), None);
+        assert_eq!(text.shared_page_offset(0x3F_F000, 0x10_000), None);
+        assert_eq!(text.shared_page_offset(0x40_0800, 0x10_000), None);
+        // An unaligned start: the page starts before the segment's bytes.
+        let rodata = shared_segment(0x40_5100, 0x5100, 0x100, 0x100, false);
+        assert_eq!(rodata.shared_page_offset(0x40_5000, 0x10_000), Some(0x5000));
+        // Writable, or offset and address that disagree: always copied.
+        let data = shared_segment(0x40_6000, 0x6000, 0x1000, 0x1000, true);
+        assert_eq!(data.shared_page_offset(0x40_6000, 0x10_000), None);
+        let skewed = shared_segment(0x40_7000, 0x7200, 0x1000, 0x1000, false);
+        assert_eq!(skewed.shared_page_offset(0x40_7000, 0x10_000), None);
+        // A read-only segment with zeros past its file bytes: the page that
+        // holds them must read as zero, so it is copied.
+        let with_bss = shared_segment(0x40_8000, 0x8000, 0x1800, 0x3000, false);
+        assert_eq!(
+            with_bss.shared_page_offset(0x40_8000, 0x10_000),
+            Some(0x8000)
+        );
+        assert_eq!(with_bss.shared_page_offset(0x40_9000, 0x10_000), None);
+    }
 
     /// A minimal valid image: a text segment and a data segment.
     struct Builder {

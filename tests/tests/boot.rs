@@ -13,7 +13,7 @@ fn boots_to_idle(accel: Accel) {
     match accel {
         Accel::Kvm if forced_native => {
             assert!(backend.contains("native backend (forced"), "{backend}");
-            run.assert_contains("interpreted by PVM");
+            run.assert_contains("PVM interprets this kernel");
         }
         // `auto` takes pvm exactly where the machine offers it.
         Accel::Kvm if host_offers_pvm() => assert!(

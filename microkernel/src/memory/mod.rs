@@ -42,6 +42,11 @@ fn set_phys_access_offset(offset: u64) {
     PHYS_ACCESS_OFFSET.store(offset, Ordering::Relaxed);
 }
 
+/// The physical address behind `virt`, a pointer [`phys_to_virt`] made.
+pub fn virt_to_phys(virt: *const u8) -> u64 {
+    (virt as u64).wrapping_sub(PHYS_ACCESS_OFFSET.load(Ordering::Relaxed))
+}
+
 /// The physical address of a kernel image address.
 pub fn image_virt_to_phys(virt: u64) -> u64 {
     virt - KERNEL_BASE
