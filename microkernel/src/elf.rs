@@ -66,7 +66,10 @@ impl Segment {
     /// bytes of the image around the segment (headers, the next segment),
     /// which are the server's own image.
     pub fn shared_page_offset(&self, page: u64, image_len: u64) -> Option<u64> {
-        if self.writable || self.vaddr % PAGE != self.file_offset % PAGE || page % PAGE != 0 {
+        if self.writable
+            || self.vaddr % PAGE != self.file_offset % PAGE
+            || !page.is_multiple_of(PAGE)
+        {
             return None;
         }
         let offset = self

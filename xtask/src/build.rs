@@ -133,7 +133,7 @@ const PADDING: &str = ".pad";
 /// when it starts on one already.
 fn page_padding(offset: u64) -> Option<u64> {
     const PAGE: u64 = 4096;
-    if (offset + TAR_BLOCK) % PAGE == 0 {
+    if (offset + TAR_BLOCK).is_multiple_of(PAGE) {
         return None;
     }
     // The padding's header and data, then the next header, must end on a
