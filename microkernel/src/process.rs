@@ -137,7 +137,7 @@ pub struct Server {
     pub io_bitmap: Option<Box<[u8; IO_BITMAP_BYTES]>>,
     pub irq_grants: u32,
     /// Bound IRQ lines and the bit each raises.
-    pub irq_bits: [Option<u32>; 24],
+    pub irq_bits: [Option<u32>; microkernel::irq::LINES],
     pub mmio: Vec<MmioGrant>,
     pub mmio_next: u64,
     pub restarts: u32,
@@ -353,7 +353,7 @@ impl Server {
             port_grants: Vec::new(),
             io_bitmap: None,
             irq_grants: 0,
-            irq_bits: [None; 24],
+            irq_bits: [None; microkernel::irq::LINES],
             mmio: Vec::new(),
             mmio_next: layout::MMIO_BASE,
             restarts: 0,

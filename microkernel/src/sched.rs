@@ -30,14 +30,14 @@ use crate::memory::paging::kernel_space;
 use crate::process::{Demand, Server, State};
 use crate::traps::exception_name;
 use crate::{exit, kprintln};
-use microkernel::irq::InService;
+use microkernel::irq::IrqTable;
 
 /// How long a server runs before another ready one gets the CPU.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
 /// IRQ line `n` arrives on vector `IRQ_BASE_VECTOR + n` (the apic server
 /// routes it there).
 pub const IRQ_BASE_VECTOR: u64 = 0x20;
-pub const IRQ_LINES: u64 = 24;
+pub const IRQ_LINES: u64 = microkernel::irq::LINES as u64;
 
 pub struct System {
     pub servers: Vec<Server>,
@@ -52,10 +52,8 @@ pub struct System {
     pub counters: KernelCounters,
     /// Which server's I/O bitmap the TSS holds (`None`: deny all).
     pub(crate) io_loaded: Option<usize>,
-    /// IRQ lines bound, and by whom.
-    pub irq_owner: [Option<usize>; IRQ_LINES as usize],
-    /// Lines delivered whose end of interrupt waits for `irq_ack`.
-    irq_in_service: InService,
+    /// IRQ lines bound, by whom, and which are in service.
+    pub irqs: IrqTable,
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
     /// Instances replaced by a restart, freed at the next trap (the one
@@ -102,8 +100,7 @@ impl System {
             idle_frame: core::ptr::null_mut(),
             counters: KernelCounters::default(),
             io_loaded: None,
-            irq_owner: [None; IRQ_LINES as usize],
-            irq_in_service: InService::default(),
+            irqs: IrqTable::default(),
             zombies: Vec::new(),
             graveyard: Vec::new(),
             slice_end: 0,
@@ -288,11 +285,10 @@ impl System {
 
     fn deliver_irq(&mut self, line: usize) {
         self.counters.device_interrupts += 1;
-        match self.irq_owner[line] {
+        match self.irqs.deliver(line) {
             Some(owner) => {
                 // The end of interrupt waits for the owner's `irq_ack`, so the
                 // line stays masked at the local APIC until it is handled.
-                self.irq_in_service.deliver(line as u32);
                 let bit = self.servers[owner].irq_bits[line].expect("an owner has a bit");
                 self.raise(owner, 1 << bit);
             }
@@ -303,9 +299,9 @@ impl System {
         }
     }
 
-    /// End an IRQ line's service (its owner called `irq_ack`).
-    pub fn ack_irq(&mut self, line: usize) {
-        for _ in 0..self.irq_in_service.acknowledge(line as u32) {
+    /// Issue `count` ends of interrupt (what `IrqTable` says is owed).
+    pub fn end_interrupts(&mut self, count: u32) {
+        for _ in 0..count {
             hv::backend().end_of_interrupt();
         }
     }
@@ -391,12 +387,8 @@ impl System {
         self.servers[index].state = state;
         self.report_ready();
         self.ready.retain(|&i| i != index);
-        for line in 0..IRQ_LINES as usize {
-            if self.irq_owner[line] == Some(index) {
-                self.irq_owner[line] = None;
-                self.ack_irq(line);
-            }
-        }
+        let eois = self.irqs.release(index);
+        self.end_interrupts(eois);
         if self.io_loaded == Some(index) {
             hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
             self.io_loaded = None;

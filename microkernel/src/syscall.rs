@@ -182,7 +182,7 @@ fn irq_bind(system: &mut System, index: usize, line: u64) -> Result<u64, Error> 
     if system.servers[index].irq_grants & (1 << line) == 0 {
         return Err(Error::Denied);
     }
-    if system.irq_owner[line].is_some() {
+    if system.irqs.owner(line).is_some() {
         return Err(Error::Busy);
     }
     let server = &mut system.servers[index];
@@ -191,16 +191,17 @@ fn irq_bind(system: &mut System, index: usize, line: u64) -> Result<u64, Error> 
         None => server.allocate_bit().ok_or(Error::OutOfMemory)?,
     };
     server.irq_bits[line] = Some(bit);
-    system.irq_owner[line] = Some(index);
+    system.irqs.bind(line, index).map_err(|_| Error::Busy)?;
     Ok(u64::from(bit))
 }
 
 fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
     let line = irq_line(line)?;
-    if system.irq_owner[line] != Some(index) {
-        return Err(Error::BadHandle);
-    }
-    system.ack_irq(line);
+    let eois = system
+        .irqs
+        .acknowledge(line, index)
+        .map_err(|_| Error::BadHandle)?;
+    system.end_interrupts(eois);
     Ok(0)
 }
 
