@@ -1,0 +1,403 @@
+//! The two-thread drivers shared by the criterion bench (`rings.rs`) and the
+//! interleaved-rounds run (`rounds.rs`): pvchannel, rtrb, ringbuf and
+//! crossbeam-queue's `ArrayQueue`, each moving `n` items from a producer
+//! thread pinned to CPU 0 to a consumer thread pinned to CPU 1. Every ring
+//! is driven the same way: single items with `push`/`pop` (each item
+//! published and released on its own), spinning with `spin_loop()` while
+//! full or empty; batches of 64 with each ring's own batch operations.
+
+#![allow(dead_code)]
+
+use std::hint::{black_box, spin_loop};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use pvchannel::Descriptor;
+use ringbuf::HeapRb;
+use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
+
+/// Batch size of the batch workload.
+pub const BATCH: usize = 64;
+
+/// The CPUs, read once before anything is pinned (`get_core_ids` lists the
+/// calling thread's allowed CPUs, which shrink once it is pinned).
+pub fn cpus() -> &'static [core_affinity::CoreId] {
+    static CPUS: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
+    CPUS.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
+}
+
+fn pin(cpu: usize) {
+    let ids = cpus();
+    if let Some(id) = ids.get(cpu % ids.len().max(1)) {
+        assert!(
+            core_affinity::set_for_current(*id),
+            "cannot pin to CPU {cpu}"
+        );
+    }
+}
+
+/// A value alone in its 128-byte block (two cache lines, the unit of the
+/// adjacent-line prefetcher), so that nothing else shares its lines.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Move `n` items: the producer and the consumer each run on a new thread,
+/// pinned to CPU 0 and CPU 1. Returns the time from the start signal until
+/// the consumer has received everything.
+///
+/// Each end is first moved into a cache-padded local on its own thread's
+/// stack. Used in place instead, in the closures that `spawn` boxes one
+/// after the other on the same heap, the ends' private state (cached
+/// indices, written on every operation) can share cache lines between the
+/// two threads: in the first runs on the development VM every ring was
+/// about 4 times slower that way, and which ring suffered most was a matter
+/// of allocation luck. pvchannel's ends are 128-byte aligned since and do
+/// not need this; the peers' ends do.
+pub fn two_threads<P, C>(
+    n: u64,
+    (p, c): (P, C),
+    produce: impl FnOnce(&mut P, u64) + Send + 'static,
+    consume: impl FnOnce(&mut C, u64) + Send + 'static,
+) -> Duration
+where
+    P: Send + 'static,
+    C: Send + 'static,
+{
+    cpus();
+    let go = Arc::new(AtomicBool::new(false));
+    let (go_p, go_c) = (go.clone(), go.clone());
+    let consumer = thread::spawn(move || {
+        pin(1);
+        let mut c = Padded(c);
+        while !go_c.load(Ordering::Acquire) {
+            spin_loop();
+        }
+        consume(black_box(&mut c.0), n);
+        Instant::now()
+    });
+    let producer = thread::spawn(move || {
+        pin(0);
+        let mut p = Padded(p);
+        while !go_p.load(Ordering::Acquire) {
+            spin_loop();
+        }
+        produce(black_box(&mut p.0), n);
+    });
+    // Give both threads time to start spinning on `go`.
+    thread::sleep(Duration::from_millis(2));
+    let start = Instant::now();
+    go.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let end = consumer.join().unwrap();
+    end - start
+}
+
+/// One item of each type, made from a sequence number.
+pub trait Item: Copy + Send + 'static {
+    fn make(i: u64) -> Self;
+}
+impl Item for u64 {
+    #[inline]
+    fn make(i: u64) -> Self {
+        i
+    }
+}
+impl Item for Descriptor {
+    #[inline]
+    fn make(i: u64) -> Self {
+        Descriptor::new(1, i).with_args([i])
+    }
+}
+
+/// A two-thread run: moves `n` items through a ring of `slots` slots and
+/// returns the time taken.
+pub type Run = fn(n: u64, slots: usize) -> Duration;
+
+// ---- single items -------------------------------------------------------
+
+pub fn single_pvchannel<T: Item + pvchannel::Slot>(n: u64, slots: usize) -> Duration {
+    let ends = pvchannel::owned::ring::<T>(slots as u32).unwrap();
+    two_threads(
+        n,
+        ends,
+        |p, n| {
+            for i in 0..n {
+                while p.push(T::make(i)).is_err() {
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            for _ in 0..n {
+                loop {
+                    match c.pop() {
+                        Ok(v) => {
+                            black_box(v);
+                            break;
+                        }
+                        Err(_) => spin_loop(),
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn single_rtrb<T: Item>(n: u64, slots: usize) -> Duration {
+    two_threads(
+        n,
+        rtrb::RingBuffer::<T>::new(slots),
+        |p, n| {
+            for i in 0..n {
+                while p.push(T::make(i)).is_err() {
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            for _ in 0..n {
+                loop {
+                    match c.pop() {
+                        Ok(v) => {
+                            black_box(v);
+                            break;
+                        }
+                        Err(_) => spin_loop(),
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn single_ringbuf<T: Item>(n: u64, slots: usize) -> Duration {
+    two_threads(
+        n,
+        HeapRb::<T>::new(slots).split(),
+        |p, n| {
+            for i in 0..n {
+                while p.try_push(T::make(i)).is_err() {
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            for _ in 0..n {
+                loop {
+                    match c.try_pop() {
+                        Some(v) => {
+                            black_box(v);
+                            break;
+                        }
+                        None => spin_loop(),
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn single_arrayqueue<T: Item>(n: u64, slots: usize) -> Duration {
+    let q = Arc::new(ArrayQueue::<T>::new(slots));
+    two_threads(
+        n,
+        (q.clone(), q),
+        |p, n| {
+            for i in 0..n {
+                while p.push(T::make(i)).is_err() {
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            for _ in 0..n {
+                loop {
+                    match c.pop() {
+                        Some(v) => {
+                            black_box(v);
+                            break;
+                        }
+                        None => spin_loop(),
+                    }
+                }
+            }
+        },
+    )
+}
+
+// ---- batches of 64 ------------------------------------------------------
+
+fn batch_source() -> [u64; BATCH] {
+    core::array::from_fn(|i| i as u64)
+}
+
+pub fn batch_pvchannel(n: u64, slots: usize) -> Duration {
+    let ends = pvchannel::owned::ring::<u64>(slots as u32).unwrap();
+    two_threads(
+        n,
+        ends,
+        |p, n| {
+            let src = batch_source();
+            for _ in 0..n / BATCH as u64 {
+                // All 64 or nothing, like rtrb's `write_chunk_uninit(64)`.
+                while p.push_all(black_box(&src)).is_err() {
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            let mut out = [0u64; BATCH];
+            let mut got = 0u64;
+            while got < n {
+                let k = c.pop_slice(&mut out).unwrap();
+                if k == 0 {
+                    spin_loop();
+                }
+                black_box(&out);
+                got += k as u64;
+            }
+        },
+    )
+}
+
+pub fn batch_rtrb(n: u64, slots: usize) -> Duration {
+    two_threads(
+        n,
+        rtrb::RingBuffer::<u64>::new(slots),
+        |p, n| {
+            let src = batch_source();
+            for _ in 0..n / BATCH as u64 {
+                loop {
+                    if let Ok(chunk) = p.write_chunk_uninit(BATCH) {
+                        chunk.fill_from_iter(black_box(&src).iter().copied());
+                        break;
+                    }
+                    spin_loop();
+                }
+            }
+        },
+        |c, n| {
+            let mut out = [0u64; BATCH];
+            let mut got = 0u64;
+            while got < n {
+                let k = c.slots().min(BATCH);
+                if k == 0 {
+                    spin_loop();
+                    continue;
+                }
+                let chunk = c.read_chunk(k).unwrap();
+                let (a, b) = chunk.as_slices();
+                out[..a.len()].copy_from_slice(a);
+                out[a.len()..a.len() + b.len()].copy_from_slice(b);
+                chunk.commit_all();
+                black_box(&out);
+                got += k as u64;
+            }
+        },
+    )
+}
+
+pub fn batch_ringbuf(n: u64, slots: usize) -> Duration {
+    two_threads(
+        n,
+        HeapRb::<u64>::new(slots).split(),
+        |p, n| {
+            let src = batch_source();
+            for _ in 0..n / BATCH as u64 {
+                let mut sent = 0;
+                while sent < BATCH {
+                    let k = p.push_slice(black_box(&src[sent..]));
+                    if k == 0 {
+                        spin_loop();
+                    }
+                    sent += k;
+                }
+            }
+        },
+        |c, n| {
+            let mut out = [0u64; BATCH];
+            let mut got = 0u64;
+            while got < n {
+                let k = c.pop_slice(&mut out);
+                if k == 0 {
+                    spin_loop();
+                }
+                black_box(&out);
+                got += k as u64;
+            }
+        },
+    )
+}
+
+pub fn batch_arrayqueue(n: u64, slots: usize) -> Duration {
+    let q = Arc::new(ArrayQueue::<u64>::new(slots));
+    two_threads(
+        n,
+        (q.clone(), q),
+        |p, n| {
+            let src = batch_source();
+            for _ in 0..n / BATCH as u64 {
+                for &v in black_box(&src) {
+                    while p.push(v).is_err() {
+                        spin_loop();
+                    }
+                }
+            }
+        },
+        |c, n| {
+            let mut out = [0u64; BATCH];
+            let mut got = 0u64;
+            while got < n {
+                let mut k = 0;
+                while k < BATCH {
+                    match c.pop() {
+                        Some(v) => {
+                            out[k] = v;
+                            k += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if k == 0 {
+                    spin_loop();
+                }
+                black_box(&out);
+                got += k as u64;
+            }
+        },
+    )
+}
+
+/// The three workloads, each with its four rings (pvchannel first).
+pub const WORKLOADS: [(&str, [(&str, Run); 4]); 3] = [
+    (
+        "u64_single",
+        [
+            ("pvchannel", single_pvchannel::<u64>),
+            ("rtrb", single_rtrb::<u64>),
+            ("ringbuf", single_ringbuf::<u64>),
+            ("arrayqueue", single_arrayqueue::<u64>),
+        ],
+    ),
+    (
+        "desc64_single",
+        [
+            ("pvchannel", single_pvchannel::<Descriptor>),
+            ("rtrb", single_rtrb::<Descriptor>),
+            ("ringbuf", single_ringbuf::<Descriptor>),
+            ("arrayqueue", single_arrayqueue::<Descriptor>),
+        ],
+    ),
+    (
+        "u64_batch64",
+        [
+            ("pvchannel", batch_pvchannel),
+            ("rtrb", batch_rtrb),
+            ("ringbuf", batch_ringbuf),
+            ("arrayqueue", batch_arrayqueue),
+        ],
+    ),
+];
