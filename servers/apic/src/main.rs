@@ -469,15 +469,12 @@ async fn run() -> i32 {
         if mux.take_batch(&mut batch) > 0 {
             apic.batches += 1;
         }
+        let mut gone = Vec::new();
         for &(i, ref d) in batch.iter() {
             if d.opcode() == OP_HANGUP {
                 let masked = apic.hang_up(i);
                 if !masked.is_empty() {
-                    let mut lines = String::new();
-                    for line in masked {
-                        let _ = write!(lines, " {line}");
-                    }
-                    println!("apic: {} is gone: masked line(s){lines}", mux.peer(i));
+                    gone.push((i, masked));
                 }
                 continue;
             }
@@ -488,6 +485,14 @@ async fn run() -> i32 {
         }
         // The routes are in effect before anyone hears that they are.
         apic.commit();
+        // Said once the masks are written, not before.
+        for (i, masked) in gone {
+            let mut lines = String::new();
+            for line in masked {
+                let _ = write!(lines, " {line}");
+            }
+            println!("apic: {} is gone: masked line(s){lines}", mux.peer(i));
+        }
         for (i, c) in answers.drain(..) {
             mux.reply(i, c);
         }
