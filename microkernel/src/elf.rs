@@ -309,6 +309,7 @@ mod tests {
     const BASE: u64 = 0x40_0000;
     const END: u64 = 0x4000_0000;
 
+    /// A segment as `Image` holds it, executable exactly when read-only.
     fn shared_segment(
         vaddr: u64,
         file_offset: u64,
@@ -543,14 +544,7 @@ mod tests {
     }
 
     fn segment(vaddr: u64, file_size: u64, mem_size: u64) -> Segment {
-        Segment {
-            vaddr,
-            mem_size,
-            file_offset: 0x1000,
-            file_size,
-            writable: true,
-            executable: false,
-        }
+        shared_segment(vaddr, 0x1000, file_size, mem_size, true)
     }
 
     fn split(vaddr: u64, file_size: u64, mem_size: u64) -> (Range<u64>, Range<u64>) {

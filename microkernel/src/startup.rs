@@ -196,8 +196,7 @@ pub fn start(
         crate::bootmarks::mark("a server loaded");
         match loaded_server {
             Ok(mut server) => {
-                let irq_grants = spec.irqs.iter().fold(0, |mask, line| mask | (1 << line));
-                system.specs.push(Spec {
+                let spec = Spec {
                     image,
                     restart: spec.restart,
                     intensity: Intensity::new(
@@ -205,13 +204,12 @@ pub fn start(
                         system.ns_to_tsc(u64::from(spec.restart_period_ms) * 1_000_000),
                     ),
                     inject_faults: spec.may_inject_faults(),
-                    ports: grants.ports.clone(),
-                    irq_grants,
-                    mmio: grants.mmio.clone(),
-                });
-                server.port_grants = grants.ports;
-                server.irq_grants = irq_grants;
-                server.mmio = grants.mmio;
+                    ports: grants.ports,
+                    irq_grants: spec.irqs.iter().fold(0, |mask, line| mask | (1 << line)),
+                    mmio: grants.mmio,
+                };
+                spec.grant(&mut server);
+                system.specs.push(spec);
                 system.servers.push(server);
                 loaded.push(Some(index));
             }

@@ -44,6 +44,16 @@ pub struct Spec {
     pub mmio: Vec<MmioGrant>,
 }
 
+impl Spec {
+    /// Give `server` (a fresh instance) what the manifest grants it: at
+    /// boot and at every restart alike.
+    pub fn grant(&self, server: &mut Server) {
+        server.port_grants = self.ports.clone();
+        server.irq_grants = self.irq_grants;
+        server.mmio = self.mmio.clone();
+    }
+}
+
 /// The handle `server` holds for `channel`.
 fn handle_of(server: &Server, channel: usize) -> Option<usize> {
     server.channels.iter().position(|e| e.channel == channel)
@@ -103,9 +113,7 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
             return false;
         }
     };
-    new.port_grants = spec.ports.clone();
-    new.irq_grants = spec.irq_grants;
-    new.mmio = spec.mmio.clone();
+    spec.grant(&mut new);
     let old = &system.servers[index];
     new.channels = old.channels.clone();
     new.bits_used = old
