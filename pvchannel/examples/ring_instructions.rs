@@ -37,24 +37,11 @@ const SLOTS: usize = 1024;
 const ROUNDS: u64 = 1000;
 /// Items moved by `alternate`.
 const ALTERNATE: u64 = 1_000_000;
-/// Items per batch in `produce_batches`/`consume_batches`.
-const BATCH: usize = 64;
-
-trait Item: Copy + Send + 'static {
-    fn make(i: u64) -> Self;
-}
-impl Item for u64 {
-    #[inline]
-    fn make(i: u64) -> Self {
-        i
-    }
-}
-impl Item for Descriptor {
-    #[inline]
-    fn make(i: u64) -> Self {
-        Descriptor::new(1, i).with_args([i])
-    }
-}
+// The benches' items and batch size, so that the counts describe the
+// workloads the benches time.
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::{BATCH, Item};
 
 trait Push<T> {
     fn put(&mut self, v: T) -> bool;

@@ -212,18 +212,7 @@ pub fn run_one(
         .with_context(|| format!("starting {}", qemu::QEMU))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).split(b'\n') {
-            let Ok(line) = line else { break };
-            if tx
-                .send(String::from_utf8_lossy(&line).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = line_reader(stdout);
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -478,18 +467,12 @@ pub struct ReadyBoot {
     pub output: String,
 }
 
-/// Boot the default system once, until the kernel's ready line; QEMU is
-/// killed as soon as the line is seen.
-pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<ReadyBoot> {
-    let started = Instant::now();
-    let mut child = config
-        .command(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", qemu::QEMU))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
+/// A thread that reads QEMU's serial output line by line and hands each
+/// line (lossily decoded) to the returned receiver, until the output ends
+/// or the receiver is dropped.
+fn line_reader(
+    stdout: std::process::ChildStdout,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
@@ -502,6 +485,22 @@ pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Resul
             }
         }
     });
+    (rx, reader)
+}
+
+/// Boot the default system once, until the kernel's ready line; QEMU is
+/// killed as soon as the line is seen.
+pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<ReadyBoot> {
+    let started = Instant::now();
+    let mut child = config
+        .command(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu::QEMU))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (rx, reader) = line_reader(stdout);
     let mut found = None;
     let mut output = String::new();
     while let Ok(line) = rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
