@@ -14,4 +14,5 @@ pub mod logline;
 pub mod physmem;
 pub mod portinsn;
 pub mod ratelimit;
+pub mod ticketlock;
 pub mod time;

@@ -12,6 +12,8 @@ mod channels;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod cpus;
+#[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
 mod hv;
@@ -113,7 +115,11 @@ mod kernel {
         // The tables first, so that the backend's probe can survive a #GP;
         // then the backend, before the page tables that take its flags.
         bootmarks::mark("command line, console");
-        cpu::init(&stacks, hv::trap::stubs(hv::trap::EntryFlavour::Swapgs));
+        cpu::init(
+            hv::smp::BOOT_CPU,
+            &stacks,
+            hv::trap::stubs(hv::trap::EntryFlavour::Swapgs),
+        );
         bootmarks::mark("GDT, IDT");
         let selection = hv::init(config.hv);
         bootmarks::mark("hypervisor backend chosen");
@@ -189,6 +195,13 @@ mod kernel {
         );
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
         bootmarks::mark("heap, control registers, local APIC");
+        let mut apic_ids = crate::cpus::apic_ids(info.rsdp_phys, lapic::local_apic_id());
+        if let (true, Err(why)) = (apic_ids.len() > 1, backend.other_cpus()) {
+            log::warn!("{} CPUs, {why}", apic_ids.len());
+            apic_ids.truncate(1);
+        }
+        let cpu_count = crate::cpus::start(&apic_ids, protection);
+        bootmarks::mark("other CPUs started");
 
         // Three lines: every byte written to the UART is an exit to QEMU's
         // user space (about 35 us on these machines), and the banner is
@@ -213,7 +226,7 @@ mod kernel {
             }
         );
         kprintln!(
-            "  batching: {}; cpu: smep {}, smap {}, umip {}",
+            "  cpus: {cpu_count}; batching: {}; cpu: smep {}, smap {}, umip {}",
             on_off(config.batching),
             on_off(protection.smep),
             on_off(protection.smap),

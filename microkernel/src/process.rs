@@ -122,6 +122,12 @@ pub struct Server {
     /// Pages of `lazy` mapped so far.
     pub demand_pages: u64,
     pub kernel_stack: KernelStack,
+    /// The CPU it runs on, chosen at boot (`System::place`) and kept
+    /// across restarts.
+    pub cpu: usize,
+    /// An injected fault waits for the server's CPU to resume it
+    /// (`supervisor::inject_fault` from another CPU).
+    pub fault_pending: bool,
     pub fpu: Box<FpuState>,
     /// Set at the first `wait`: the server has finished starting up.
     pub reached_wait: bool,
@@ -202,7 +208,8 @@ impl Server {
     /// segment (its pure `.bss` pages) and the stack become lazy ranges,
     /// mapped on first touch. An image whose lazy pages alone outnumber the
     /// free frames could never run and is refused as out of memory.
-    pub fn load(index: usize, name: &str, image: &[u8]) -> Result<Server, LoadError> {
+    /// It runs on CPU `cpu`, always (its kernel stack serves that CPU).
+    pub fn load(index: usize, name: &str, image: &[u8], cpu: usize) -> Result<Server, LoadError> {
         let checked =
             elf::check(image, layout::IMAGE_BASE, layout::IMAGE_END).map_err(LoadError::Elf)?;
         let stack_bottom = layout::STACK_TOP - layout::STACK_PAGES * PAGE_SIZE;
@@ -219,7 +226,7 @@ impl Server {
         if lazy_pages > total.saturating_sub(in_use) {
             return Err(LoadError::OutOfMemory);
         }
-        let mut server = Server::empty(name)?;
+        let mut server = Server::empty(name, cpu)?;
         // The image's physical address, when it starts on a page (xtask
         // aligns every server in the initrd so).
         let image_phys =
@@ -315,7 +322,7 @@ impl Server {
         Ok(server)
     }
 
-    fn empty(name: &str) -> Result<Server, LoadError> {
+    fn empty(name: &str, cpu: usize) -> Result<Server, LoadError> {
         let root = frames::alloc_zeroed().ok_or(LoadError::OutOfMemory)?;
         let kernel_root = kernel_space().root();
         // SAFETY: both roots are live tables reached through the direct map;
@@ -327,7 +334,7 @@ impl Server {
                 new[slot] = kernel[slot].clone();
             }
         }
-        let kernel_stack = match KernelStack::allocate() {
+        let kernel_stack = match KernelStack::allocate(cpu) {
             Ok(stack) => stack,
             Err(e) => {
                 frames::free(root);
@@ -343,6 +350,8 @@ impl Server {
             lazy: Vec::new(),
             demand_pages: 0,
             kernel_stack,
+            cpu,
+            fault_pending: false,
             fpu: Box::new(FpuState::initial()),
             reached_wait: false,
             pending: 0,

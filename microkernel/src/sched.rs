@@ -18,8 +18,9 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicBool, Ordering};
+use microkernel::ticketlock::TicketLock;
 use pvchannel::abi::{self, Error, KernelCounters, Syscall};
-use spin::Mutex;
 
 use crate::channels::Channel;
 use crate::hv::context;
@@ -39,21 +40,17 @@ pub const TIME_SLICE_NS: u64 = 10_000_000;
 pub const IRQ_BASE_VECTOR: u64 = 0x20;
 pub const IRQ_LINES: u64 = microkernel::irq::LINES as u64;
 
-pub struct System {
-    pub servers: Vec<Server>,
-    /// How to start each server again (`supervisor`), by server index.
-    pub specs: Vec<crate::supervisor::Spec>,
-    pub channels: Vec<Channel>,
+/// One CPU's share of the scheduler: its servers that are ready, the one
+/// it runs, and what only it may do (free a server of its own, whose
+/// address space and kernel stack only it ever loads).
+pub struct Cpu {
     pub(crate) ready: VecDeque<usize>,
     /// The server on the CPU, or `None` for the idle loop.
     pub(crate) current: Option<usize>,
     /// Where the idle loop's registers were saved when it was left.
     idle_frame: *mut TrapFrame,
-    pub counters: KernelCounters,
     /// Which server's I/O bitmap the TSS holds (`None`: deny all).
     pub(crate) io_loaded: Option<usize>,
-    /// IRQ lines bound, by whom, and which are in service.
-    pub irqs: IrqTable,
     /// Servers that ended and whose memory waits to be freed.
     zombies: Vec<usize>,
     /// Instances replaced by a restart, freed at the next trap (the one
@@ -63,6 +60,37 @@ pub struct System {
     /// The deadline the timer is armed with (see `arm_timer`: it is only
     /// ever moved earlier, never disarmed, since a timer write may exit).
     armed: Option<u64>,
+    /// Servers placed here, for [`System::place`].
+    placed: usize,
+}
+
+impl Cpu {
+    fn new() -> Self {
+        Self {
+            ready: VecDeque::new(),
+            current: None,
+            idle_frame: core::ptr::null_mut(),
+            io_loaded: None,
+            zombies: Vec::new(),
+            graveyard: Vec::new(),
+            slice_end: 0,
+            armed: None,
+            placed: 0,
+        }
+    }
+}
+
+pub struct System {
+    pub servers: Vec<Server>,
+    /// How to start each server again (`supervisor`), by server index.
+    pub specs: Vec<crate::supervisor::Spec>,
+    pub channels: Vec<Channel>,
+    /// Per CPU, by CPU number; `here` is the one holding the system now.
+    cpus: Vec<Cpu>,
+    here: usize,
+    pub counters: KernelCounters,
+    /// IRQ lines bound, by whom, and which are in service.
+    pub irqs: IrqTable,
     /// TSC at the kernel's first instruction, for the "all servers ready"
     /// line, which is printed once (`ready_reported`).
     boot_tsc: u64,
@@ -74,19 +102,39 @@ pub struct System {
     pub rsdp: u64,
 }
 
-// SAFETY: one CPU; the raw frame pointer is only used in trap context.
+// SAFETY: the raw frame pointers are only used in trap context, under the
+// system's lock, each by the CPU whose idle loop it belongs to.
 unsafe impl Send for System {}
 
-static SYSTEM: Mutex<Option<System>> = Mutex::new(None);
+/// The one lock of the system (see "Locks" in docs/ARCHITECTURE.md): fair,
+/// so that a CPU entering the kernel in a loop cannot keep another out.
+static SYSTEM: TicketLock<Option<System>> = TicketLock::new(None);
+/// Set once the system is installed: the other CPUs start scheduling.
+static STARTED: AtomicBool = AtomicBool::new(false);
 pub(crate) static DENY_ALL_PORTS: [u8; IO_BITMAP_BYTES] = [0xFF; IO_BITMAP_BYTES];
 
 /// Run `f` on the system, if servers have been started.
+/// Run `f` on the system, if servers have been started. The lock is
+/// taken with interrupts masked; while waiting for it this CPU keeps
+/// serving TLB shootdowns, since the CPU holding it may be waiting for
+/// this one to flush.
 pub fn with<R>(f: impl FnOnce(&mut System) -> R) -> Option<R> {
-    hv::interrupts::without(|| SYSTEM.lock().as_mut().map(f))
+    hv::interrupts::without(|| {
+        let mut guard = SYSTEM.lock_with(hv::smp::serve_shootdown);
+        let system = guard.as_mut()?;
+        system.here = hv::smp::this_cpu();
+        Some(f(system))
+    })
 }
 
 pub fn install(system: System) {
     *SYSTEM.lock() = Some(system);
+    STARTED.store(true, Ordering::Release);
+}
+
+/// Whether the system is installed (the other CPUs wait for it).
+pub fn started() -> bool {
+    STARTED.load(Ordering::Acquire)
 }
 
 impl System {
@@ -95,16 +143,10 @@ impl System {
             servers: Vec::new(),
             specs: Vec::new(),
             channels: Vec::new(),
-            ready: VecDeque::new(),
-            current: None,
-            idle_frame: core::ptr::null_mut(),
+            cpus: (0..hv::smp::online()).map(|_| Cpu::new()).collect(),
+            here: hv::smp::BOOT_CPU,
             counters: KernelCounters::default(),
-            io_loaded: None,
             irqs: IrqTable::default(),
-            zombies: Vec::new(),
-            graveyard: Vec::new(),
-            slice_end: 0,
-            armed: None,
             boot_tsc: 0,
             ready_reported: false,
             batching,
@@ -115,12 +157,59 @@ impl System {
         }
     }
 
+    /// Put server `index` in its CPU's ready queue, and interrupt that
+    /// CPU if it is another one that may not look at its queue before
+    /// long (idle, or with no time slice armed since nobody else was
+    /// ready).
     pub fn add_ready(&mut self, index: usize) {
-        self.ready.push_back(index);
+        let cpu = self.servers[index].cpu;
+        let queue = &mut self.cpus[cpu].ready;
+        let was_empty = queue.is_empty();
+        queue.push_back(index);
+        if cpu != self.here && was_empty && started() {
+            hv::smp::kick(cpu);
+        }
     }
 
+    /// The CPU holding the system.
+    pub fn cpu(&mut self) -> &mut Cpu {
+        &mut self.cpus[self.here]
+    }
+
+    /// The CPU holding the system.
+    pub fn here(&self) -> usize {
+        self.here
+    }
+
+    /// The server this CPU runs, if any.
     pub fn current(&self) -> Option<usize> {
-        self.current
+        self.cpus[self.here].current
+    }
+
+    /// How many CPUs the system schedules on.
+    pub fn cpu_count(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Choose the CPU a new server runs on: the least loaded of those in
+    /// `allowed` (a bit per CPU; bits past the CPUs there are ignored, and
+    /// none left means any), ties to the lowest number. A server with
+    /// IRQ lines goes to the boot CPU unless `allowed` says otherwise:
+    /// device interrupts arrive there, and so its ends of interrupt
+    /// need no IPI.
+    pub fn place(&mut self, allowed: u64, has_irqs: bool) -> usize {
+        let online = (1u64 << self.cpus.len()) - 1;
+        let allowed = match allowed & online {
+            0 if has_irqs => 1 << hv::smp::BOOT_CPU,
+            0 => online,
+            mask => mask,
+        };
+        let cpu = (0..self.cpus.len())
+            .filter(|&c| allowed & (1 << c) != 0)
+            .min_by_key(|&c| self.cpus[c].placed)
+            .unwrap_or(hv::smp::BOOT_CPU);
+        self.cpus[cpu].placed += 1;
+        cpu
     }
 
     /// `ns` in TSC cycles, saturating ([`microkernel::time::ns_to_tsc`]).
@@ -158,8 +247,8 @@ impl System {
 
     /// Handle one trap; return the frame to resume.
     pub fn dispatch(&mut self, frame: &mut TrapFrame) -> *mut TrapFrame {
-        match self.current {
-            None => self.idle_frame = frame,
+        match self.current() {
+            None => self.cpu().idle_frame = frame,
             Some(index) => debug_assert_eq!(self.servers[index].frame(), frame as *mut TrapFrame),
         }
         self.reap();
@@ -197,11 +286,22 @@ impl System {
                     backend.end_of_interrupt();
                 }
                 // A one-shot deadline is spent once it fires.
-                self.armed = None;
+                self.cpu().armed = None;
                 self.counters.timer_interrupts += 1;
                 self.expire_deadlines();
-                if self.current.is_some() && hv::rdtsc() >= self.slice_end {
+                if self.current().is_some() && hv::rdtsc() >= self.cpu().slice_end {
                     self.preempt_current();
+                }
+            }
+            v if v == u64::from(hv::smp::IPI_VECTOR) => {
+                // A wake-up needs nothing more: `schedule` follows. A
+                // shootdown was served before the lock.
+                if !ended {
+                    backend.end_of_interrupt();
+                }
+                if self.here == hv::smp::BOOT_CPU {
+                    let owed = hv::smp::take_owed_eois();
+                    self.end_interrupts(owed);
                 }
             }
             v if (IRQ_BASE_VECTOR..IRQ_BASE_VECTOR + IRQ_LINES).contains(&v) => {
@@ -225,9 +325,10 @@ impl System {
         server.wait_mask = 0;
         server.deadline = None;
         // SAFETY: a blocked server's frame is at the top of its own kernel
-        // stack, which is mapped and not in use by anyone.
+        // stack, which is mapped and not in use by anyone (its CPU left it
+        // before it gave up the system's lock).
         unsafe { (*server.frame()).rax = result as u64 };
-        self.ready.push_back(index);
+        self.add_ready(index);
     }
 
     /// Set `bits` pending in `index`; wake it if it waits for one of them.
@@ -249,7 +350,7 @@ impl System {
 
     /// Block the current server in `wait`.
     pub fn block_current(&mut self, mask: u64, deadline: Option<u64>) {
-        let index = self.current.expect("only a server blocks");
+        let index = self.current().expect("only a server blocks");
         let server = &mut self.servers[index];
         server.state = State::Blocked;
         server.wait_mask = mask;
@@ -265,19 +366,24 @@ impl System {
     }
 
     fn preempt_current(&mut self) {
-        if let Some(index) = self.current
+        if let Some(index) = self.current()
             && self.servers[index].state == State::Running
         {
             self.servers[index].state = State::Ready;
-            self.ready.push_back(index);
+            self.cpu().ready.push_back(index);
         }
     }
 
+    /// Wake this CPU's servers whose `wait` timed out (each CPU's timer
+    /// is armed for its own servers' deadlines).
     fn expire_deadlines(&mut self) {
         let now = hv::rdtsc();
         for index in 0..self.servers.len() {
             let server = &self.servers[index];
-            if server.state == State::Blocked && server.deadline.is_some_and(|d| d <= now) {
+            if server.cpu == self.here
+                && server.state == State::Blocked
+                && server.deadline.is_some_and(|d| d <= now)
+            {
                 self.wake(index, Error::TimedOut.to_return());
             }
         }
@@ -300,7 +406,16 @@ impl System {
     }
 
     /// Issue `count` ends of interrupt (what `IrqTable` says is owed).
+    /// Device interrupts arrive at the boot CPU, so their ends are that
+    /// local APIC's: from another CPU they are sent there by IPI.
     pub fn end_interrupts(&mut self, count: u32) {
+        if count == 0 {
+            return;
+        }
+        if self.here != hv::smp::BOOT_CPU {
+            hv::smp::owe_eois(count);
+            return;
+        }
         for _ in 0..count {
             hv::backend().end_of_interrupt();
         }
@@ -312,7 +427,7 @@ impl System {
     /// memory); `false` leaves the fault to be the fault it is.
     fn fault_on_demand(&mut self, frame: &TrapFrame) -> bool {
         const PRESENT: u64 = 1;
-        let Some(index) = self.current else {
+        let Some(index) = self.current() else {
             return false;
         };
         if frame.vector != 14 || frame.error_code & PRESENT != 0 || !frame.came_from_user() {
@@ -341,13 +456,14 @@ impl System {
     pub fn counters_snapshot(&self) -> KernelCounters {
         let mut counters = self.counters;
         counters.hv_ops = hv::exits::snapshot();
+        counters.ipis = hv::smp::ipis_sent();
         counters.demand_pages = self.servers.iter().map(|s| s.demand_pages).sum();
         counters
     }
 
     /// A CPU exception in ring 3: stop that server only, with a report.
     fn fault_current(&mut self, frame: &TrapFrame) {
-        let Some(index) = self.current else {
+        let Some(index) = self.current() else {
             unreachable!("kernel faults are handled before the system sees them");
         };
         let server = &self.servers[index];
@@ -372,7 +488,7 @@ impl System {
 
     /// The current server called `exit`.
     pub fn exit_current(&mut self, code: i64) {
-        let index = self.current.expect("only a server exits");
+        let index = self.current().expect("only a server exits");
         kprintln!(
             "kernel: server {} exited with code {code}",
             self.servers[index].name
@@ -386,12 +502,12 @@ impl System {
     fn end_server(&mut self, index: usize, state: State) {
         self.servers[index].state = state;
         self.report_ready();
-        self.ready.retain(|&i| i != index);
+        self.cpu().ready.retain(|&i| i != index);
         let eois = self.irqs.release(index);
         self.end_interrupts(eois);
-        if self.io_loaded == Some(index) {
+        if self.cpu().io_loaded == Some(index) {
             hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
-            self.io_loaded = None;
+            self.cpu().io_loaded = None;
         }
         if crate::supervisor::restart(self, index, state) {
             return;
@@ -406,7 +522,7 @@ impl System {
             );
         }
         crate::supervisor::leave_down(self, index);
-        self.zombies.push(index);
+        self.cpu().zombies.push(index);
         if self.servers.iter().all(|s| !s.state.is_alive()) {
             kprintln!("kernel: all servers have ended");
             let counters = self.counters_snapshot();
@@ -417,19 +533,20 @@ impl System {
         }
     }
 
-    /// Free the memory of ended servers, except the one whose kernel stack
-    /// this trap runs on, and of instances replaced by a restart.
+    /// Free the memory of this CPU's ended servers, except the one whose
+    /// kernel stack this trap runs on, and of instances replaced by a
+    /// restart. Only this CPU ever loaded their address spaces.
     fn reap(&mut self) {
-        for old in core::mem::take(&mut self.graveyard) {
+        for old in core::mem::take(&mut self.cpu().graveyard) {
             if hv::paging::current_address_space() == old.space.root() {
                 // SAFETY: the kernel's tables map the kernel half the same way.
                 unsafe { hv::paging::switch_address_space(kernel_space().root()) };
             }
             drop(old);
         }
-        let running_on = self.current;
+        let running_on = self.current();
         let mut kept = Vec::new();
-        for index in core::mem::take(&mut self.zombies) {
+        for index in core::mem::take(&mut self.cpu().zombies) {
             if Some(index) == running_on {
                 kept.push(index);
                 continue;
@@ -438,61 +555,71 @@ impl System {
                 // SAFETY: the kernel's tables map the kernel half the same way.
                 unsafe { hv::paging::switch_address_space(kernel_space().root()) };
             }
-            if self.io_loaded == Some(index) {
+            if self.cpu().io_loaded == Some(index) {
                 hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
-                self.io_loaded = None;
+                self.cpu().io_loaded = None;
             }
             self.servers[index].release_memory();
         }
-        self.zombies = kept;
+        self.cpu().zombies = kept;
     }
 
     /// Pick who runs next and switch to it.
     fn schedule(&mut self) -> *mut TrapFrame {
         let keep_current = self
-            .current
+            .current()
             .filter(|&i| self.servers[i].state == State::Running);
         let next = match keep_current {
             Some(index) => Some(index),
-            None => self.ready.pop_front(),
+            None => self.cpu().ready.pop_front(),
         };
-        if next != self.current {
+        if next != self.current() {
             self.switch(next);
+        } else if next.is_some() && hv::rdtsc() >= self.cpu().slice_end {
+            // Preempted with nobody else ready here: a new slice.
+            self.cpus[self.here].slice_end = hv::rdtsc() + self.ns_to_tsc(TIME_SLICE_NS);
         }
         match next {
             Some(index) => {
-                self.servers[index].state = State::Running;
-                self.servers[index].frame()
+                let server = &mut self.servers[index];
+                server.state = State::Running;
+                let frame = server.frame();
+                if core::mem::take(&mut server.fault_pending) {
+                    // SAFETY: its saved frame, which this CPU is about to resume.
+                    unsafe { (*frame).rip = 0 };
+                }
+                frame
             }
-            None => self.idle_frame,
+            None => self.cpu().idle_frame,
         }
     }
 
     fn switch(&mut self, next: Option<usize>) {
-        if let Some(prev) = self.current
+        if let Some(prev) = self.current()
             && self.servers[prev].state.is_alive()
         {
             self.servers[prev].fpu.save();
         }
         self.counters.context_switches += 1;
-        self.current = next;
+        self.cpu().current = next;
         let Some(index) = next else { return };
         let now = hv::rdtsc();
-        self.slice_end = now + self.ns_to_tsc(TIME_SLICE_NS);
+        self.cpus[self.here].slice_end = now + self.ns_to_tsc(TIME_SLICE_NS);
         let server = &self.servers[index];
         let backend = hv::backend();
         server.fpu.restore();
         backend.set_kernel_stack(server.kernel_stack.top());
         // SAFETY: every server space shares the kernel half.
         unsafe { hv::paging::switch_address_space(server.space.root()) };
-        match (&server.io_bitmap, self.io_loaded) {
+        let cpu = &mut self.cpus[self.here];
+        match (&server.io_bitmap, cpu.io_loaded) {
             (Some(bitmap), loaded) if loaded != Some(index) => {
                 backend.set_io_bitmap(bitmap);
-                self.io_loaded = Some(index);
+                cpu.io_loaded = Some(index);
             }
             (None, Some(_)) => {
                 backend.set_io_bitmap(&DENY_ALL_PORTS);
-                self.io_loaded = None;
+                cpu.io_loaded = None;
             }
             _ => {}
         }
@@ -500,20 +627,29 @@ impl System {
 
     /// Reload the current server's I/O bitmap after it changed.
     pub fn reload_io_bitmap(&mut self) {
-        if let Some(index) = self.current
+        if let Some(index) = self.current()
             && let Some(bitmap) = &self.servers[index].io_bitmap
         {
             hv::backend().set_io_bitmap(bitmap);
-            self.io_loaded = Some(index);
+            self.cpu().io_loaded = Some(index);
         }
     }
 
+    /// Arm this CPU's timer for its slice's end, if another of its servers
+    /// is ready, and for its servers' earliest `wait` timeout.
     fn arm_timer(&mut self) {
-        let slice = (self.current.is_some() && !self.ready.is_empty()).then_some(self.slice_end);
+        let here = self.here;
+        let cpu = &self.cpus[here];
+        // With other CPUs, the slice also bounds how long a wake-up they
+        // sent may wait on a hypervisor that can lose its IPI in the
+        // return to ring 3 (`hv::pvm`'s deferred interrupts).
+        let others = self.cpus.len() > 1;
+        let slice =
+            (cpu.current.is_some() && (others || !cpu.ready.is_empty())).then_some(cpu.slice_end);
         let wait = self
             .servers
             .iter()
-            .filter(|s| s.state == State::Blocked)
+            .filter(|s| s.cpu == here && s.state == State::Blocked)
             .filter_map(|s| s.deadline)
             .min();
         let deadline = match (slice, wait) {
@@ -526,14 +662,14 @@ impl System {
         // every wakeup and disarming on every block cost two a round trip.
         // An idle system still takes no ticks: once the last armed deadline
         // has fired, nothing is armed again.
-        let rewrite = match (deadline, self.armed) {
+        let rewrite = match (deadline, self.cpus[here].armed) {
             (Some(want), Some(armed)) => want < armed,
             (Some(_), None) => true,
             (None, _) => false,
         };
         if rewrite {
             hv::backend().set_deadline(deadline);
-            self.armed = deadline;
+            self.cpus[here].armed = deadline;
         }
     }
 

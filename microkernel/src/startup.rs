@@ -192,7 +192,8 @@ pub fn start(
             continue;
         };
         let index = system.servers.len();
-        let loaded_server = Server::load(index, name, image);
+        let cpu = system.place(spec.cpus(), !spec.irqs.is_empty());
+        let loaded_server = Server::load(index, name, image, cpu);
         crate::bootmarks::mark("a server loaded");
         match loaded_server {
             Ok(mut server) => {

@@ -106,7 +106,8 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
         );
         return false;
     }
-    let mut new = match Server::load(index, &name, spec.image) {
+    let cpu = system.servers[index].cpu;
+    let mut new = match Server::load(index, &name, spec.image, cpu) {
         Ok(server) => server,
         Err(e) => {
             kprintln!("kernel: server {name} stays down: cannot restart it: {e}");
@@ -138,12 +139,13 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
         }
     }
     let old = core::mem::replace(&mut system.servers[index], new);
-    system.graveyard.push(old);
-    if system.current == Some(index) {
+    // A restart runs on the server's own CPU (it ended there).
+    system.cpu().graveyard.push(old);
+    if system.current() == Some(index) {
         // The old instance is gone: nothing of it is saved or resumed.
-        system.current = None;
+        system.cpu().current = None;
     }
-    system.ready.push_back(index);
+    system.add_ready(index);
     let micros =
         u128::from(hv::rdtsc().saturating_sub(started)) * 1_000_000 / u128::from(system.tsc_hz);
     kprintln!(
@@ -232,11 +234,19 @@ pub fn inject_fault(system: &mut System, caller: usize, target: u64) -> Result<u
         return Err(Error::BadHandle);
     }
     server.injected = true;
-    // SAFETY: a live server's saved frame is at the top of its own kernel
-    // stack (for the caller itself: the frame this call returns through).
-    unsafe { (*server.frame()).rip = 0 };
-    if server.state == State::Blocked {
-        system.wake(target, 0);
+    if target == caller {
+        // SAFETY: the caller's saved frame, which this call returns through.
+        unsafe { (*server.frame()).rip = 0 };
+        return Ok(0);
+    }
+    // Applied by the target's own CPU when it next resumes it (`schedule`):
+    // a target running on another CPU has its registers there, not saved.
+    server.fault_pending = true;
+    let (cpu, state) = (server.cpu, server.state);
+    match state {
+        State::Blocked => system.wake(target, 0),
+        State::Running if cpu != system.here() => hv::smp::kick(cpu),
+        _ => {}
     }
     Ok(0)
 }

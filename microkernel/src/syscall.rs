@@ -164,6 +164,10 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         peer,
         generation: channel.mapped(end.provider).unwrap_or(channel.generation),
         peer_irqs: end.peer.map_or(0, |p| system.servers[p].irq_grants),
+        peer_cpu: end
+            .peer
+            .map_or(pvchannel::abi::NO_CPU, |p| system.servers[p].cpu as u32),
+        reserved: 0,
     };
     let server = &mut system.servers[index];
     UserRange::new(out, size_of::<ChannelInfo>() as u64).write(server, info.as_bytes())?;
@@ -331,6 +335,8 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
             name[..b.len()].copy_from_slice(b);
             name
         },
+        cpus: system.cpu_count() as u32,
+        cpu: system.servers[index].cpu as u32,
         ..BootInfo::default()
     };
     let mut at = 0;

@@ -56,6 +56,9 @@ pub fn exception_name(vector: u64) -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
     let backend = hv::backend();
+    // A TLB shootdown first, whatever this trap is: the CPU that asked
+    // spins, holding the system, until this one has flushed.
+    hv::smp::serve_shootdown();
     // Before anything else, and touching nothing but the backend's record:
     // this interrupt may have arrived in the middle of another trap.
     if backend.defer_interrupt(frame) {

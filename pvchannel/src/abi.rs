@@ -293,7 +293,15 @@ pub struct ChannelInfo {
     /// The IRQ lines the manifest grants the peer (bit `n` = line `n`):
     /// what a provider such as the apic server lets that client touch.
     pub peer_irqs: u32,
+    /// The CPU the peer runs on ([`NO_CPU`] for the kernel's own end):
+    /// an end whose peer runs on another CPU polls before it sleeps.
+    pub peer_cpu: u32,
+    /// Zero.
+    pub reserved: u32,
 }
+
+/// [`ChannelInfo::peer_cpu`] of a peer that is not a server.
+pub const NO_CPU: u32 = u32::MAX;
 
 // The structs a system call copies out derive zerocopy's `IntoBytes`, which
 // refuses to compile a type with padding (whose bytes would leak kernel
@@ -513,6 +521,9 @@ pub struct KernelCounters {
     /// Pages of servers' `.bss` and stacks mapped on first touch (by a page
     /// fault, or by a system call that copied into them).
     pub demand_pages: u64,
+    /// Inter-processor interrupts the kernel sent (wake-ups of another
+    /// CPU, TLB shootdowns, ends of interrupt owed to the boot CPU).
+    pub ipis: u64,
 }
 
 impl Default for KernelCounters {
@@ -530,6 +541,7 @@ impl Default for KernelCounters {
             hv_ops: [0; HvOp::COUNT],
             emulated_port_io: 0,
             demand_pages: 0,
+            ipis: 0,
         }
     }
 }
@@ -557,7 +569,7 @@ impl core::fmt::Display for KernelCounters {
         write!(
             f,
             "syscalls={} bad_syscalls={} doorbells={} wakeups={} device_irqs={} timer_irqs={} \
-             switches={} faults={} entries={} emulated_port_io={} demand_pages={} hv_ops={}",
+             switches={} faults={} entries={} emulated_port_io={} demand_pages={} ipis={} hv_ops={}",
             self.syscalls.iter().sum::<u64>(),
             self.bad_syscalls,
             self.doorbells,
@@ -569,6 +581,7 @@ impl core::fmt::Display for KernelCounters {
             self.entries(),
             self.emulated_port_io,
             self.demand_pages,
+            self.ipis,
             self.hv_ops_total(),
         )?;
         for op in HvOp::ALL {
@@ -616,6 +629,10 @@ pub struct BootInfo {
     pub ports_direct: u32,
     /// The kernel's hypervisor backend ("native", "pvm"), NUL padded.
     pub backend: [u8; 12],
+    /// How many CPUs the kernel schedules on.
+    pub cpus: u32,
+    /// The CPU this server runs on (always the same one).
+    pub cpu: u32,
 }
 
 impl Default for BootInfo {
@@ -629,6 +646,8 @@ impl Default for BootInfo {
             args: [0; SERVER_ARGS_LEN],
             ports_direct: 1,
             backend: [0; 12],
+            cpus: 1,
+            cpu: 0,
         }
     }
 }

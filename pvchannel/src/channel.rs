@@ -16,6 +16,7 @@ use futures_util::task::AtomicWaker;
 
 use crate::layout::Slot;
 use crate::ring::{Consumer, Producer, RingError};
+use crate::spin::SpinBudget;
 
 /// When to publish and notify (boot option `batching=on|off`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -134,6 +135,7 @@ pub struct Sender<T: Slot, D: Doorbell> {
     batching: Batching,
     batch_limit: u32,
     doorbells: u64,
+    spin: SpinBudget,
 }
 
 impl<T: Slot, D: Doorbell> Sender<T, D> {
@@ -145,7 +147,19 @@ impl<T: Slot, D: Doorbell> Sender<T, D> {
             batching,
             batch_limit,
             doorbells: 0,
+            spin: SpinBudget::off(),
         }
+    }
+
+    /// Poll a full ring up to `budget` before sleeping on it (for a
+    /// consumer that runs on another CPU: `crate::spin`).
+    pub fn set_spin(&mut self, budget: SpinBudget) {
+        self.spin = budget;
+    }
+
+    /// The polling budget, with its hits and misses so far.
+    pub fn spin(&self) -> &SpinBudget {
+        &self.spin
     }
 
     /// Publish at the latest when `limit` items are staged (1..=capacity).
@@ -261,6 +275,10 @@ impl<T: Slot, D: Doorbell> Sender<T, D> {
             Err(e) => return Poll::Ready(Err(e)),
         }
         self.flush();
+        let ring = &mut self.ring;
+        if self.spin.poll(|| ring.free().map_or(true, |n| n > 0)) {
+            return Poll::Ready(Ok(()));
+        }
         self.bell.register(cx.waker());
         match self.ring.prepare_wait() {
             Ok(true) => Poll::Pending,
@@ -291,6 +309,7 @@ pub struct Receiver<T: Slot, D: Doorbell> {
     batch_limit: u32,
     doorbells: u64,
     done: bool,
+    spin: SpinBudget,
 }
 
 impl<T: Slot, D: Doorbell> Receiver<T, D> {
@@ -303,7 +322,19 @@ impl<T: Slot, D: Doorbell> Receiver<T, D> {
             batch_limit,
             doorbells: 0,
             done: false,
+            spin: SpinBudget::off(),
         }
+    }
+
+    /// Poll an empty ring up to `budget` before sleeping on it (for a
+    /// producer that runs on another CPU: `crate::spin`).
+    pub fn set_spin(&mut self, budget: SpinBudget) {
+        self.spin = budget;
+    }
+
+    /// The polling budget, with its hits and misses so far.
+    pub fn spin(&self) -> &SpinBudget {
+        &self.spin
     }
 
     /// Release slots at the latest after `limit` items (1..=capacity).
@@ -392,6 +423,10 @@ impl<T: Slot, D: Doorbell> Receiver<T, D> {
             match self.try_recv() {
                 Err(RingError::Empty) => {}
                 other => return Poll::Ready(other),
+            }
+            let ring = &mut self.ring;
+            if self.spin.poll(|| ring.available().map_or(true, |n| n > 0)) {
+                continue;
             }
             self.bell.register(cx.waker());
             match self.ring.prepare_wait() {

@@ -115,6 +115,7 @@ pub mod manifest;
 #[cfg(any(test, feature = "alloc"))]
 pub mod owned;
 pub mod ring;
+pub mod spin;
 mod sync;
 
 #[cfg(all(test, loom))]

@@ -12,18 +12,18 @@
 //! validates every field before anything can be read, and never panics:
 //! bad input is a [`ManifestError`].
 //!
-//! # Wire format (version 1, all integers little-endian)
+//! # Wire format (version 2, all integers little-endian)
 //!
 //! ```text
 //! header (32 bytes)
 //!    0  magic "PVMF"              u32
-//!    4  version (1)               u32
+//!    4  version (2)               u32
 //!    8  server count (1..=32)     u32
 //!   12  channel count (0..=64)    u32
-//!   16  server record size (320)  u32
+//!   16  server record size (336)  u32
 //!   20  channel record size (32)  u32
 //!   24  reserved, zero            [u8; 8]
-//! server records, in boot order (320 bytes each)
+//! server records, in boot order (336 bytes each)
 //!    0  name                      [u8; 16]  [a-z0-9-], NUL padded
 //!   16  bin (initrd `servers/BIN`) [u8; 16] [a-z0-9_-], NUL padded
 //!   32  port range count (0..=16) u32
@@ -32,7 +32,13 @@
 //!   44  ring slots                u32       of the channels it provides
 //!   48  port ranges               [(first u32, count u32); 16]
 //!  176  MMIO regions              [(base u64, size u64); 8]
-//!  304  reserved, zero            [u8; 16]
+//!  304  restart policy            u32       0 never, 1 on-fault, 2 always
+//!  308  restart limit             u32       restarts within the period
+//!  312  restart period, ms        u32       1..
+//!  316  flags                     u32       FLAG_* (bit 0: inject_faults)
+//!  320  CPUs, bit n = CPU n       u64       0 = unspecified (the kernel
+//!                                           places it); CPUs 0..=63
+//!  328  reserved, zero            [u8; 8]
 //! channel records (32 bytes each)
 //!    0  service                   [u8; 16]  [a-z0-9-], NUL padded
 //!   16  provider server index     u32
@@ -43,6 +49,10 @@
 //!
 //! Unused port and MMIO entries, padding after a name's NUL and reserved
 //! fields are zero. The buffer is exactly as long as the counts say.
+//!
+//! Version 1 had 320-byte server records, without the CPU mask; it is
+//! refused ([`ManifestError::BadVersion`]): an initrd that old must be
+//! built again (`cargo xtask build`).
 //!
 //! # Channels and handles
 //!
@@ -79,8 +89,9 @@ use crate::abi::{MAX_NOTIFY_BITS, NAME_LEN};
 
 /// `"PVMF"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PVMF");
-/// The format version this crate writes and accepts.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes and accepts (2: server records
+/// grew to 336 bytes for the CPU mask; version 1 is refused).
+pub const VERSION: u32 = 2;
 /// Most servers in one manifest.
 pub const MAX_SERVERS: usize = 32;
 /// Most channels in one manifest.
@@ -104,11 +115,13 @@ pub const MIN_RING_SLOTS: u32 = 8;
 pub const MAX_RING_SLOTS: u32 = 4096;
 /// Ring slots when the manifest does not say.
 pub const DEFAULT_RING_SLOTS: u32 = 256;
+/// CPUs a manifest can name: `cpus` is a 64-bit mask, CPUs `0..MAX_CPUS`.
+pub const MAX_CPUS: u32 = 64;
 
 /// Size of the header.
 pub const HEADER_LEN: usize = 32;
 /// Size of one server record.
-pub const SERVER_RECORD_LEN: usize = 320;
+pub const SERVER_RECORD_LEN: usize = 336;
 /// Size of one channel record.
 pub const CHANNEL_RECORD_LEN: usize = 32;
 /// The largest valid manifest, in bytes.
@@ -138,7 +151,9 @@ mod off {
     pub const RESTART_LIMIT: usize = 308;
     pub const RESTART_PERIOD_MS: usize = 312;
     pub const SERVER_FLAGS: usize = 316;
-    pub const SERVER_END: usize = 320;
+    pub const CPUS: usize = 320;
+    pub const SERVER_RESERVED: usize = 328;
+    pub const SERVER_END: usize = 336;
 
     pub const SERVICE: usize = 0;
     pub const PROVIDER: usize = 16;
@@ -150,7 +165,12 @@ mod off {
 const _: () = {
     assert!(off::PORTS + MAX_PORT_RANGES * off::PORT_ENTRY == off::MMIO);
     assert!(off::MMIO + MAX_MMIO_REGIONS * off::MMIO_ENTRY == off::RESTART);
+    assert!(off::SERVER_FLAGS + 4 == off::CPUS);
+    assert!(off::CPUS + 8 == off::SERVER_RESERVED);
+    assert!(off::SERVER_RESERVED + 8 == off::SERVER_END);
     assert!(off::SERVER_END == SERVER_RECORD_LEN);
+    // Every CPU of the mask is one bit of its u64.
+    assert!(MAX_CPUS == u64::BITS);
     assert!(off::CHANNEL_RESERVED + 4 == CHANNEL_RECORD_LEN);
     assert!(off::HEADER_RESERVED + 8 == HEADER_LEN);
     // Every handle and IRQ of one server must fit its notification bits.
@@ -700,6 +720,8 @@ pub struct Server {
     pub restart_period_ms: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// The CPUs it may be placed on, bit n = CPU n; 0 = unspecified.
+    cpus: u64,
 }
 
 impl Server {
@@ -718,6 +740,7 @@ impl Server {
             restart_limit: DEFAULT_RESTART_LIMIT,
             restart_period_ms: DEFAULT_RESTART_PERIOD_MS,
             flags: 0,
+            cpus: 0,
         }
     }
 
@@ -764,6 +787,35 @@ impl Server {
     /// May this server make other servers fault (`inject_fault`)?
     pub fn may_inject_faults(&self) -> bool {
         self.flags & FLAG_INJECT_FAULTS != 0
+    }
+
+    /// The CPUs this server may be placed on (the manifest's `cpus`), bit
+    /// n = CPU n, CPUs `0..MAX_CPUS`. 0 means the manifest does not say:
+    /// the kernel places it wherever it likes ("spread"). A mask may name
+    /// CPUs the machine does not have; that is the kernel's to judge.
+    pub const fn cpus(&self) -> u64 {
+        self.cpus
+    }
+
+    /// Set the CPU mask ([`Server::cpus`]; 0 = unspecified).
+    pub fn set_cpus(&mut self, mask: u64) {
+        self.cpus = mask;
+    }
+
+    /// Add CPU `cpu` to the CPUs it may be placed on; false (and nothing
+    /// changed) if `cpu` is not below [`MAX_CPUS`].
+    pub fn allow_cpu(&mut self, cpu: u32) -> bool {
+        if cpu >= MAX_CPUS {
+            return false;
+        }
+        self.cpus |= 1 << cpu;
+        true
+    }
+
+    /// May this server be placed on CPU `cpu`? Any CPU when its mask is
+    /// unspecified (0); otherwise only a CPU whose bit is set.
+    pub const fn may_run_on(&self, cpu: u32) -> bool {
+        self.cpus == 0 || (cpu < MAX_CPUS && self.cpus & (1 << cpu) != 0)
     }
 
     /// May this server bind IRQ `line`?
@@ -847,6 +899,8 @@ pub enum ManifestError {
         len: usize,
     },
     BadMagic(u32),
+    /// Not [`VERSION`]; an older version (1: 320-byte server records, no
+    /// CPU mask) says so and how to build a new one.
     BadVersion(u32),
     /// A record size in the header is not this version's.
     BadRecordSize {
@@ -969,7 +1023,14 @@ impl fmt::Display for ManifestError {
                 )
             }
             Self::BadMagic(m) => write!(f, "bad manifest magic {m:#x}"),
-            Self::BadVersion(v) => write!(f, "unsupported manifest version {v}"),
+            Self::BadVersion(v) if (1..VERSION).contains(&v) => write!(
+                f,
+                "manifest version {v} is older than this kernel's version {VERSION} (server records grew for the CPU mask): build the initrd again with `cargo xtask build`"
+            ),
+            Self::BadVersion(v) => write!(
+                f,
+                "unsupported manifest version {v}: this kernel reads version {VERSION}"
+            ),
             Self::BadRecordSize { found, expected } => {
                 write!(f, "manifest record size {found}, expected {expected}")
             }
@@ -1379,6 +1440,12 @@ impl<'a> Manifest<'a> {
         {
             return Err(ManifestError::BadSupervision { server: index });
         }
+        // Any mask names only CPUs 0..=63 (one bit each); past it, zero.
+        check_zero(
+            self.bytes,
+            base + off::SERVER_RESERVED,
+            base + off::SERVER_END,
+        )?;
 
         // Within the server: no range or region overlaps another.
         let server = read_server(rec);
@@ -1513,6 +1580,7 @@ fn read_server(rec: &[u8]) -> Server {
     server.restart_limit = read_u32(rec, off::RESTART_LIMIT);
     server.restart_period_ms = read_u32(rec, off::RESTART_PERIOD_MS);
     server.flags = read_u32(rec, off::SERVER_FLAGS) & KNOWN_SERVER_FLAGS;
+    server.cpus = read_u64(rec, off::CPUS);
     let port_count = (read_u32(rec, off::PORT_COUNT) as usize).min(MAX_PORT_RANGES);
     for (i, range) in server.ports.iter_mut().take(port_count).enumerate() {
         let at = off::PORTS + i * off::PORT_ENTRY;
@@ -1667,6 +1735,7 @@ pub fn encode(
             &server.restart_period_ms.to_le_bytes(),
         );
         write_bytes(out, base + off::SERVER_FLAGS, &server.flags.to_le_bytes());
+        write_bytes(out, base + off::CPUS, &server.cpus.to_le_bytes());
         for (j, range) in server.ports().iter().enumerate() {
             let at = base + off::PORTS + j * off::PORT_ENTRY;
             write_bytes(out, at, &u32::from(range.first).to_le_bytes());
@@ -1767,8 +1836,10 @@ mod tests {
             size: 0x1000,
         })
         .unwrap();
-        let echo = server("echo");
-        let hello = server("hello");
+        let mut echo = server("echo");
+        echo.set_cpus(1 << 1);
+        let mut hello = server("hello");
+        assert!(hello.allow_cpu(0) && hello.allow_cpu(63));
         let c = |s: &str, p: usize, cl: usize, slots: u32| Channel {
             ring_slots: slots,
             ..channel(s, p, cl)
@@ -1917,12 +1988,28 @@ mod tests {
             decode(&|b| b[0] = b'X'),
             ManifestError::BadMagic(u32::from_le_bytes(*b"XVMF"))
         );
-        assert_eq!(decode(&|b| put_u32(b, 4, 2)), ManifestError::BadVersion(2));
+        assert_eq!(decode(&|b| put_u32(b, 4, 3)), ManifestError::BadVersion(3));
+        assert_eq!(decode(&|b| put_u32(b, 4, 0)), ManifestError::BadVersion(0));
+        // Version 1 (320-byte server records) is refused by its version,
+        // with what to do about it, before its record size is looked at.
+        let old = decode(&|b| {
+            put_u32(b, 4, 1);
+            put_u32(b, 16, 320);
+        });
+        assert_eq!(old, ManifestError::BadVersion(1));
         assert_eq!(
-            decode(&|b| put_u32(b, 16, 300)),
+            alloc::format!("{old}"),
+            "manifest version 1 is older than this kernel's version 2 (server records grew for the CPU mask): build the initrd again with `cargo xtask build`"
+        );
+        assert_eq!(
+            alloc::format!("{}", ManifestError::BadVersion(3)),
+            "unsupported manifest version 3: this kernel reads version 2"
+        );
+        assert_eq!(
+            decode(&|b| put_u32(b, 16, 320)),
             ManifestError::BadRecordSize {
-                found: 300,
-                expected: 320
+                found: 320,
+                expected: 336
             }
         );
         assert_eq!(
@@ -2106,6 +2193,62 @@ mod tests {
                 other_region: 0
             }
         );
+    }
+
+    #[test]
+    fn cpus_round_trip_and_default_to_unspecified() {
+        let (mut servers, channels) = sample();
+        assert_eq!(server("x").cpus(), 0);
+        assert!(server("x").may_run_on(0) && server("x").may_run_on(200));
+        servers[0].set_cpus(1 << 0);
+        servers[1].set_cpus(u64::MAX);
+        let bytes = to_vec(&servers, &channels).unwrap();
+        // At offset 320 of each record, little-endian.
+        assert_eq!(
+            bytes[server_at(2, off::CPUS)..server_at(2, off::CPUS + 8)],
+            2u64.to_le_bytes()
+        );
+        let m = Manifest::decode(&bytes).unwrap();
+        let cpus: Vec<u64> = m.servers().map(|s| s.cpus()).collect();
+        assert_eq!(cpus, [1, u64::MAX, 1 << 1, 1 | 1 << 63]);
+        assert_eq!(m.servers().collect::<Vec<_>>(), servers);
+        let echo = m.server(2).unwrap();
+        assert!(echo.may_run_on(1) && !echo.may_run_on(0) && !echo.may_run_on(64));
+        let hello = m.server(3).unwrap();
+        assert!(hello.may_run_on(0) && hello.may_run_on(63) && !hello.may_run_on(1));
+        // Setting 0 makes it unspecified again.
+        servers[1].set_cpus(0);
+        let bytes = to_vec(&servers, &channels).unwrap();
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.server(1).unwrap().cpus(), 0);
+        // Only CPUs 0..=63 exist in the mask.
+        let mut s = server("x");
+        assert!(!s.allow_cpu(64) && !s.allow_cpu(u32::MAX));
+        assert_eq!(s.cpus(), 0);
+    }
+
+    #[test]
+    fn cpus_reserved_bytes_must_be_zero() {
+        let good = sample_bytes();
+        for at in off::SERVER_RESERVED..off::SERVER_END {
+            let mut b = good.clone();
+            b[server_at(3, at)] = 1;
+            assert_eq!(
+                Manifest::decode(&b).unwrap_err(),
+                ManifestError::NotZero {
+                    offset: server_at(3, at)
+                }
+            );
+        }
+        // Any mask decodes: every bit is a CPU 0..=63.
+        for mask in [1, 1 << 63, u64::MAX, 0x5555_5555_5555_5555] {
+            let mut b = good.clone();
+            put_u64(&mut b, server_at(0, off::CPUS), mask);
+            assert_eq!(
+                Manifest::decode(&b).unwrap().server(0).unwrap().cpus(),
+                mask
+            );
+        }
     }
 
     #[test]
@@ -2549,6 +2692,7 @@ mod tests {
                 assert!(r.valid());
             }
             let _ = s.irqs.iter().count();
+            let _ = (0..=MAX_CPUS).filter(|&cpu| s.may_run_on(cpu)).count();
             let mut count = 0;
             for (n, h) in m.handles(i).enumerate() {
                 assert_eq!(h.handle, n);

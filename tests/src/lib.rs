@@ -1,6 +1,9 @@
 //! The harness for the in-QEMU tests: build the image once, boot it with
 //! `test=NAME` and other options, and hand back what the serial port printed
 //! and how QEMU ended. Each test in `tests/tests/` is an ordinary cargo test.
+//!
+//! Every boot has one vCPU, or the count `MICROKERNEL_SMP` names (1..=64;
+//! `cargo xtask test --smp N` sets it); [`Boot::smp`] sets a test's own.
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -32,6 +35,22 @@ pub fn image() -> &'static Image {
     })
 }
 
+/// The vCPUs every boot has unless a test says otherwise: `MICROKERNEL_SMP`
+/// (`cargo xtask test --smp N`) when set, else 1. A value that is not a
+/// count in 1..=64 fails every test that boots, saying so.
+pub fn default_cpus() -> u32 {
+    static CPUS: OnceLock<Result<u32, String>> = OnceLock::new();
+    let cpus = CPUS.get_or_init(|| match std::env::var(qemu::SMP_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(1),
+        Err(e) => Err(format!("{}: {e}", qemu::SMP_ENV)),
+        Ok(text) => qemu::parse_cpus(&text).map_err(|e| format!("{}={e}", qemu::SMP_ENV)),
+    });
+    match cpus {
+        Ok(n) => *n,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// One boot of the system.
 pub struct Boot {
     pub config: qemu::Config,
@@ -42,9 +61,10 @@ pub struct Boot {
 impl Boot {
     /// A boot on `accel`; on KVM inside [`on_kvm`], with the kernel backend
     /// that round of `on_kvm` is testing (`hv=...` first on the command
-    /// line, so that a test's own `hv=` wins).
+    /// line, so that a test's own `hv=` wins). With [`default_cpus`] vCPUs.
     pub fn new(accel: Accel) -> Self {
         let mut config = qemu::Config::new(accel);
+        config.cpus = default_cpus();
         if accel == Accel::Kvm
             && let Some(hv) = KVM_BACKEND.get()
         {
@@ -75,6 +95,17 @@ impl Boot {
         self
     }
 
+    /// Boot with `cpus` vCPUs (1..=64), whatever `MICROKERNEL_SMP` says.
+    pub fn smp(mut self, cpus: u32) -> Self {
+        assert!(
+            (1..=qemu::MAX_CPUS).contains(&cpus),
+            "Boot::smp({cpus}): the vCPU count must be in 1..={}",
+            qemu::MAX_CPUS
+        );
+        self.config.cpus = cpus;
+        self
+    }
+
     pub fn machine(mut self, machine: Machine) -> Self {
         self.config.machine = machine;
         self
@@ -101,6 +132,7 @@ impl Boot {
         Run {
             cmdline: self.config.cmdline.clone(),
             accel: self.config.accel,
+            cpus: self.config.cpus,
             captured,
         }
     }
@@ -192,6 +224,7 @@ impl Boot {
         Run {
             cmdline: self.config.cmdline.clone(),
             accel: self.config.accel,
+            cpus: self.config.cpus,
             captured: qemu::Captured {
                 output,
                 status,
@@ -205,6 +238,8 @@ impl Boot {
 pub struct Run {
     pub cmdline: String,
     pub accel: Accel,
+    /// The vCPUs it had.
+    pub cpus: u32,
     pub captured: qemu::Captured,
 }
 
@@ -215,8 +250,13 @@ impl Run {
 
     fn context(&self) -> String {
         format!(
-            "[{} \"{}\": status {:?}{}]\n{}",
+            "[{}{} \"{}\": status {:?}{}]\n{}",
             self.accel,
+            if self.cpus == 1 {
+                String::new()
+            } else {
+                format!(", {} vCPUs", self.cpus)
+            },
             self.cmdline,
             self.captured.status,
             if self.captured.timed_out {

@@ -402,3 +402,10 @@ pub fn test_name() -> &'static str {
         .map(|b| pvchannel::abi::name_str(&b.test_name))
         .unwrap_or("")
 }
+
+/// The time-stamp counter (no system call: RDTSC is allowed in ring 3,
+/// the kernel leaves CR4.TSD clear). Ticks at `BootInfo::tsc_hz`.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter and has no other effect.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

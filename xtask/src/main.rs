@@ -76,6 +76,9 @@ struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=65536))]
     memory: u32,
+    /// vCPUs to give the machine (QEMU's -smp), 1..=64.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = qemu::parse_cpus)]
+    smp: u32,
     /// The QEMU machine.
     #[arg(long, value_enum, default_value = "microvm")]
     machine: Machine,
@@ -100,6 +103,11 @@ struct TestArgs {
     /// Only the host tests (no QEMU).
     #[arg(long)]
     host_only: bool,
+    /// Boot every in-QEMU test with N vCPUs (1..=64), unless the test asks
+    /// for a count of its own; passed to the tests as MICROKERNEL_SMP.
+    /// Without it, the tests boot as they always do (1 vCPU).
+    #[arg(long, value_name = "N", value_parser = qemu::parse_cpus)]
+    smp: Option<u32>,
     /// Extra arguments for the test binaries, e.g. a name filter.
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -127,6 +135,7 @@ fn qemu_config(args: &RunArgs) -> Result<qemu::Config> {
     let mut config = qemu::Config::new(choose_accel(args)?);
     config.machine = args.machine;
     config.memory_mb = args.memory;
+    config.cpus = args.smp;
     let batching = if args.batching == OnOff::On {
         "on"
     } else {
@@ -157,8 +166,12 @@ fn run(args: &RunArgs, gdb: bool) -> Result<ExitCode> {
     }
     let mut cmd = config.command(&image);
     eprintln!(
-        "xtask: {} MiB, machine {:?}, cmdline \"{}\"",
-        config.memory_mb, config.machine, config.cmdline
+        "xtask: {} MiB, {} vCPU{}, machine {:?}, cmdline \"{}\"",
+        config.memory_mb,
+        config.cpus,
+        if config.cpus == 1 { "" } else { "s" },
+        config.machine,
+        config.cmdline
     );
     let status = cmd
         .status()
@@ -216,6 +229,13 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
         guest
             .env("MICROKERNEL_KERNEL", &image.kernel)
             .env("MICROKERNEL_INITRD", &image.initrd);
+        if let Some(n) = args.smp {
+            eprintln!(
+                "xtask: in-QEMU tests boot with {n} vCPUs ({}={n})",
+                qemu::SMP_ENV
+            );
+            guest.env(qemu::SMP_ENV, n.to_string());
+        }
         if !args.test_args.is_empty() {
             guest.arg("--").args(&args.test_args);
         }

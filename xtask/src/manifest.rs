@@ -20,6 +20,9 @@
 //! restart_limit = 5           # optional: at most 5 restarts ...
 //! restart_period_ms = 10000   # ... within 10 s, or it stays down
 //! inject_faults = false       # optional: may make other servers fault
+//! cpus = [0, 1]               # optional: the CPUs it may be placed on
+//!                             # (0..=63, each once); absent: the kernel
+//!                             # places it ("spread")
 //! ```
 //!
 //! Servers boot in the order listed. Every `uses` entry is one channel
@@ -46,8 +49,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use pvchannel::abi::MAX_NOTIFY_BITS;
 use pvchannel::manifest::{
-    self as wire, DEFAULT_RING_SLOTS, MAX_CHANNELS, MAX_IRQ, MAX_MMIO_REGIONS, MAX_PORT_RANGES,
-    MAX_RING_SLOTS, MAX_SERVERS, MIN_RING_SLOTS, MmioRegion, Name, PortRange, STATIC_RAM,
+    self as wire, DEFAULT_RING_SLOTS, MAX_CHANNELS, MAX_CPUS, MAX_IRQ, MAX_MMIO_REGIONS,
+    MAX_PORT_RANGES, MAX_RING_SLOTS, MAX_SERVERS, MIN_RING_SLOTS, MmioRegion, Name, PortRange,
+    STATIC_RAM,
 };
 use serde::Deserialize;
 
@@ -137,6 +141,8 @@ struct RawServer {
     restart_period_ms: Option<Number>,
     #[serde(default)]
     inject_faults: bool,
+    /// Checked by hand ([`cpu_mask`]), for messages that say what is wrong.
+    cpus: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -323,6 +329,8 @@ struct Draft {
     restart_limit: u32,
     restart_period_ms: u32,
     inject_faults: bool,
+    /// Bit n = CPU n; 0 = unspecified.
+    cpus: u64,
 }
 
 /// Collects the messages of one file.
@@ -424,6 +432,7 @@ fn finish(draft: Draft) -> Result<Server> {
     if draft.inject_faults {
         record.flags |= wire::FLAG_INJECT_FAULTS;
     }
+    record.set_cpus(draft.cpus);
     Ok(Server {
         name: draft.name,
         krate: draft.krate,
@@ -651,6 +660,16 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         1,
     );
 
+    let cpus = match &raw.cpus {
+        None => 0,
+        Some(value) => cpu_mask(value).unwrap_or_else(|why| {
+            for why in why {
+                problems.server(&name, why);
+            }
+            0
+        }),
+    };
+
     (problems.list.len() == before).then_some(Draft {
         name,
         krate,
@@ -666,7 +685,48 @@ fn check_server(raw: RawServer, crates: &ServerCrates, problems: &mut Problems) 
         restart_limit,
         restart_period_ms,
         inject_faults: raw.inject_faults,
+        cpus,
     })
+}
+
+/// `cpus = [0, 1]`: the mask of the CPUs listed (bit n = CPU n), or every
+/// problem with the list. An array of integers `0..MAX_CPUS`, each once,
+/// at least one (to leave the placement to the kernel, leave `cpus` out).
+fn cpu_mask(value: &toml::Value) -> Result<u64, Vec<String>> {
+    let last = MAX_CPUS - 1;
+    let Some(list) = value.as_array() else {
+        return Err(vec![format!(
+            "cpus = {value}: it must be an array of CPU numbers 0..={last}, e.g. cpus = [0, 1]"
+        )]);
+    };
+    if list.is_empty() {
+        return Err(vec![
+            "cpus = []: it lists no CPU (leave cpus out to let the kernel place the server)"
+                .to_string(),
+        ]);
+    }
+    let mut mask = 0u64;
+    let mut problems = Vec::new();
+    for entry in list {
+        match entry.as_integer() {
+            Some(cpu) if (0..i64::from(MAX_CPUS)).contains(&cpu) => {
+                let bit = 1u64 << cpu;
+                if mask & bit != 0 {
+                    problems.push(format!("cpus: CPU {cpu} is listed twice"));
+                }
+                mask |= bit;
+            }
+            Some(cpu) => problems.push(format!("cpus: CPU {cpu}: CPUs are 0..={last}")),
+            None => problems.push(format!(
+                "cpus: {entry} is not a CPU number (an integer 0..={last})"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(mask)
+    } else {
+        Err(problems)
+    }
 }
 
 fn port_number(text: &str) -> Result<u16, String> {
@@ -1436,6 +1496,67 @@ mod tests {
         );
     }
 
+    #[test]
+    fn cpus() {
+        let cpus = |text: &str| {
+            ok(&format!("[[server]]\nname = \"echo\"\n{text}")).servers[0]
+                .record
+                .cpus()
+        };
+        assert_eq!(cpus(""), 0);
+        assert_eq!(cpus("cpus = [0]"), 1);
+        assert_eq!(cpus("cpus = [1]"), 2);
+        assert_eq!(cpus("cpus = [3, 0, 63]"), 1 << 63 | 1 << 3 | 1);
+        let all: Vec<String> = (0..64).map(|c| c.to_string()).collect();
+        assert_eq!(cpus(&format!("cpus = [{}]", all.join(", "))), u64::MAX);
+        // Through the binary format and back.
+        let m = ok("[[server]]\nname = \"echo\"\ncpus = [1]\n[[server]]\nname = \"hello\"");
+        let bytes = m.encode().unwrap();
+        let decoded = wire::Manifest::decode(&bytes).unwrap();
+        assert_eq!(decoded.server(0).unwrap().cpus(), 2);
+        assert_eq!(decoded.server(1).unwrap().cpus(), 0);
+
+        let bad = |text: &str, needles: &[&str]| {
+            err(&format!("[[server]]\nname = \"echo\"\n{text}"), needles)
+        };
+        bad(
+            "cpus = 1",
+            &["server \"echo\": cpus = 1: it must be an array of CPU numbers 0..=63"],
+        );
+        bad(
+            "cpus = \"0,1\"",
+            &["server \"echo\": cpus = \"0,1\": it must be an array"],
+        );
+        bad(
+            "cpus = [\"0\"]",
+            &["server \"echo\": cpus: \"0\" is not a CPU number (an integer 0..=63)"],
+        );
+        bad("cpus = [1.5]", &["cpus: 1.5 is not a CPU number"]);
+        bad("cpus = [[0]]", &["cpus: [0] is not a CPU number"]);
+        bad(
+            "cpus = [64]",
+            &["server \"echo\": cpus: CPU 64: CPUs are 0..=63"],
+        );
+        bad("cpus = [-1]", &["cpus: CPU -1: CPUs are 0..=63"]);
+        bad(
+            "cpus = [0, 1, 0]",
+            &["server \"echo\": cpus: CPU 0 is listed twice"],
+        );
+        bad(
+            "cpus = []",
+            &["server \"echo\": cpus = []: it lists no CPU (leave cpus out"],
+        );
+        // Every problem of the list at once.
+        bad(
+            "cpus = [99, 2, 2, \"x\"]",
+            &[
+                "CPU 99: CPUs are 0..=63",
+                "CPU 2 is listed twice",
+                "\"x\" is not a CPU number",
+            ],
+        );
+    }
+
     /// `count` servers of crate "echo", named s0, s1, ...
     fn many_servers(count: usize, extra: impl Fn(usize) -> String) -> String {
         (0..count)
@@ -1665,5 +1786,40 @@ mod tests {
         let text = std::fs::read_to_string(root.join(&labels[1])).unwrap();
         let ring = check(&labels[1], &text, &crates()).unwrap();
         assert_eq!(ring.channels[0].ring_slots, 1024);
+    }
+
+    /// `cargo xtask stress --smp N` (N >= 2) boots stress-smp: stress with
+    /// the stream's two ends on CPUs 0 and 1, nothing else changed.
+    #[test]
+    fn stress_smp_is_stress_with_its_ends_on_two_cpus() {
+        let root = crate::workspace_root();
+        let real = ServerCrates::scan(&root.join(SERVERS_DIR)).unwrap();
+        let load = |name: &str| {
+            let label = format!("{TEST_MANIFESTS}/{name}.toml");
+            let text = std::fs::read_to_string(root.join(&label)).unwrap();
+            check(&label, &text, &real).unwrap_or_else(|e| panic!("{e:#}"))
+        };
+        let (plain, smp) = (load("stress"), load(crate::stress::SMP_STREAM_TEST));
+        let cpus = |m: &Manifest| -> Vec<(String, u64)> {
+            m.servers
+                .iter()
+                .map(|s| (s.name.clone(), s.record.cpus()))
+                .collect()
+        };
+        assert_eq!(
+            cpus(&smp),
+            [
+                ("stress-consumer".to_string(), 1),
+                ("stress-producer".to_string(), 2)
+            ]
+        );
+        assert!(cpus(&plain).iter().all(|(_, mask)| *mask == 0));
+        let mut records: Vec<wire::Server> = smp.servers.iter().map(|s| s.record).collect();
+        for r in &mut records {
+            r.set_cpus(0);
+        }
+        let plain_records: Vec<wire::Server> = plain.servers.iter().map(|s| s.record).collect();
+        assert_eq!(records, plain_records);
+        assert_eq!(smp.channels, plain.channels);
     }
 }

@@ -43,6 +43,24 @@ pub enum Machine {
     Q35,
 }
 
+/// The most vCPUs a machine is given (`--smp`): the manifest's `cpus` is
+/// a 64-bit mask (`pvchannel::manifest::MAX_CPUS`).
+pub const MAX_CPUS: u32 = pvchannel::manifest::MAX_CPUS;
+
+/// The environment variable through which `cargo xtask test --smp N`
+/// tells the in-QEMU tests (`tests::Boot::new`) how many vCPUs to boot.
+pub const SMP_ENV: &str = "MICROKERNEL_SMP";
+
+/// A vCPU count as `--smp` (and [`SMP_ENV`]) give it: 1..=[`MAX_CPUS`].
+pub fn parse_cpus(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_CPUS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "\"{text}\" is not a vCPU count: it must be a number in 1..={MAX_CPUS}"
+        )),
+    }
+}
+
 /// Is `/dev/kvm` there and usable by this user? Returns why not, if not.
 pub fn kvm_unusable_reason() -> Option<String> {
     match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
@@ -111,6 +129,8 @@ pub struct Config {
     pub accel: Accel,
     pub machine: Machine,
     pub memory_mb: u32,
+    /// vCPUs (QEMU's `-smp`), 1..=[`MAX_CPUS`].
+    pub cpus: u32,
     pub cmdline: String,
     pub extra_args: Vec<String>,
     /// Multiplex QEMU's monitor on the terminal (Ctrl-A C) for a person at
@@ -124,6 +144,7 @@ impl Config {
             accel,
             machine: Machine::Microvm,
             memory_mb: 256,
+            cpus: 1,
             cmdline: String::new(),
             extra_args: Vec::new(),
             interactive: false,
@@ -145,7 +166,8 @@ impl Config {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
             Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
         };
-        cmd.args(["-m", &self.memory_mb.to_string(), "-smp", "1"]);
+        cmd.args(["-m", &self.memory_mb.to_string()]);
+        cmd.args(["-smp", &self.cpus.to_string()]);
         cmd.args(["-display", "none", "-no-reboot"]);
         if self.interactive {
             cmd.args(["-serial", "mon:stdio"]);
@@ -238,4 +260,49 @@ pub fn run_captured(
         status,
         timed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: &Config) -> Vec<String> {
+        let image = Image {
+            kernel: "k".into(),
+            initrd: "i".into(),
+        };
+        config
+            .command(&image)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn smp(args: &[String]) -> Vec<&str> {
+        args.windows(2)
+            .filter(|w| w[0] == "-smp")
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn one_vcpu_unless_asked() {
+        let mut config = Config::new(Accel::Tcg);
+        assert_eq!(config.cpus, 1);
+        assert_eq!(smp(&args(&config)), ["1"]);
+        config.cpus = 4;
+        assert_eq!(smp(&args(&config)), ["4"]);
+    }
+
+    #[test]
+    fn vcpu_counts() {
+        assert_eq!(parse_cpus("1"), Ok(1));
+        assert_eq!(parse_cpus("2"), Ok(2));
+        assert_eq!(parse_cpus(" 64 "), Ok(64));
+        for bad in ["0", "65", "-1", "two", "", "1.5"] {
+            let e = parse_cpus(bad).unwrap_err();
+            assert!(e.contains("it must be a number in 1..=64"), "{e}");
+            assert!(e.contains(&format!("\"{bad}\"")), "{e}");
+        }
+    }
 }

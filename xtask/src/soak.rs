@@ -31,6 +31,9 @@ pub struct SoakArgs {
     /// The kernel's hypervisor backend on KVM.
     #[arg(long, value_enum, default_value = "auto")]
     pub hv: HvChoice,
+    /// vCPUs to give the machine (QEMU's -smp), 1..=64.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = qemu::parse_cpus)]
+    pub smp: u32,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -77,9 +80,12 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
         Accel::Kvm
     };
     let mut config = qemu::Config::new(accel);
+    config.cpus = args.smp;
     config.cmdline = format!("test=soak soak.faults={} {}", args.faults, args.hv.option());
     eprintln!(
-        "xtask: soak on {accel}, cmdline \"{}\" (this takes a while)",
+        "xtask: soak on {accel}, {} vCPU{}, cmdline \"{}\" (this takes a while)",
+        config.cpus,
+        if config.cpus == 1 { "" } else { "s" },
         config.cmdline
     );
     let started = std::time::Instant::now();
@@ -99,8 +105,10 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
         .filter(|l| l.contains("kernel: server ") && l.contains(" stopped: "))
         .count();
     println!(
-        "xtask: {} s wall clock, {reports} fault reports from the kernel, full output in {}",
+        "xtask: {} s wall clock on {accel} with {} vCPU{}, {reports} fault reports from the kernel, full output in {}",
         took.as_secs(),
+        config.cpus,
+        if config.cpus == 1 { "" } else { "s" },
         log.display()
     );
     let kernel_up = captured.status == Some(qemu::EXIT_SUCCESS);

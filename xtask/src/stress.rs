@@ -2,6 +2,10 @@
 //! configuration (accelerator x batching x batch size, plus one ping-pong
 //! boot per accelerator and batching), each running the servers of
 //! `tests/manifests/stress.toml` or `pingpong.toml` (`servers/stress`).
+//! With `--smp N` every boot has N vCPUs, and for N >= 2 the stream runs
+//! `stress-smp.toml` instead: the same servers with the producer on CPU 1
+//! and the consumer on CPU 0 (ping-pong's two ends stay where the kernel
+//! places them).
 //!
 //! The guest times its workload with the TSC and prints one
 //! `stress-result key=value ...` line with the kernel's counter deltas;
@@ -37,6 +41,20 @@ pub const DONE: &str = "stress-done";
 pub const MESSAGE_BYTES: u64 = 64;
 /// The most payload a message carries (servers/stress: `MAX_PAYLOAD`).
 pub const MAX_PAYLOAD: u32 = 48;
+/// The stream workload's test (`tests/manifests/stress.toml`).
+pub const STREAM_TEST: &str = "stress";
+/// ... with 2 vCPUs or more: the producer on CPU 1, the consumer on CPU 0
+/// (`tests/manifests/stress-smp.toml`).
+pub const SMP_STREAM_TEST: &str = "stress-smp";
+
+/// The stream's test for a machine of `cpus` vCPUs.
+pub fn stream_test(cpus: u32) -> &'static str {
+    if cpus >= 2 {
+        SMP_STREAM_TEST
+    } else {
+        STREAM_TEST
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
@@ -101,6 +119,11 @@ pub struct StressArgs {
     /// command line; TCG always runs `auto`, which is native there).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HvChoice::Auto])]
     pub hv: Vec<HvChoice>,
+    /// vCPUs per boot (QEMU's -smp), 1..=64. With 2 or more, the stream's
+    /// producer and consumer are placed on different CPUs (1 and 0:
+    /// tests/manifests/stress-smp.toml).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = qemu::parse_cpus)]
+    pub smp: u32,
 }
 
 /// A kernel backend to ask for (`hv=` on the kernel command line).
@@ -440,12 +463,34 @@ pub struct BootRow {
 }
 
 /// Everything one `cargo xtask stress` measured.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub command: String,
+    /// vCPUs of every boot (`--smp`).
+    pub vcpus: u32,
+    /// The stream's test manifest (`test=NAME`): [`stream_test`].
+    pub stream_test: String,
     pub stream: Vec<Row>,
     pub pingpong: Vec<PingRow>,
     pub boots: Vec<BootRow>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            command: String::new(),
+            vcpus: 1,
+            stream_test: STREAM_TEST.to_string(),
+            stream: Vec::new(),
+            pingpong: Vec::new(),
+            boots: Vec::new(),
+        }
+    }
+}
+
+/// "1 vCPU", "2 vCPUs".
+pub fn vcpus_label(n: u32) -> String {
+    format!("{n} vCPU{}", if n == 1 { "" } else { "s" })
 }
 
 /// The line the kernel prints once every server has reached its first
@@ -551,9 +596,24 @@ fn fmt_ratio(x: f64) -> String {
     }
 }
 
-/// The table, as Markdown (it reads as a table on a terminal too).
+/// The table, as Markdown (it reads as a table on a terminal too), under
+/// a line that says how many vCPUs every boot had and where the stream's
+/// ends ran.
 pub fn table(report: &Report) -> String {
     let mut s = String::new();
+    let placement = if report.stream_test == SMP_STREAM_TEST {
+        "the manifest puts the producer on CPU 1, the consumer on CPU 0"
+    } else if report.vcpus == 1 {
+        "both ends on CPU 0"
+    } else {
+        "placed by the kernel"
+    };
+    let _ = writeln!(
+        s,
+        "{} per boot; stream: test={} ({placement})\n",
+        vcpus_label(report.vcpus),
+        report.stream_test
+    );
     s.push_str("| accel | batching | batch | payload B | messages | msgs/s | MB/s | kernel entries/msg | switches/msg | VM exits/msg | RTT p50 ns (cycles) | RTT p99 ns (cycles) | lost |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &report.stream {
@@ -828,14 +888,20 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             }
         }
     }
+    let stream = stream_test(args.smp);
+    let vcpus = vcpus_label(args.smp);
+    eprintln!("xtask: {vcpus} per boot; the stream boots test={stream}");
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        vcpus: args.smp,
+        stream_test: stream.to_string(),
         ..Report::default()
     };
     let started = Instant::now();
     let total = plan.len();
     for (i, &(accel, hv, batching, batch)) in plan.iter().enumerate() {
         let mut config = Config::new(accel);
+        config.cpus = args.smp;
         let what = match batch {
             Some(b) => {
                 let messages = if batching == "on" {
@@ -844,7 +910,7 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
                     off_messages
                 };
                 config.cmdline = format!(
-                    "test=stress {} batching={batching} stress-producer.messages={messages} stress-producer.batch={b} stress-producer.payload={}",
+                    "test={stream} {} batching={batching} stress-producer.messages={messages} stress-producer.batch={b} stress-producer.payload={}",
                     hv.option(),
                     args.payload
                 );
@@ -860,7 +926,7 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             }
         };
         let label = format!(
-            "[{}/{total}] {accel} hv={hv} batching {batching}: {what}",
+            "[{}/{total}] {accel} hv={hv} {vcpus} batching {batching}: {what}",
             i + 1
         );
         let show = |state: &str| {
@@ -914,12 +980,13 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             };
             for hv in backends {
                 let mut config = Config::new(accel);
+                config.cpus = args.smp;
                 config.cmdline = hv.option().to_string();
                 let (mut wall, mut kernel) = (Vec::new(), Vec::new());
                 let mut label = accel.to_string();
                 for i in 0..args.boots {
                     eprint!(
-                        "\r\x1b[Kxtask: {accel} hv={hv}: boot to ready {}/{}",
+                        "\r\x1b[Kxtask: {accel} hv={hv} {vcpus}: boot to ready {}/{}",
                         i + 1,
                         args.boots
                     );
@@ -1145,6 +1212,56 @@ mod tests {
             t.contains("| KVM | on | 64 | 48 | 1000000 | 1.00 M | 64.0 |"),
             "{t}"
         );
+        assert!(
+            t.starts_with("1 vCPU per boot; stream: test=stress (both ends on CPU 0)\n\n| accel |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn smp_runs_the_stream_with_its_ends_on_two_cpus_and_says_so() {
+        assert_eq!(stream_test(1), "stress");
+        assert_eq!(stream_test(2), "stress-smp");
+        assert_eq!(stream_test(64), "stress-smp");
+        let report = Report {
+            vcpus: 2,
+            stream_test: stream_test(2).to_string(),
+            ..Report::default()
+        };
+        let t = table(&report);
+        assert!(
+            t.starts_with(
+                "2 vCPUs per boot; stream: test=stress-smp (the manifest puts the producer on CPU 1, the consumer on CPU 0)\n"
+            ),
+            "{t}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["vcpus"], 2);
+        assert_eq!(json["stream_test"], "stress-smp");
+        // The manifest it names is there.
+        let path = crate::workspace_root().join(format!("tests/manifests/{SMP_STREAM_TEST}.toml"));
+        assert!(path.is_file(), "{}", path.display());
+    }
+
+    #[test]
+    fn smp_option() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StressArgs,
+        }
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(std::iter::once("stress").chain(extra.iter().copied()))
+                .map(|c| c.args.smp)
+        };
+        assert_eq!(parse(&[]).unwrap(), 1);
+        assert_eq!(parse(&["--smp", "2"]).unwrap(), 2);
+        assert_eq!(parse(&["--smp", "64"]).unwrap(), 64);
+        for bad in ["0", "65", "x"] {
+            let e = parse(&["--smp", bad]).err().unwrap().to_string();
+            assert!(e.contains("it must be a number in 1..=64"), "{e}");
+        }
     }
 
     #[test]

@@ -164,6 +164,28 @@ pub trait Backend: Sync {
         lapic::set_deadline(deadline);
     }
 
+    /// Whether the kernel can run on the other CPUs with this backend;
+    /// `Err` says why not (they are then left halted).
+    fn other_cpus(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    /// Send interrupt `vector` to the CPU whose local APIC ID is `apic_id`.
+    fn send_ipi(&self, apic_id: u32, vector: u8) {
+        lapic::send_ipi(apic_id, vector);
+    }
+
+    /// A CPU other than the boot one has loaded its tables: put it in the
+    /// mode the backend runs the kernel in (the boot CPU was, in
+    /// `super::init`), with the extended state its context switch keeps.
+    ///
+    /// # Safety
+    /// The IDT is loaded and the kernel's page tables carry the backend's
+    /// kernel flags.
+    unsafe fn start_cpu(&self) {
+        self.extended_state();
+    }
+
     /// One line for the banner: what the backend took from the machine.
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result;
 }

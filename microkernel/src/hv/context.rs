@@ -15,6 +15,7 @@ use pvchannel::abi::HvOp;
 use super::cpu::{self, KERNEL_CODE, USER_DATA};
 use super::exits::count;
 use super::msr;
+use super::smp::{MAX_CPUS, this_cpu};
 use super::trap::{EntryFlavour, TrapFrame};
 
 /// The `vector` a SYSCALL entry stores in its frame (no IDT vector has it).
@@ -28,17 +29,20 @@ struct PerCpu {
     user_rsp: u64,
 }
 
-static mut PER_CPU: PerCpu = PerCpu {
-    kernel_rsp: 0,
-    user_rsp: 0,
-};
+/// One block per CPU; each CPU's kernel GS base points at its own.
+static mut PER_CPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        kernel_rsp: 0,
+        user_rsp: 0,
+    }
+}; MAX_CPUS];
 
 /// Set up system-call entry for `flavour`. Swapgs: SYSCALL/SYSRET enabled,
 /// the kernel's GS base the per-CPU block and the user's 0. Plain: SYSCALL
 /// disabled (a server's `syscall` raises #UD), both GS bases 0 (the
 /// hypervisor's swap on the way out then changes nothing); servers enter
-/// through the `int 0x80` gate. Once, at boot.
-pub fn init(flavour: EntryFlavour) {
+/// through the `int 0x80` gate. Once per CPU, at its start (`cpu` is it).
+pub fn init(cpu: usize, flavour: EntryFlavour) {
     const EFER_SCE: u64 = 1;
     // RFLAGS bits cleared on SYSCALL: TF, IF, DF, AC.
     const SFMASK_BITS: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 18);
@@ -57,7 +61,7 @@ pub fn init(flavour: EntryFlavour) {
                 );
                 msr::write(msr::LSTAR, syscall_entry_swapgs as *const () as u64);
                 msr::write(msr::SFMASK, SFMASK_BITS);
-                msr::write(msr::GS_BASE, addr_of_mut!(PER_CPU) as u64);
+                msr::write(msr::GS_BASE, addr_of_mut!(PER_CPU[cpu]) as u64);
             }
             EntryFlavour::Plain => {
                 msr::write(msr::EFER, efer & !EFER_SCE);
@@ -73,7 +77,7 @@ pub fn set_kernel_stack(top: u64) {
     cpu::set_kernel_stack(top);
     // SAFETY: trap context, interrupts masked: the SYSCALL entry cannot read
     // this while it changes.
-    unsafe { (*addr_of_mut!(PER_CPU)).kernel_rsp = top };
+    unsafe { (*addr_of_mut!(PER_CPU))[this_cpu()].kernel_rsp = top };
 }
 
 /// The largest extended-state area the kernel keeps per thread.
@@ -88,7 +92,9 @@ const XSTATE_MAX: usize = 4096;
 /// read the `avx-writer`'s ymm0 before this). So the kernel switches every
 /// component the hardware lets ring 3 use, found by asking XGETBV with a
 /// guard: where it raises #UD, ring 3 cannot use XSAVE features either.
-static XSAVE_MASK: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: a CPU the hypervisor interprets may have no XSAVE while the
+/// others run it on the hardware (servers never change CPU).
+static XSAVE_MASK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Find the extended state ring 3 can use, and the area it needs. Once, at
 /// boot (after the IDT: the probe may raise #UD). Returns the mask and the
@@ -111,7 +117,7 @@ pub fn init_extended_state() -> Option<(u64, usize)> {
         }
         size = size.max(end);
     }
-    XSAVE_MASK.store(mask, Ordering::Relaxed);
+    XSAVE_MASK[this_cpu()].store(mask, Ordering::Relaxed);
     Some((mask, size))
 }
 
@@ -159,7 +165,7 @@ impl FpuState {
     }
 
     pub fn save(&mut self) {
-        let mask = XSAVE_MASK.load(Ordering::Relaxed);
+        let mask = XSAVE_MASK[this_cpu()].load(Ordering::Relaxed);
         let area = self.0.as_mut_ptr();
         // SAFETY: the area is 4 KiB, 64-byte aligned, larger than every
         // component the mask names (`init_extended_state`); FXSAVE needs 512
@@ -176,7 +182,7 @@ impl FpuState {
     }
 
     pub fn restore(&self) {
-        let mask = XSAVE_MASK.load(Ordering::Relaxed);
+        let mask = XSAVE_MASK[this_cpu()].load(Ordering::Relaxed);
         let area = self.0.as_ptr();
         // SAFETY: as for `save`; the area holds `initial()` (a valid header:
         // XSTATE_BV 0, MXCSR valid) or what XSAVE/FXSAVE wrote.

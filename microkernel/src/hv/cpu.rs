@@ -20,6 +20,7 @@ use x86_64::structures::tss::TaskStateSegment;
 use pvchannel::abi::HvOp;
 
 use super::exits::count;
+use super::smp::{BOOT_CPU, MAX_CPUS, this_cpu};
 use super::trap::STUB_SIZE;
 
 /// Segment selectors. The order (kernel code, kernel data, user data, user
@@ -46,12 +47,17 @@ struct TssBlock {
     io_bitmap: [u8; IO_BITMAP_BYTES + 1],
 }
 
-static mut TSS_BLOCK: TssBlock = TssBlock {
-    tss: TaskStateSegment::new(),
-    io_bitmap: [0xFF; IO_BITMAP_BYTES + 1],
-};
+/// One per CPU: each has its own kernel stack and I/O permissions.
+static mut TSS_BLOCKS: [TssBlock; MAX_CPUS] = [const {
+    TssBlock {
+        tss: TaskStateSegment::new(),
+        io_bitmap: [0xFF; IO_BITMAP_BYTES + 1],
+    }
+}; MAX_CPUS];
 
-static mut GDT: GlobalDescriptorTable<8> = GlobalDescriptorTable::new();
+/// One per CPU, since each holds its CPU's TSS descriptor.
+static mut GDTS: [GlobalDescriptorTable<8>; MAX_CPUS] =
+    [const { GlobalDescriptorTable::new() }; MAX_CPUS];
 
 /// One IDT gate.
 #[repr(C)]
@@ -98,6 +104,7 @@ struct Idt([Gate; 256]);
 static mut IDT: Idt = Idt([Gate::MISSING; 256]);
 
 /// The stacks the TSS points at.
+#[derive(Clone, Copy)]
 pub struct TrapStacks {
     pub double_fault_top: u64,
     pub nmi_top: u64,
@@ -131,15 +138,17 @@ pub struct Protection {
     pub umip: bool,
 }
 
-/// Load the GDT, TSS and IDT, with the early gates (`EARLY_GATES`) at
-/// `stubs + 16 n`. Once, at boot; [`install_stubs`] and
-/// [`set_control_registers`] follow once the backend is known.
-pub fn init(stacks: &TrapStacks, stubs: u64) {
+/// Load CPU `cpu`'s GDT and TSS and the shared IDT; the boot CPU first
+/// fills the IDT's early gates (`EARLY_GATES`) at `stubs + 16 n`. Once per
+/// CPU, at its start; [`install_stubs`] and [`set_control_registers`]
+/// follow once the backend is known.
+pub fn init(cpu: usize, stacks: &TrapStacks, stubs: u64) {
     count(HvOp::Other);
-    // SAFETY: single-threaded boot with interrupts masked: nothing else
-    // touches the tables, and they are statics that live forever.
+    // SAFETY: each CPU's start, interrupts masked: the tables of `cpu` are
+    // touched by `cpu` alone, the IDT is written only by the boot CPU
+    // before any other CPU starts, and they are statics that live forever.
     unsafe {
-        let block = &mut *addr_of_mut!(TSS_BLOCK);
+        let block = &mut (*addr_of_mut!(TSS_BLOCKS))[cpu];
         block.tss.interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] =
             VirtAddr::new(stacks.double_fault_top);
         block.tss.interrupt_stack_table[usize::from(IST_NMI - 1)] = VirtAddr::new(stacks.nmi_top);
@@ -148,7 +157,7 @@ pub fn init(stacks: &TrapStacks, stubs: u64) {
         block.tss.privilege_stack_table[0] = VirtAddr::new(stacks.kernel_top);
         block.tss.iomap_base = size_of::<TaskStateSegment>() as u16;
 
-        let gdt = &mut *addr_of_mut!(GDT);
+        let gdt = &mut (*addr_of_mut!(GDTS))[cpu];
         let kc = gdt.append(Descriptor::kernel_code_segment());
         let kd = gdt.append(Descriptor::kernel_data_segment());
         let ud = gdt.append(Descriptor::user_data_segment());
@@ -167,8 +176,9 @@ pub fn init(stacks: &TrapStacks, stubs: u64) {
         GS::set_reg(SegmentSelector(0));
         load_tss(SegmentSelector(TSS_SELECTOR));
 
-        for vectors in EARLY_GATES {
-            install_gates(stubs, vectors);
+        // The IDT is shared: the boot CPU fills it, the others load it.
+        for vectors in EARLY_GATES.iter().filter(|_| cpu == BOOT_CPU) {
+            install_gates(stubs, vectors.clone());
         }
         let idt = &*addr_of_mut!(IDT);
         lidt(&DescriptorTablePointer {
@@ -264,7 +274,11 @@ pub fn set_control_registers(want: Protection) -> Protection {
 pub fn set_kernel_stack(top: u64) {
     // SAFETY: the TSS is a static the CPU reads only on a ring change; this
     // runs with interrupts masked, so no trap sees a torn value.
-    unsafe { (*addr_of_mut!(TSS_BLOCK)).tss.privilege_stack_table[0] = VirtAddr::new(top) };
+    unsafe {
+        (*addr_of_mut!(TSS_BLOCKS))[this_cpu()]
+            .tss
+            .privilege_stack_table[0] = VirtAddr::new(top)
+    };
 }
 
 /// Replace the I/O permission bitmap (a set bit denies that port).
@@ -272,6 +286,7 @@ pub fn set_io_bitmap(bitmap: &[u8; IO_BITMAP_BYTES]) {
     // SAFETY: as for `set_kernel_stack`; the CPU reads the bitmap only while
     // ring-3 code executes IN/OUT, never during this copy.
     unsafe {
-        (&mut (*addr_of_mut!(TSS_BLOCK)).io_bitmap)[..IO_BITMAP_BYTES].copy_from_slice(bitmap)
+        (&mut (*addr_of_mut!(TSS_BLOCKS))[this_cpu()].io_bitmap)[..IO_BITMAP_BYTES]
+            .copy_from_slice(bitmap)
     };
 }

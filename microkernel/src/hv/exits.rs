@@ -17,7 +17,7 @@ pub fn count(op: HvOp) {
     // Load and store rather than a locked add: one CPU, and an interrupt
     // cannot run between them (every caller has interrupts masked or is
     // the idle loop's halt, whose own count is not raced).
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Every counter, by `HvOp as usize`.

@@ -18,7 +18,9 @@ use pvchannel::abi::HvOp;
 use x86_64::instructions::port::Port;
 
 use super::exits::count;
+use super::smp::{BOOT_CPU, MAX_CPUS, this_cpu};
 use super::{msr, rdtsc};
+use core::mem::size_of;
 
 /// The kernel's preemption/deadline timer.
 pub const TIMER_VECTOR: u8 = 0xF0;
@@ -26,9 +28,12 @@ pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// The xAPIC's physical base (QEMU's default; the kernel does not move it).
 pub const XAPIC_PHYS: u64 = 0xFEE0_0000;
 
+const REG_ID: u32 = 0x20;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
 const REG_LVT_TIMER: u32 = 0x320;
 const REG_LVT_LINT0: u32 = 0x350;
 const REG_LVT_LINT1: u32 = 0x360;
@@ -49,7 +54,8 @@ static LAPIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 /// KVM sets bit 0 when an EOI may be skipped; 4-byte aligned as KVM wants.
 #[repr(align(4))]
 struct PvEoiFlag(AtomicU32);
-static PV_EOI_FLAG: PvEoiFlag = PvEoiFlag(AtomicU32::new(0));
+/// One flag word per CPU: KVM's PV EOI is set up per vCPU.
+static PV_EOI_FLAG: [PvEoiFlag; MAX_CPUS] = [const { PvEoiFlag(AtomicU32::new(0)) }; MAX_CPUS];
 static PV_EOI: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: u32) -> u32 {
@@ -70,8 +76,25 @@ fn write(reg: u32, value: u32) {
 /// legacy PIC can never reach the CPU through LINT0), the timer idle, and
 /// PV EOI on when `pv_eoi` (KVM offers it). `xapic_virt` is where the xAPIC
 /// page is mapped. `image_phys` turns a kernel image address into a
-/// physical one (for the PV EOI flag).
+/// physical one (for the PV EOI flags). The boot CPU's; each other CPU
+/// calls [`init_this_cpu`] once it runs.
 pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
+    XAPIC_VIRT.store(xapic_virt, Ordering::Relaxed);
+    if pv_eoi {
+        let flags = image_phys(&PV_EOI_FLAG as *const [PvEoiFlag; MAX_CPUS] as u64);
+        PV_EOI_PHYS.store(flags, Ordering::Relaxed);
+        PV_EOI.store(true, Ordering::Relaxed);
+    }
+    init_this_cpu(BOOT_CPU);
+    mask_legacy_interrupts();
+}
+
+/// Where the PV EOI flags are, physically (0: PV EOI is off).
+static PV_EOI_PHYS: AtomicU64 = AtomicU64::new(0);
+
+/// This CPU's part of [`init`]: the local APIC is per CPU, and so are the
+/// PV EOI flag and, once calibrated, the timer's mode.
+pub fn init_this_cpu(cpu: usize) {
     const APIC_ENABLE: u64 = 1 << 11;
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
     // enable bit keeps the base address and the (xAPIC) mode.
@@ -79,19 +102,57 @@ pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
         let base = msr::read(msr::APIC_BASE);
         msr::write(msr::APIC_BASE, base | APIC_ENABLE);
     }
-    XAPIC_VIRT.store(xapic_virt, Ordering::Relaxed);
-    write(REG_TPR, 0);
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    mask_legacy_interrupts();
-    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
+    // Software-enable first: while the APIC is disabled, every LVT write
+    // keeps its mask bit set.
     write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    if pv_eoi {
-        let phys = image_phys(&PV_EOI_FLAG as *const PvEoiFlag as u64);
+    write(REG_TPR, 0);
+    let timer_mode = if cpu != BOOT_CPU && uses_tsc_deadline() {
+        LVT_TSC_DEADLINE
+    } else {
+        LVT_MASKED
+    };
+    write(REG_LVT_TIMER, timer_mode | u32::from(TIMER_VECTOR));
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
+    if PV_EOI.load(Ordering::Relaxed) {
+        let phys = PV_EOI_PHYS.load(Ordering::Relaxed) + (cpu * size_of::<PvEoiFlag>()) as u64;
         // SAFETY: KVM advertises the MSR; the flag is a static that lives
-        // forever, 4-byte aligned, at this physical address.
+        // forever, 4-byte aligned, at this physical address, and this
+        // CPU's alone.
         unsafe { msr::write(msr::KVM_PV_EOI_EN, phys | 1) };
-        PV_EOI.store(true, Ordering::Relaxed);
     }
+}
+
+/// This CPU's local APIC ID.
+pub fn local_apic_id() -> u32 {
+    read(REG_ID) >> 24
+}
+
+/// Write the interrupt command register: destination first, since the
+/// low word's write sends.
+fn command(apic_id: u32, low: u32) {
+    write(REG_ICR_HIGH, apic_id << 24);
+    write(REG_ICR_LOW, low);
+}
+
+/// A fixed interrupt `vector` to the CPU with `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    command(apic_id, u32::from(vector));
+}
+
+/// INIT to the CPU with `apic_id` (level assert), which resets it to wait
+/// for a STARTUP.
+pub fn send_init(apic_id: u32) {
+    const INIT_ASSERT: u32 = (0b101 << 8) | (1 << 14);
+    command(apic_id, INIT_ASSERT);
+}
+
+/// STARTUP to the CPU with `apic_id`: it starts in real mode at
+/// `page * 4096`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    const STARTUP: u32 = 0b110 << 8;
+    command(apic_id, STARTUP | u32::from(page));
 }
 
 /// Keep the legacy 8259 PICs from reaching the CPU: mask LINT0 and LINT1
@@ -162,7 +223,9 @@ pub fn pv_eoi_enabled() -> bool {
 
 /// End the interrupt being serviced, unmasking its vector and all below it.
 pub fn end_of_interrupt() {
-    if PV_EOI.load(Ordering::Relaxed) && PV_EOI_FLAG.0.fetch_and(!1, Ordering::AcqRel) & 1 != 0 {
+    if PV_EOI.load(Ordering::Relaxed)
+        && PV_EOI_FLAG[this_cpu()].0.fetch_and(!1, Ordering::AcqRel) & 1 != 0
+    {
         return;
     }
     write(REG_EOI, 0);

@@ -28,6 +28,7 @@ pub mod native;
 pub mod paging;
 pub mod port;
 pub mod pvm;
+pub mod smp;
 pub mod trap;
 
 use conquer_once::spin::OnceCell;
@@ -289,7 +290,7 @@ pub fn init(request: HvRequest) -> Selection {
     };
     let flavour = chosen.entry_flavour();
     cpu::install_stubs(trap::stubs(flavour));
-    context::init(flavour);
+    context::init(smp::BOOT_CPU, flavour);
     ACTIVE.init_once(|| chosen);
     // On pvm this runs on the hardware now (XGETBV; the interpreter has none).
     let extended_state = chosen.extended_state();
@@ -299,6 +300,30 @@ pub fn init(request: HvRequest) -> Selection {
         took_cycles: rdtsc().wrapping_sub(started),
         extended_state,
     }
+}
+
+/// Bring CPU `cpu` (started by `smp::start_cpus`, running on its idle
+/// stack on the trampoline's tables) up as the boot CPU was: the kernel's
+/// tables, its GDT and TSS with `stacks`, the shared IDT, the active
+/// backend's per-CPU state (for pvm, native mode), system-call entry,
+/// `protection` in CR4 and its local APIC. Interrupts stay masked.
+pub fn start_this_cpu(
+    cpu: usize,
+    stacks: &cpu::TrapStacks,
+    kernel_root: u64,
+    protection: cpu::Protection,
+) {
+    paging::init();
+    // SAFETY: the kernel's tables map the kernel half as the trampoline's do.
+    unsafe { paging::switch_address_space(kernel_root) };
+    let backend = backend();
+    let flavour = backend.entry_flavour();
+    cpu::init(cpu, stacks, trap::stubs(flavour));
+    context::init(cpu, flavour);
+    // SAFETY: the IDT is loaded; the kernel's tables are the backend's.
+    unsafe { backend.start_cpu() };
+    cpu::set_control_registers(protection);
+    lapic::init_this_cpu(cpu);
 }
 
 /// The banner's account of KVM's paravirtual features: what it offers and

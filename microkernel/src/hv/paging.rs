@@ -15,8 +15,10 @@ use pvchannel::abi::HvOp;
 use x86_64::structures::paging::PageTableFlags;
 
 use super::exits::count;
+use super::smp::{MAX_CPUS, this_cpu};
 
-static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: the address space it has loaded.
+static LOADED_ROOT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Flags every kernel mapping and every table above one carries, beyond
 /// what the mapping asks for: `USER_ACCESSIBLE` on pvm, nothing elsewhere.
@@ -34,7 +36,39 @@ pub fn flush_page(virt: u64) {
 /// The physical address of the current top-level page table.
 #[inline]
 pub fn current_address_space() -> u64 {
-    LOADED_ROOT.load(Ordering::Relaxed)
+    LOADED_ROOT[this_cpu()].load(Ordering::Relaxed)
+}
+
+/// The CPUs (a bit each) that have the address space at `root_phys`
+/// loaded, and so may hold its translations.
+pub fn cpus_with_space(root_phys: u64) -> u64 {
+    (0..super::smp::online())
+        .filter(|&cpu| LOADED_ROOT[cpu].load(Ordering::Relaxed) == root_phys)
+        .fold(0, |mask, cpu| mask | (1 << cpu))
+}
+
+/// Drop `virt`'s translation wherever one may be cached: on this CPU if
+/// `cpus` has it, and on the other CPUs of `cpus` by a shootdown.
+pub fn flush_page_on(cpus: u64, virt: u64) {
+    if cpus & (1 << this_cpu()) != 0 {
+        flush_page(virt);
+    }
+    super::smp::shootdown(cpus, &[virt]);
+}
+
+/// Drop every translation of this CPU's TLB, global ones too (toggling
+/// CR4.PGE), for a shootdown too large to list.
+pub(super) fn flush_all() {
+    const CR4_PGE: u64 = 1 << 7;
+    count(HvOp::Other);
+    count(HvOp::Other);
+    // SAFETY: clearing and setting PGE again only empties the TLB.
+    unsafe {
+        let cr4: u64;
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4 & !CR4_PGE, options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+    }
 }
 
 /// Switch to the address space whose top-level table is at `root_phys`;
@@ -45,21 +79,22 @@ pub fn current_address_space() -> u64 {
 /// (the code, stack and data in use).
 #[inline]
 pub unsafe fn switch_address_space(root_phys: u64) {
-    if LOADED_ROOT.load(Ordering::Relaxed) == root_phys {
+    let loaded = &LOADED_ROOT[this_cpu()];
+    if loaded.load(Ordering::Relaxed) == root_phys {
         return;
     }
     // SAFETY: the caller's guarantee, passed on.
     unsafe { super::backend().switch_address_space(root_phys) };
-    LOADED_ROOT.store(root_phys, Ordering::Relaxed);
+    loaded.store(root_phys, Ordering::Relaxed);
 }
 
-/// Learn the boot loader's CR3 once, before the first switch.
+/// Learn the CR3 this CPU started with, before its first switch.
 pub(super) fn init() {
     let cr3: u64;
     count(HvOp::Other);
     // SAFETY: reading CR3 has no side effects.
     unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-    LOADED_ROOT.store(cr3 & !0xfff, Ordering::Relaxed);
+    LOADED_ROOT[this_cpu()].store(cr3 & !0xfff, Ordering::Relaxed);
 }
 
 /// The faulting address of the last page fault (CR2).

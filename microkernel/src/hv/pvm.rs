@@ -53,6 +53,7 @@ use x86_64::structures::paging::PageTableFlags;
 
 use super::backend::Backend;
 use super::cpu::{IO_BITMAP_BYTES, Protection};
+use super::smp::{MAX_CPUS, this_cpu};
 use super::trap::{EntryFlavour, TrapFrame};
 use super::{CpuFeatures, KvmFeatures, interrupts, lapic, msr};
 
@@ -141,10 +142,16 @@ pub unsafe fn leave_native_mode() {
 }
 
 /// The kernel's own interrupt flag: the CPU's neither shows nor masks.
-static INTERRUPTS_ENABLED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTS_ENABLED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// Vectors that arrived while the flag was clear, one bit each.
-static DEFERRED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Vectors that arrived while the flag was clear, one bit each, per CPU.
+static DEFERRED: [[AtomicU64; 4]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS];
+
+/// Vectors a deferral ends at once (see `defer_interrupt`).
+fn ends_at_once(vector: u8) -> bool {
+    vector == lapic::TIMER_VECTOR || vector == super::smp::IPI_VECTOR
+}
 
 pub struct Pvm {
     pub kvm: Option<KvmFeatures>,
@@ -156,20 +163,23 @@ impl Backend for Pvm {
     }
 
     fn interrupts_enabled(&self) -> bool {
-        INTERRUPTS_ENABLED.load(Ordering::Relaxed)
+        INTERRUPTS_ENABLED[this_cpu()].load(Ordering::Relaxed)
     }
 
     fn disable_interrupts(&self) {
-        INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
+        INTERRUPTS_ENABLED[this_cpu()].store(false, Ordering::Relaxed);
     }
 
     unsafe fn enable_interrupts(&self) {
-        INTERRUPTS_ENABLED.store(true, Ordering::Relaxed);
+        INTERRUPTS_ENABLED[this_cpu()].store(true, Ordering::Relaxed);
     }
 
     unsafe fn halt_until_interrupt(&self) {
-        INTERRUPTS_ENABLED.store(true, Ordering::Relaxed);
-        if DEFERRED.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+        INTERRUPTS_ENABLED[this_cpu()].store(true, Ordering::Relaxed);
+        if DEFERRED[this_cpu()]
+            .iter()
+            .any(|w| w.load(Ordering::Relaxed) != 0)
+        {
             // Interrupts deferred outside any trap (boot, or this loop
             // between two halts) are handled by a trap: make one come now.
             lapic::set_deadline(Some(super::rdtsc()));
@@ -181,24 +191,26 @@ impl Backend for Pvm {
         if frame.vector < 32
             || frame.vector > 255
             || frame.came_from_user()
-            || INTERRUPTS_ENABLED.load(Ordering::Relaxed)
+            || INTERRUPTS_ENABLED[this_cpu()].load(Ordering::Relaxed)
         {
             return false;
         }
+        let cpu = this_cpu();
         let vector = frame.vector as usize;
-        DEFERRED[vector / 64].fetch_or(1 << (vector % 64), Ordering::Relaxed);
-        if vector == usize::from(lapic::TIMER_VECTOR) {
-            // The kernel's own edge-triggered timer: end it now, so that the
-            // idle loop's "deadline now" can bring a trap while it waits.
-            // Device vectors stay in service until handled (their level
-            // would only be delivered again).
+        DEFERRED[cpu][vector / 64].fetch_or(1 << (vector % 64), Ordering::Relaxed);
+        if ends_at_once(vector as u8) {
+            // The kernel's own edge-triggered vectors (the timer, the other
+            // CPUs' IPI): end them now, so that the idle loop's "deadline
+            // now" can bring a trap while it waits (an IPI in service would
+            // hold back the timer below it). Device vectors stay in service
+            // until handled (their level would only be delivered again).
             lapic::end_of_interrupt();
         }
         true
     }
 
     fn take_deferred(&self) -> Option<(u8, bool)> {
-        for (word, bits) in DEFERRED.iter().enumerate() {
+        for (word, bits) in DEFERRED[this_cpu()].iter().enumerate() {
             let pending = bits.load(Ordering::Relaxed);
             if pending != 0 {
                 // Highest vector first: the order the local APIC would
@@ -206,19 +218,40 @@ impl Backend for Pvm {
                 let bit = 63 - pending.leading_zeros() as usize;
                 bits.fetch_and(!(1 << bit), Ordering::Relaxed);
                 let vector = (word * 64 + bit) as u8;
-                return Some((vector, vector == lapic::TIMER_VECTOR));
+                return Some((vector, ends_at_once(vector)));
             }
         }
         None
     }
 
     fn trap_entered(&self, _frame: &mut TrapFrame) {
-        INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
+        INTERRUPTS_ENABLED[this_cpu()].store(false, Ordering::Relaxed);
     }
 
-    fn trap_leaving(&self, _frame: &TrapFrame) {
+    fn trap_leaving(&self, frame: &TrapFrame) {
+        let cpu = this_cpu();
         // Set again only by the idle loop, just before it halts.
-        INTERRUPTS_ENABLED.store(false, Ordering::Relaxed);
+        INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
+        // An interrupt deferred after this trap's last look at them (say,
+        // another CPU's wake-up, sent once the system's lock was given up)
+        // would wait for the next trap, which a server in ring 3 may not
+        // take for a while: the timer brings one just after the return
+        // (armed for "now" it would fire on the way out, in the kernel,
+        // and be deferred too). One deferred after this point waits for
+        // the time slice, which the scheduler keeps armed while this CPU
+        // runs a server and others exist to wake it (`System::arm_timer`).
+        if frame.came_from_user() && DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+            let after_return = lapic::tsc_hz() / 50_000;
+            lapic::set_deadline(Some(super::rdtsc() + after_return));
+        }
+    }
+
+    fn other_cpus(&self) -> Result<(), &'static str> {
+        Err(
+            "the pvm backend runs on one CPU: a CPU started here cannot run the kernel in \
+             PVM's native mode (a halted one misses the IPIs sent to it), nor the pvm \
+             backend interpreted (no `int 0x80`, no XSAVE); boot with hv=native for SMP",
+        )
     }
 
     fn kernel_page_flags(&self) -> PageTableFlags {

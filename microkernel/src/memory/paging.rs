@@ -111,12 +111,16 @@ impl AddressSpace {
         }
     }
 
-    /// Drop `virt`'s old translation where a TLB may hold it: the kernel
-    /// half is in every space, the user half only in the live one.
+    /// Drop `virt`'s old translation wherever a TLB may hold it: the kernel
+    /// half is in every space (every CPU), the user half only on the CPUs
+    /// that have this space loaded.
     fn flush_if_live(&self, virt: u64) {
-        if virt >= KERNEL_HALF || self.root == hv::paging::current_address_space() {
-            hv::paging::flush_page(virt);
-        }
+        let cpus = if virt >= KERNEL_HALF {
+            u64::MAX
+        } else {
+            hv::paging::cpus_with_space(self.root)
+        };
+        hv::paging::flush_page_on(cpus, virt);
     }
 
     /// Map the 4 KiB page at `virt` to the frame at `phys`.

@@ -9,6 +9,8 @@ use spin::Mutex;
 
 use super::paging::{MapError, kernel_space};
 use super::{KERNEL_STACKS_BASE, PAGE_SIZE, frames};
+use crate::hv;
+use crate::hv::smp::MAX_STACK_SLOTS;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 /// Usable stack size (the guard page comes on top).
@@ -32,14 +34,22 @@ pub struct KernelStack {
 }
 
 impl KernelStack {
-    pub fn allocate() -> Result<Self, MapError> {
+    /// A stack for CPU `cpu`: traps taken on it are that CPU's
+    /// (`hv::smp::this_cpu`), so it must never run on another.
+    pub fn allocate(cpu: usize) -> Result<Self, MapError> {
         let slot = {
             let mut slots = SLOTS.lock();
-            slots.free.pop().unwrap_or_else(|| {
-                slots.next += 1;
-                slots.next - 1
-            })
+            match slots.free.pop() {
+                Some(slot) => slot,
+                None if (slots.next as usize) < MAX_STACK_SLOTS => {
+                    slots.next += 1;
+                    slots.next - 1
+                }
+                None => return Err(MapError::OutOfMemory),
+            }
         };
+        hv::smp::set_stack_region(KERNEL_STACKS_BASE, SLOT_SIZE);
+        hv::smp::register_stack(slot as usize, cpu);
         let stack = KernelStack { slot };
         let mut space = kernel_space();
         for page in 0..STACK_PAGES {

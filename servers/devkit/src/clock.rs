@@ -8,9 +8,7 @@ use userland::sys;
 
 /// The time-stamp counter.
 pub fn rdtsc() -> u64 {
-    // SAFETY: `rdtsc` only reads the counter; the kernel leaves CR4.TSD
-    // clear, so it is allowed in ring 3 and has no other effect.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    sys::rdtsc()
 }
 
 /// The TSC rate the kernel measured (0 if unknown).
