@@ -656,6 +656,14 @@ impl System {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // A server that ended here is freed by this CPU's next trap, which
+        // an idle CPU would not take: bring one now. Its memory may be what
+        // a server on another CPU waits for.
+        let reap = (cpu.current.is_none() && !cpu.zombies.is_empty()).then(hv::rdtsc);
+        let deadline = match (deadline, reap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // A deadline armed earlier than the one needed is left alone: it
         // fires, costs one interrupt, and the handler arms what is needed
         // then. Writing the timer is an exit on a hypervisor, and arming on
