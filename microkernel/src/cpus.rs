@@ -66,7 +66,7 @@ pub fn apic_ids(rsdp: Option<u64>, boot_apic_id: u32) -> Vec<u32> {
     const ENABLED: u32 = 1;
     for entry in madt.get().entries() {
         let id = match entry {
-            MadtEntry::LocalApic(e) if u32::from(e.flags) & ENABLED != 0 => u32::from(e.apic_id),
+            MadtEntry::LocalApic(e) if e.flags & ENABLED != 0 => u32::from(e.apic_id),
             MadtEntry::LocalX2Apic(e) if e.flags & ENABLED != 0 => e.x2apic_id,
             _ => continue,
         };

@@ -640,12 +640,7 @@ impl System {
     fn arm_timer(&mut self) {
         let here = self.here;
         let cpu = &self.cpus[here];
-        // With other CPUs, the slice also bounds how long a wake-up they
-        // sent may wait on a hypervisor that can lose its IPI in the
-        // return to ring 3 (`hv::pvm`'s deferred interrupts).
-        let others = self.cpus.len() > 1;
-        let slice =
-            (cpu.current.is_some() && (others || !cpu.ready.is_empty())).then_some(cpu.slice_end);
+        let slice = (cpu.current.is_some() && !cpu.ready.is_empty()).then_some(cpu.slice_end);
         let wait = self
             .servers
             .iter()

@@ -266,6 +266,7 @@ impl<T: Slot, D: Doorbell> Sender<T, D> {
     /// staged, registers the waker, asks the consumer for a doorbell and
     /// looks again (so no wakeup is lost).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RingError>> {
+        self.spin.resumed();
         if self.ring.free_cached() > 0 {
             return Poll::Ready(Ok(()));
         }
@@ -419,6 +420,7 @@ impl<T: Slot, D: Doorbell> Receiver<T, D> {
     /// Poll for one item. When the ring is empty: releases, registers the
     /// waker, asks the producer for a doorbell and looks again.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, RingError>> {
+        self.spin.resumed();
         loop {
             match self.try_recv() {
                 Err(RingError::Empty) => {}
