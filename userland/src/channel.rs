@@ -221,9 +221,12 @@ pub struct Channel {
 }
 
 /// The longest an end polls before it sleeps, where its peer runs on
-/// another CPU, in microseconds: the order of a kernel entry and a wake-up
-/// where the kernel runs on the hardware (`pvchannel::spin`).
-pub const SPIN_MAX_US: u64 = 100;
+/// another CPU, in microseconds (`pvchannel::spin`; an idle peer costs an
+/// eighth of it a sleep). Long enough to outlast the peer's own kernel
+/// entry where PVM interprets the kernel (about 1.4 ms here): with 100 us
+/// the two ends of a stream took turns sleeping, one kernel entry per
+/// 1,000 messages; with 2 ms, one per several million (docs/BENCHMARKS.md).
+pub const SPIN_MAX_US: u64 = 2000;
 
 impl Channel {
     /// Describe channel `handle`.
