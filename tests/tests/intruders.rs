@@ -32,12 +32,22 @@ fn intruders(accel: Accel) -> Run {
         mmio.contains("address 0xfec00000"),
         "the report names the address read: {mmio}"
     );
-    // survivor was running before either fault and went on after both.
+    // survivor went on after both faults. (Which server's first line comes
+    // first is not asserted: where PVM interprets the kernel a server's
+    // start can outlast its first time slice, and with several CPUs they
+    // start side by side.)
     let at = |needle: &str| run.output().find(needle).unwrap();
-    assert!(at("survivor: started") < at("kernel: server port-intruder stopped"));
-    assert!(at("survivor: started") < at("kernel: server mmio-intruder stopped"));
-    assert!(at("survivor: still running") > at("kernel: server port-intruder stopped"));
-    assert!(at("survivor: still running") > at("kernel: server mmio-intruder stopped"));
+    let still = at("survivor: still running");
+    assert!(
+        still > at("kernel: server port-intruder stopped"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        still > at("kernel: server mmio-intruder stopped"),
+        "{}",
+        run.output()
+    );
     run
 }
 
