@@ -191,7 +191,7 @@ pub fn serve_shootdown() {
 
 // ----- Starting the other CPUs -----
 
-/// Where the trapoline is copied: page 8 of the low megabyte, which the
+/// Where the trampoline is copied: page 8 of the low megabyte, which the
 /// frame allocator never hands out.
 const TRAMPOLINE: u64 = 0x8000;
 
