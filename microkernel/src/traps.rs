@@ -104,7 +104,8 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
     let cr2 = hv::paging::fault_address();
     kprintln!();
     kprintln!(
-        "KERNEL FAULT: exception {} ({}) error code {:#x} at RIP {:#018x}",
+        "KERNEL FAULT on CPU {}: exception {} ({}) error code {:#x} at RIP {:#018x}",
+        hv::smp::this_cpu(),
         frame.vector,
         exception_name(frame.vector),
         frame.error_code,
