@@ -86,7 +86,6 @@ pub fn init(xapic_virt: u64, pv_eoi: bool, image_phys: impl Fn(u64) -> u64) {
         PV_EOI.store(true, Ordering::Relaxed);
     }
     init_this_cpu(BOOT_CPU);
-    mask_legacy_interrupts();
 }
 
 /// Where the PV EOI flags are, physically (0: PV EOI is off).
@@ -102,19 +101,20 @@ pub fn init_this_cpu(cpu: usize) {
         let base = msr::read(msr::APIC_BASE);
         msr::write(msr::APIC_BASE, base | APIC_ENABLE);
     }
-    // Software-enable first: while the APIC is disabled, every LVT write
-    // keeps its mask bit set.
+    // Every local source masked before the APIC is software-enabled, and
+    // the legacy PICs too: firmware (SeaBIOS on q35) leaves LINT0 in
+    // virtual-wire mode, and enabling first let a PIC interrupt in (seen:
+    // a #GP delivering vector 0xFE at the first halt).
+    mask_legacy_interrupts();
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
     write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
     write(REG_TPR, 0);
-    let timer_mode = if cpu != BOOT_CPU && uses_tsc_deadline() {
-        LVT_TSC_DEADLINE
-    } else {
-        LVT_MASKED
-    };
-    write(REG_LVT_TIMER, timer_mode | u32::from(TIMER_VECTOR));
-    write(REG_LVT_LINT0, LVT_MASKED);
-    write(REG_LVT_LINT1, LVT_MASKED);
-    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
+    // Only now may the timer be unmasked: while the APIC is disabled every
+    // LVT write keeps its mask bit set. The boot CPU's is set by `calibrate`.
+    if cpu != BOOT_CPU && uses_tsc_deadline() {
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    }
     if PV_EOI.load(Ordering::Relaxed) {
         let phys = PV_EOI_PHYS.load(Ordering::Relaxed) + (cpu * size_of::<PvEoiFlag>()) as u64;
         // SAFETY: KVM advertises the MSR; the flag is a static that lives
