@@ -232,14 +232,12 @@ impl Backend for Pvm {
         let cpu = this_cpu();
         // Set again only by the idle loop, just before it halts.
         INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
-        // An interrupt deferred after this trap's last look at them (say,
-        // another CPU's wake-up, sent once the system's lock was given up)
-        // would wait for the next trap, which a server in ring 3 may not
-        // take for a while: the timer brings one just after the return
-        // (armed for "now" it would fire on the way out, in the kernel,
-        // and be deferred too). One deferred after this point waits for
-        // the time slice, which the scheduler keeps armed while this CPU
-        // runs a server and others exist to wake it (`System::arm_timer`).
+        // An interrupt deferred after this trap's last look at them (one
+        // that arrives once the system's lock is given up) would wait for
+        // the next trap, which a server in ring 3 may not take for a while:
+        // the timer brings one just after the return (armed for "now" it
+        // would fire on the way out, in the kernel, and be deferred too).
+        // One deferred after this point still waits for the next trap.
         if frame.came_from_user() && DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0) {
             let after_return = lapic::tsc_hz() / 50_000;
             lapic::set_deadline(Some(super::rdtsc() + after_return));
