@@ -15,7 +15,7 @@
 
 use alloc::vec::Vec;
 
-use pvchannel::abi::{self, layout};
+use abi::layout;
 use pvchannel::{Completion, Descriptor};
 use x86_64::structures::paging::PageTableFlags as Flags;
 

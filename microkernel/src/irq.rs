@@ -15,7 +15,7 @@
 //! acknowledge through it; a server that ends releases its lines.
 
 /// The device lines the kernel routes: as many as the manifest can grant.
-pub const LINES: usize = pvchannel::manifest::MAX_IRQ as usize + 1;
+pub const LINES: usize = manifest::MAX_IRQ as usize + 1;
 
 /// Why an IRQ operation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use pvchannel::klog::{OP_WRITE, WRITE_MAX, pack, unpack};
+use abi::klog::{OP_WRITE, WRITE_MAX, pack, unpack};
 use pvchannel::{Descriptor, Producer};
 use spin::Mutex;
 

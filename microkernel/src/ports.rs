@@ -10,7 +10,7 @@
 //!
 //! Context: trap context, in the caller's address space.
 
-use pvchannel::abi::Error;
+use abi::Error;
 
 use crate::hv;
 use crate::hv::port::Width;

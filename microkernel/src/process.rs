@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem::size_of;
 
-use pvchannel::abi::{self, layout};
+use abi::layout;
 use x86_64::structures::paging::{PageTable, PageTableFlags as Flags};
 
 use crate::hv::context::FpuState;

@@ -18,9 +18,9 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use abi::{Error, KernelCounters, Syscall};
 use core::sync::atomic::{AtomicBool, Ordering};
 use microkernel::ticketlock::TicketLock;
-use pvchannel::abi::{self, Error, KernelCounters, Syscall};
 
 use crate::channels::Channel;
 use crate::hv::context;

@@ -2,7 +2,7 @@
 //! or `manifests/NAME` under `test=NAME`), load each server it names into
 //! its own address space, and set up the channels between them with the
 //! grants the manifest gives. A server whose image is missing or corrupt,
-//! or whose grants break the grant rules of `pvchannel::manifest` (an MMIO
+//! or whose grants break the grant rules of `manifest` (an MMIO
 //! region over RAM of the real memory map, the kernel image or the initrd;
 //! a port range too wide or holding ports no server may have), is reported
 //! by name and left out; the rest boot.
@@ -12,12 +12,11 @@
 use alloc::vec::Vec;
 
 use boot::MemoryKind;
-use microkernel::initrd;
-use microkernel::physmem::PhysRange;
-use pvchannel::abi;
-use pvchannel::manifest::{
+use manifest::{
     self, Grant, GrantError, GrantRefusal, Manifest, MmioRegion, RamKind, RamRange, Role,
 };
+use microkernel::initrd;
+use microkernel::physmem::PhysRange;
 use pvchannel::{Completion, Descriptor};
 
 use crate::channels::{self, Channel, Region};
@@ -292,7 +291,7 @@ pub fn start(
     // The kernel's log joins the console service as one more client.
     let console = manifest
         .channels()
-        .find(|c| c.service.as_str() == pvchannel::klog::SERVICE)
+        .find(|c| c.service.as_str() == abi::klog::SERVICE)
         .and_then(|c| loaded[c.provider].map(|p| (p, c.ring_slots)));
     if let Some((console, slots)) = console {
         attach_kernel_log(system, console, slots, manifest.channel_count());
@@ -303,7 +302,7 @@ pub fn start(
 }
 
 fn attach_kernel_log(system: &mut System, console: usize, slots: u32, channel_slot: usize) {
-    let service = abi::name_bytes(pvchannel::klog::SERVICE);
+    let service = abi::name_bytes(abi::klog::SERVICE);
     let (channel, duplex) = match make_channel(system, channel_slot, slots, console, None, &service)
     {
         Ok(made) => made,

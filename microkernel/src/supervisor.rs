@@ -23,8 +23,8 @@
 
 use alloc::vec::Vec;
 
-use pvchannel::abi::{Error, PEER_ALIVE, PEER_DEAD};
-use pvchannel::manifest::Restart;
+use abi::{Error, PEER_ALIVE, PEER_DEAD};
+use manifest::Restart;
 
 use crate::channels::{self, Region};
 use crate::process::{ChannelEnd, MmioGrant, Server, State};

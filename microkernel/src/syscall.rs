@@ -1,5 +1,5 @@
 //! System calls: decode the number and arguments from the caller's frame
-//! (numbers and errors from `pvchannel::abi`), check every argument, act.
+//! (numbers and errors from `abi`), check every argument, act.
 //! Nothing a server passes can crash the kernel: every path returns a value
 //! or an `abi::Error`.
 //!
@@ -9,7 +9,7 @@ use core::mem::size_of;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use pvchannel::abi::{
+use abi::{
     BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState, Syscall,
     name_bytes,
 };
@@ -166,7 +166,7 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         peer_irqs: end.peer.map_or(0, |p| system.servers[p].irq_grants),
         peer_cpu: end
             .peer
-            .map_or(pvchannel::abi::NO_CPU, |p| system.servers[p].cpu as u32),
+            .map_or(abi::NO_CPU, |p| system.servers[p].cpu as u32),
         reserved: 0,
     };
     let server = &mut system.servers[index];

@@ -10,7 +10,7 @@
 //! stack, `process`) and not touched yet is mapped by the check, so that a
 //! pointer into it works exactly like one into a page the caller has used.
 
-use pvchannel::abi::{Error, layout::USER_END};
+use abi::{Error, layout::USER_END};
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::hv::context;

@@ -6,7 +6,6 @@
 //! shared memory first, and only the private copy is decoded. Decoding never
 //! panics. Usable in any context (kernel, interrupt handlers, servers).
 
-use crate::abi;
 use crate::layout::Slot;
 
 /// Number of argument words in a [`Descriptor`].

@@ -1,5 +1,6 @@
-//! pvchannel: the wire formats shared by the kernel and user space, and the
-//! lock-free shared-memory rings that batch hypercalls.
+//! pvchannel: the lock-free shared-memory rings that batch hypercalls, and
+//! their async halves. The system-call ABI and the boot manifest's format
+//! are crates of their own (`abi`, `manifest`).
 //!
 //! `#![no_std]`; the core (layout, descriptors, ring ends, async halves)
 //! needs no allocator. The `alloc` feature adds heap-backed regions for host
@@ -106,12 +107,9 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod abi;
 pub mod channel;
 pub mod descriptor;
-pub mod klog;
 pub mod layout;
-pub mod manifest;
 #[cfg(any(test, feature = "alloc"))]
 pub mod owned;
 pub mod ring;

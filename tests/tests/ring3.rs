@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use pvchannel::manifest::{self, Name, Server};
+use manifest::{self, Name, Server};
 use std::time::Duration;
 
 use tests::{Accel, Boot, Image, everywhere, image, on_kvm};

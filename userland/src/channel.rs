@@ -39,7 +39,7 @@ use core::future::poll_fn;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 
-use pvchannel::abi::{self, ChannelInfo};
+use abi::ChannelInfo;
 use pvchannel::spin::SpinBudget;
 use pvchannel::{
     Batching, ClientEnds, Completion, Descriptor, Doorbell, LayoutError, Receiver, RingError,

@@ -19,7 +19,6 @@ use core::task::{Context, Poll, Waker};
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use futures_util::task::{ArcWake, waker};
-use pvchannel::abi;
 
 use crate::notify::Notifications;
 

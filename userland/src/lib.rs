@@ -57,9 +57,10 @@ pub mod sys;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+pub use abi;
 pub use channel::{Channel, ChannelError, Client, OP_HANGUP, PeerChange, Provider};
 pub use executor::{block_on, spawn};
-pub use pvchannel::{self, Batching, Completion, Descriptor, abi};
+pub use pvchannel::{self, Batching, Completion, Descriptor};
 
 static SERVER_INDEX: AtomicU32 = AtomicU32::new(0);
 

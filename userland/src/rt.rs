@@ -44,7 +44,7 @@ pub extern "C" fn _start() -> ! {
 
 extern "C" fn start(server_index: u64, syscall_entry: u64) -> ! {
     crate::SERVER_INDEX.store(server_index as u32, core::sync::atomic::Ordering::Relaxed);
-    crate::sys::set_entry(pvchannel::abi::SyscallEntry::from_raw(syscall_entry));
+    crate::sys::set_entry(abi::SyscallEntry::from_raw(syscall_entry));
     // SAFETY: runs once, before anything allocates; the region is a static
     // used by nothing else, taken through a raw pointer (no reference to the
     // `static mut` is ever made).

@@ -1,4 +1,4 @@
-//! System calls: one safe wrapper per call of [`pvchannel::abi::Syscall`],
+//! System calls: one safe wrapper per call of [`abi::Syscall`],
 //! and the raw [`syscall6`] underneath (for the fuzzer).
 //!
 //! Context: a server's only thread. The wrappers never allocate. On the host
@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use zerocopy::{FromZeros, IntoBytes};
 
-use pvchannel::abi::{
+use abi::{
     BootInfo, ChannelInfo, ChannelStats, ChannelStatus, Error, KernelCounters, ServerInfo, Syscall,
     SyscallEntry,
 };
@@ -230,7 +230,7 @@ pub fn channel_reconnect(handle: u32) -> Result<ChannelInfo, Error> {
 pub fn channel_status(handle: u32) -> ChannelStatus {
     #[cfg(target_os = "none")]
     {
-        use pvchannel::abi::{MAX_HANDLES, StatusPage, layout};
+        use abi::{MAX_HANDLES, StatusPage, layout};
         if (handle as usize) < MAX_HANDLES {
             let page = layout::STATUS_PAGE as *const StatusPage;
             // SAFETY: the kernel maps the status page read-only at
@@ -249,7 +249,7 @@ pub fn channel_status(handle: u32) -> ChannelStatus {
 /// How many times this server was restarted (0 on its first run).
 #[cfg(target_os = "none")]
 pub fn restarts() -> u32 {
-    use pvchannel::abi::{StatusPage, layout};
+    use abi::{StatusPage, layout};
     let page = layout::STATUS_PAGE as *const StatusPage;
     // SAFETY: as in `channel_status`.
     unsafe { core::ptr::read_volatile(&raw const (*page).restarts) }
@@ -399,7 +399,7 @@ pub fn batching() -> pvchannel::Batching {
 /// The `test=NAME` option, empty when not testing.
 pub fn test_name() -> &'static str {
     boot_info_cached()
-        .map(|b| pvchannel::abi::name_str(&b.test_name))
+        .map(|b| abi::name_str(&b.test_name))
         .unwrap_or("")
 }
 

@@ -193,6 +193,8 @@ fn cargo() -> Command {
 
 /// The host-testable crates (the kernel's pure logic is its library).
 const HOST_TEST_PACKAGES: &[&str] = &[
+    "abi",
+    "manifest",
     "pvchannel",
     "proto",
     "boot",

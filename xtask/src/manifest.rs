@@ -1,7 +1,7 @@
 //! The boot manifest: reading `servers/manifest.toml` (the system's default)
 //! and `tests/manifests/NAME.toml` (one per in-QEMU test scenario), checking
 //! them, and encoding them into the binary form the kernel decodes
-//! (`pvchannel::manifest`, the one definition of that format).
+//! (the `manifest` crate, the one definition of that format).
 //!
 //! # The TOML format
 //!
@@ -27,7 +27,7 @@
 //!
 //! Servers boot in the order listed. Every `uses` entry is one channel
 //! (provider, client, service); channels are numbered in server order, and
-//! within a server in its `uses` order (see `pvchannel::manifest` for how
+//! within a server in its `uses` order (see the `manifest` crate for how
 //! that numbers each server's handles).
 //!
 //! Checking reports every problem it finds, each naming its file, server and
@@ -35,7 +35,7 @@
 //! "0x3f8-0x3ff" overlap server "uart2" ports "0x3f8-0x3f8"`.
 //!
 //! What a server may be granted is not decided here but by the grant rules
-//! of `pvchannel::manifest` (`check_port_grant`, and `check_mmio_grant`
+//! of the `manifest` crate (`check_port_grant`, and `check_mmio_grant`
 //! against `STATIC_RAM`, where QEMU puts RAM), which the kernel applies
 //! again at boot against the real memory map: no port range wider than 256
 //! or holding PCI configuration, ISA DMA, A20/reset or SMI ports; no MMIO
@@ -46,13 +46,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use pvchannel::abi::MAX_NOTIFY_BITS;
-use pvchannel::manifest::{
+use ::manifest::{
     self as wire, DEFAULT_RING_SLOTS, MAX_CHANNELS, MAX_CPUS, MAX_IRQ, MAX_MMIO_REGIONS,
     MAX_PORT_RANGES, MAX_RING_SLOTS, MAX_SERVERS, MIN_RING_SLOTS, MmioRegion, Name, PortRange,
     STATIC_RAM,
 };
+use abi::MAX_NOTIFY_BITS;
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The default manifest, relative to the workspace root.
@@ -994,7 +994,7 @@ pub fn load_all(root: &Path) -> Result<Manifests> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pvchannel::manifest::Role;
+    use ::manifest::Role;
 
     const LABEL: &str = "servers/manifest.toml";
 
@@ -1267,7 +1267,7 @@ mod tests {
         );
     }
 
-    /// The grant rules of `pvchannel::manifest`, as xtask reports them.
+    /// The grant rules of the `manifest` crate, as xtask reports them.
     #[test]
     fn port_grants_a_server_has_no_business_with() {
         let one = |ports: &str| format!("[[server]]\nname = \"console\"\nports = {ports}");

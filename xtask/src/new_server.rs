@@ -146,7 +146,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Why `service` cannot be a service name, if it cannot.
 pub fn check_service(service: &str) -> Result<(), String> {
-    if pvchannel::manifest::Name::new(service).is_none() {
+    if ::manifest::Name::new(service).is_none() {
         return Err(format!(
             "bad service \"{service}\": a service name is 1..={MAX_NAME} bytes of [a-z0-9-]"
         ));

@@ -44,8 +44,8 @@ pub enum Machine {
 }
 
 /// The most vCPUs a machine is given (`--smp`): the manifest's `cpus` is
-/// a 64-bit mask (`pvchannel::manifest::MAX_CPUS`).
-pub const MAX_CPUS: u32 = pvchannel::manifest::MAX_CPUS;
+/// a 64-bit mask (`::manifest::MAX_CPUS`).
+pub const MAX_CPUS: u32 = ::manifest::MAX_CPUS;
 
 /// The environment variable through which `cargo xtask test --smp N`
 /// tells the in-QEMU tests (`tests::Boot::new`) how many vCPUs to boot.

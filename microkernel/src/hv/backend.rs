@@ -16,7 +16,7 @@
 //! Context: every method may run in trap context (interrupts masked) unless
 //! it says otherwise; none allocates or blocks.
 
-use pvchannel::abi::SyscallEntry;
+use abi::SyscallEntry;
 use x86_64::structures::paging::PageTableFlags;
 
 use super::cpu::{IO_BITMAP_BYTES, Protection};

@@ -10,7 +10,7 @@ use core::arch::{asm, global_asm};
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 
 use super::cpu::{self, KERNEL_CODE, USER_DATA};
 use super::exits::count;
@@ -300,7 +300,7 @@ pub fn syscall_arrived_as_fault(frame: &mut TrapFrame) -> bool {
         || !frame.came_from_user()
         || frame.rip != lstar
         || frame.error_code & FETCH_FROM_USER_PRESENT != FETCH_FROM_USER_PRESENT
-        || frame.r12 >= pvchannel::abi::layout::USER_END
+        || frame.r12 >= abi::layout::USER_END
         || super::paging::fault_address() != lstar
     {
         return false;

@@ -17,7 +17,7 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 
 use super::exits::count;
 use super::smp::{BOOT_CPU, MAX_CPUS, this_cpu};
@@ -216,7 +216,7 @@ fn install_gates(stubs: u64, vectors: core::ops::RangeInclusive<u8>) {
             _ => 0,
         };
         let handler = stubs + u64::from(vector) * STUB_SIZE;
-        let user = vector == pvchannel::abi::SYSCALL_INT_VECTOR;
+        let user = vector == abi::SYSCALL_INT_VECTOR;
         idt.0[usize::from(vector)] = Gate::interrupt(handler, ist, user);
     }
 }

@@ -1,5 +1,5 @@
 //! Counts of the kernel's exit-causing operations, by kind
-//! ([`pvchannel::abi::HvOp`]). Every privileged instruction below `hv/` is
+//! ([`abi::HvOp`]). Every privileged instruction below `hv/` is
 //! counted where it is executed, so `stats`, `cargo xtask run --stats` and
 //! the benchmarks can say what each backend spent on a hot path.
 //!
@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 
 static COUNTS: [AtomicU64; HvOp::COUNT] = [const { AtomicU64::new(0) }; HvOp::COUNT];
 

@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 use x86_64::instructions::port::Port;
 
 use super::exits::count;

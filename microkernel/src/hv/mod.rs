@@ -362,7 +362,7 @@ pub fn note_crossings(entered_from_user: bool, returns_to_user: bool) {
     }
     if returns_to_user {
         context::count_swapgs(flavour);
-        exits::count(pvchannel::abi::HvOp::ReturnToUser);
+        exits::count(abi::HvOp::ReturnToUser);
     }
 }
 

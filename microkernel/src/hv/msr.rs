@@ -4,7 +4,7 @@
 
 use core::arch::asm;
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 
 use super::exits::count;
 

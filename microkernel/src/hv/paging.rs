@@ -11,7 +11,7 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 use x86_64::structures::paging::PageTableFlags;
 
 use super::exits::count;

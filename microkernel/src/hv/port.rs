@@ -8,7 +8,7 @@
 
 use core::arch::asm;
 
-use pvchannel::abi::HvOp;
+use abi::HvOp;
 
 use super::exits::count;
 

@@ -47,7 +47,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pvchannel::abi::{SYSCALL_INT_VECTOR, SyscallEntry};
+use abi::{SYSCALL_INT_VECTOR, SyscallEntry};
 
 use x86_64::structures::paging::PageTableFlags;
 

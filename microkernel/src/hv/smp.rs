@@ -164,7 +164,7 @@ pub fn shootdown(cpus: u64, pages: &[u64]) {
             kick(cpu);
         }
     }
-    super::exits::count(pvchannel::abi::HvOp::Other);
+    super::exits::count(abi::HvOp::Other);
     while SHOOTDOWN.waiting.load(Ordering::Acquire) != 0 {
         core::hint::spin_loop();
     }

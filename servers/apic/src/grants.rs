@@ -33,7 +33,7 @@ use alloc::vec::Vec;
 
 use ::proto::apic as proto;
 use userland::abi::Error;
-use userland::pvchannel::manifest::MAX_IRQ;
+use userland::abi::MAX_IRQ;
 
 use crate::madt::Topology;
 

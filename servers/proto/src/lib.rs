@@ -2,7 +2,7 @@
 //! small packing helpers both sides use. One module per service. Owned by
 //! the servers' side: the kernel does not depend on this crate (the one
 //! protocol it speaks, its log's writes to the console, is
-//! `pvchannel::klog`, which `console` re-exports).
+//! `abi::klog`, which `console` re-exports).
 //!
 //! Every request is a [`Descriptor`](pvchannel::Descriptor) (opcode, flags,
 //! cookie, six argument words) and every answer a
@@ -25,7 +25,7 @@ pub mod echo {
 /// The console server (`servers/console`): line-interleaved output from many
 /// clients, and line-buffered input from the 16550 (interrupt driven).
 pub mod console {
-    pub use pvchannel::klog::{OP_WRITE, SERVICE, WRITE_MAX, pack, unpack};
+    pub use abi::klog::{OP_WRITE, SERVICE, WRITE_MAX, pack, unpack};
 
     /// Write this client's partial line (if any) and answer once everything
     /// the client wrote before is on the wire. Value 0.

@@ -13,6 +13,12 @@
 //! # Server start
 //! A server enters at its ELF entry with `rdi` = its manifest index and
 //! `rsi` = the [`SyscallEntry`] to use.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod klog;
 
 /// How a server enters the kernel, as the kernel tells it at start (`rsi`).
 #[repr(u64)]
@@ -107,7 +113,8 @@ syscalls! {
     /// granted: where its ring pages are mapped and which notification bit
     /// it raises. Writes a [`ChannelInfo`] to `out_ptr`.
     ChannelInfo = 4, "channel_info";
-    /// `irq_bind(line) -> notification_bit`: take delivery of a granted IRQ line.
+    /// `irq_bind(line) -> notification_bit`: take delivery of a granted IRQ
+    /// line (`0..=MAX_IRQ`).
     IrqBind = 5, "irq_bind";
     /// `irq_ack(line)`: the handler is done; the line may fire again.
     IrqAck = 6, "irq_ack";
@@ -250,6 +257,10 @@ impl core::fmt::Display for Error {
         f.write_str(self.name())
     }
 }
+
+/// The highest IRQ line (ISA/GSI lines of the I/O APIC: 0..=23), for
+/// `irq_bind`, `irq_ack` and the manifest's grants.
+pub const MAX_IRQ: u8 = 23;
 
 /// The longest service or server name, in bytes (NUL padded on the wire).
 pub const NAME_LEN: usize = 16;

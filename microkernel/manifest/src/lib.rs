@@ -82,10 +82,16 @@
 //! [`Manifest::decode`] check only what the format can hold
 //! ([`check_port_range`], [`check_mmio_region`]), so a test can still build
 //! a manifest that the kernel's own check must refuse.
+#![no_std]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 use core::fmt;
 
-use crate::abi::{MAX_NOTIFY_BITS, NAME_LEN};
+use abi::{MAX_NOTIFY_BITS, NAME_LEN};
 
 /// `"PVMF"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PVMF");
@@ -100,8 +106,7 @@ pub const MAX_CHANNELS: usize = 64;
 pub const MAX_PORT_RANGES: usize = 16;
 /// Most MMIO regions one server may hold.
 pub const MAX_MMIO_REGIONS: usize = 8;
-/// The highest IRQ line (ISA/GSI lines of the I/O APIC: 0..=23).
-pub const MAX_IRQ: u8 = 23;
+pub use abi::MAX_IRQ;
 /// Every valid bit of an IRQ mask.
 pub const IRQ_LINES_MASK: u32 = (1 << (MAX_IRQ as u32 + 1)) - 1;
 /// One past the last I/O port.
@@ -281,7 +286,7 @@ impl Name {
 
     /// The name as a string.
     pub fn as_str(&self) -> &str {
-        crate::abi::name_str(&self.0)
+        abi::name_str(&self.0)
     }
 
     /// The NUL-padded bytes (as in `abi::ChannelInfo`).
