@@ -1,7 +1,7 @@
-//! The early boot console (COM1 through uart_16550) and the kernel's `log`
-//! backend. One of the kernel's two device accesses besides the
-//! hypervisor-facing module (the other is the test exit port): the kernel
-//! needs somewhere to report boot and faults before any server exists.
+//! The kernel's console front and its `log` backend: where `kprintln!`
+//! and `log` lines go (the console server through `klog` once it is up,
+//! else COM1 through `serial`, one of the kernel's two device accesses
+//! besides the hypervisor-facing module; the other is the test exit port).
 //!
 //! Three kinds of line come through here, treated differently when output
 //! is scarce: the kernel's own lines (`kprintln!`: fault reports, exits)
@@ -21,53 +21,10 @@
 use core::fmt::{self, Write};
 
 use spin::Mutex;
-use uart_16550::Uart16550;
-use uart_16550::backend::PioBackend;
 
 use crate::hv;
 use microkernel::cmdline::LogLevel;
 use microkernel::ratelimit::{self, SiteLimiter, Suppressed};
-
-const COM1: u16 = 0x3F8;
-
-static SERIAL: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
-
-/// Bring up COM1. Output before this call is lost, so it is the first thing
-/// the kernel does.
-pub fn init() {
-    // SAFETY: 0x3F8..0x400 is COM1 on every PC-compatible machine QEMU
-    // emulates, and the kernel is its only user until the console server
-    // takes over output (the kernel then stops writing to it).
-    let mut uart = match unsafe { Uart16550::new_port(COM1) } {
-        Ok(uart) => uart,
-        Err(_) => return,
-    };
-    if uart.init(uart_16550::Config::default()).is_ok() {
-        *SERIAL.lock() = Some(uart);
-    }
-}
-
-struct SerialWriter<'a>(&'a mut Uart16550<PioBackend>);
-
-impl Write for SerialWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        send_with_crlf(self.0, s.as_bytes());
-        Ok(())
-    }
-}
-
-/// Send `bytes`, turning each `\n` into `\r\n` for the terminal.
-fn send_with_crlf(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
-    for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-        match chunk.split_last() {
-            Some((b'\n', line)) => {
-                uart.send_bytes_exact(line);
-                uart.send_bytes_exact(b"\r\n");
-            }
-            _ => uart.send_bytes_exact(chunk),
-        }
-    }
-}
 
 /// Write formatted text to the kernel log: through the console server once
 /// it is up (`klog`), else to COM1.
@@ -82,9 +39,7 @@ pub fn print(args: fmt::Arguments<'_>) {
         if crate::klog::write(line.text()) {
             return;
         }
-        if let Some(uart) = SERIAL.lock().as_mut() {
-            let _ = SerialWriter(uart).write_fmt(args);
-        }
+        crate::serial::write_fmt(args);
     });
 }
 
@@ -96,22 +51,10 @@ pub fn print_server(record: &[u8]) -> bool {
         crate::klog::Delivery::Queued => true,
         crate::klog::Delivery::Dropped => false,
         crate::klog::Delivery::NotAttached => {
-            if let Some(uart) = SERIAL.lock().as_mut() {
-                send_with_crlf(uart, record);
-            }
+            crate::serial::write_masked(record);
             true
         }
     })
-}
-
-/// Write bytes straight to COM1, whatever the kernel log's route (for what
-/// the console server left unprinted when it ended).
-pub fn write_direct(bytes: &[u8]) {
-    hv::interrupts::without(|| {
-        if let Some(uart) = SERIAL.lock().as_mut() {
-            send_with_crlf(uart, bytes);
-        }
-    });
 }
 
 /// The longest line the kernel puts through the console server.
@@ -164,7 +107,7 @@ pub unsafe fn force_unlock() {
     // limiter's table holds only plain numbers: a fault inside its
     // arithmetic (only a kernel bug) leaves at worst wrong counts.
     unsafe {
-        SERIAL.force_unlock();
+        crate::serial::force_unlock();
         WARNINGS.force_unlock();
         crate::klog::abandon();
     }

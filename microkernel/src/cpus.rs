@@ -21,7 +21,7 @@ use crate::hv::smp::{self, ApStart, BOOT_CPU, MAX_CPUS};
 use crate::memory::paging::kernel_space;
 use crate::memory::stacks::KernelStack;
 use crate::memory::{frames, phys_to_virt};
-use crate::{hv, sched};
+use crate::{hv, system};
 
 /// Reads ACPI tables through the kernel's direct map of physical memory.
 #[derive(Clone, Copy)]
@@ -159,7 +159,7 @@ extern "C" fn cpu_main(cpu: u64) -> ! {
         handover.protection,
     );
     smp::cpu_online(cpu);
-    while !sched::started() {
+    while !system::started() {
         core::hint::spin_loop();
     }
     debug_assert_ne!(cpu, BOOT_CPU);

@@ -75,7 +75,7 @@ pub fn attach(
             // The dead console left a consumer index that cannot be; which
             // lines it printed is unknown. Say so rather than lose them
             // silently.
-            crate::console::write_direct(
+            crate::serial::write_direct(
                 b"kernel: the console corrupted the kernel log's ring before it restarted: unprinted kernel lines were lost\n",
             );
             0
@@ -85,7 +85,7 @@ pub fn attach(
                 // Cannot happen with rings of one size; never silently.
                 if request.opcode() == OP_WRITE {
                     let (bytes, len) = unpack(&request.args());
-                    crate::console::write_direct(&bytes[..len]);
+                    crate::serial::write_direct(&bytes[..len]);
                 }
             }
         }
@@ -154,9 +154,9 @@ pub fn write(bytes: &[u8]) -> bool {
         // On a line of its own: the console may have stopped halfway
         // through putting out one of its lines when it was preempted. What
         // the kernel had begun of a line goes first.
-        crate::console::write_direct(b"\n");
-        crate::console::write_direct(&log.line[..log.len]);
-        crate::console::write_direct(bytes);
+        crate::serial::write_direct(b"\n");
+        crate::serial::write_direct(&log.line[..log.len]);
+        crate::serial::write_direct(bytes);
         log.len = 0;
     }
     true

@@ -4,6 +4,7 @@
 
 extern crate alloc;
 
+pub mod channel;
 pub mod cmdline;
 pub mod elf;
 pub mod framemap;
@@ -14,5 +15,7 @@ pub mod logline;
 pub mod physmem;
 pub mod portinsn;
 pub mod ratelimit;
+pub mod scheduler;
+pub mod syscall_args;
 pub mod ticketlock;
 pub mod time;

@@ -17,7 +17,7 @@ use core::fmt::{self, Write};
 
 /// The longest record, newline included: the kernel formats its lines in a
 /// buffer this long (`console.rs`). Room for a whole `log` line
-/// (`syscall::MAX_LOG`, 1 KiB: machine-readable result lines such as the
+/// (`syscall_args::MAX_LOG`, 1 KiB: machine-readable result lines such as the
 /// stress server's are that long) with its name and a few escapes.
 pub const RECORD_MAX: usize = 1152;
 

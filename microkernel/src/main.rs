@@ -28,13 +28,15 @@ mod ports;
 #[cfg(target_os = "none")]
 mod process;
 #[cfg(target_os = "none")]
-mod sched;
+mod serial;
 #[cfg(target_os = "none")]
 mod startup;
 #[cfg(target_os = "none")]
 mod supervisor;
 #[cfg(target_os = "none")]
 mod syscall;
+#[cfg(target_os = "none")]
+mod system;
 #[cfg(target_os = "none")]
 mod traps;
 #[cfg(target_os = "none")]
@@ -56,8 +58,8 @@ mod kernel {
 
     use crate::hv::{self, context, cpu, lapic};
     use crate::memory::{self, frames, heap, paging};
-    use crate::sched::{self, System};
-    use crate::{bootmarks, console, exit, kprintln, ktest, startup};
+    use crate::system::{self, System};
+    use crate::{bootmarks, console, exit, kprintln, ktest, serial, startup};
 
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -77,7 +79,7 @@ mod kernel {
     #[unsafe(no_mangle)]
     pub fn kernel_main(info: &'static BootInfo) -> ! {
         let boot_tsc = hv::rdtsc();
-        console::init();
+        serial::init();
         let line = info.cmdline();
         // Parsed once (this runs interpreted where PVM interprets the
         // kernel): warnings wait for the log, whose level the line sets.
@@ -288,7 +290,7 @@ mod kernel {
             config.test(),
             &startup::ram_ranges(info, image),
         );
-        sched::install(system);
+        system::install(system);
         idle()
     }
 

@@ -16,7 +16,7 @@ use crate::hv;
 use crate::hv::port::Width;
 use crate::hv::trap::TrapFrame;
 use crate::process::Server;
-use crate::sched::System;
+use crate::system::System;
 use crate::usermem::UserRange;
 use microkernel::portinsn::{self, MAX_INSN};
 
@@ -114,7 +114,8 @@ pub fn write_paced(system: &mut System, index: usize, a: [u64; 6]) -> Result<u64
     UserRange::new(ptr, len).read(server, data)?;
     let mut written = 0u64;
     for piece in data.chunks(chunk.min(MAX_BURST) as usize) {
-        let give_up = microkernel::time::deadline_after(hv::rdtsc(), READY_WAIT_NS, system.tsc_hz);
+        let give_up =
+            microkernel::time::deadline_after(hv::rdtsc(), READY_WAIT_NS, system.config.tsc_hz);
         // SAFETY: both ports are granted to the caller (checked above).
         while unsafe { hv::port::read(status, Width::Byte) } as u8 & mask == 0 {
             if hv::rdtsc() >= give_up {

@@ -1,7 +1,7 @@
 //! Servers: one ring-3 program in its own address space, with its kernel
 //! stack, saved registers, notification state and the grants the manifest
 //! gave it. This module creates them from checked ELF images and tears
-//! them down; `sched` decides who runs.
+//! them down; the scheduler (`microkernel::scheduler`) decides who runs.
 //!
 //! Pages that hold nothing but zeros (a segment's pages past its last file
 //! byte: `.bss`, most of it the runtime's heap; and the stack) are not
@@ -27,24 +27,9 @@ use crate::hv::trap::TrapFrame;
 use crate::memory::paging::{AddressSpace, MapError, kernel_space};
 use crate::memory::stacks::KernelStack;
 use crate::memory::{PAGE_SIZE, frames, phys_to_virt};
+use manifest::Restart;
 use microkernel::elf::{self, ElfError};
-
-/// Where a server is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Ready,
-    Running,
-    /// In `wait`, until a bit of `wait_mask` is pending or `deadline` passes.
-    Blocked,
-    Exited(i64),
-    Faulted,
-}
-
-impl State {
-    pub fn is_alive(self) -> bool {
-        matches!(self, State::Ready | State::Running | State::Blocked)
-    }
-}
+use microkernel::intensity::Intensity;
 
 /// One end of a channel, as its server sees it.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +97,6 @@ pub struct MmioGrant {
 
 pub struct Server {
     pub name: String,
-    pub state: State,
     pub space: AddressSpace,
     /// User frames this server owns (image, stack, pages mapped on
     /// demand), freed with it.
@@ -121,20 +105,13 @@ pub struct Server {
     pub lazy: Vec<LazyRange>,
     /// Pages of `lazy` mapped so far.
     pub demand_pages: u64,
+    /// Its kernel stack, which serves the one CPU it runs on (the
+    /// scheduler keeps which, `System::cpu_of`).
     pub kernel_stack: KernelStack,
-    /// The CPU it runs on, chosen at boot (`System::place`) and kept
-    /// across restarts.
-    pub cpu: usize,
     /// An injected fault waits for the server's CPU to resume it
     /// (`supervisor::inject_fault` from another CPU).
     pub fault_pending: bool,
     pub fpu: Box<FpuState>,
-    /// Set at the first `wait`: the server has finished starting up.
-    pub reached_wait: bool,
-    pub pending: u64,
-    pub wait_mask: u64,
-    /// TSC value at which a `wait` gives up.
-    pub deadline: Option<u64>,
     /// Notification bits handed out so far (channels, then IRQs).
     pub bits_used: u32,
     pub channels: Vec<ChannelEnd>,
@@ -158,6 +135,28 @@ pub struct Server {
     pub syscalls: u64,
     pub log_limit: microkernel::ratelimit::TokenBucket,
     released: bool,
+}
+
+/// What the kernel needs to start a server again: its image and grants as
+/// the manifest gave them, and its restart policy.
+pub struct Spec {
+    pub image: &'static [u8],
+    pub restart: Restart,
+    pub intensity: Intensity,
+    pub inject_faults: bool,
+    pub ports: Vec<(u16, u16)>,
+    pub irq_grants: u32,
+    pub mmio: Vec<MmioGrant>,
+}
+
+impl Spec {
+    /// Give `server` (a fresh instance) what the manifest grants it: at
+    /// boot and at every restart alike.
+    pub fn grant(&self, server: &mut Server) {
+        server.port_grants = self.ports.clone();
+        server.irq_grants = self.irq_grants;
+        server.mmio = self.mmio.clone();
+    }
 }
 
 /// Why a server could not be loaded.
@@ -201,6 +200,51 @@ impl Server {
             self.bits_used += 1;
             self.bits_used - 1
         })
+    }
+
+    /// The notification bit IRQ `line` raises in this server: the one it
+    /// had (a line bound again keeps its bit), or a new one; `None` when
+    /// its bits are all taken.
+    pub fn irq_bit(&mut self, line: usize) -> Option<u32> {
+        let bit = match self.irq_bits[line] {
+            Some(bit) => bit,
+            None => self.allocate_bit()?,
+        };
+        self.irq_bits[line] = Some(bit);
+        Some(bit)
+    }
+
+    /// Allow ports `first..=last` in this server's I/O bitmap (made on
+    /// first use, denying every port). The caller checked its grants.
+    pub fn allow_ports(&mut self, first: u16, last: u16) {
+        let bitmap = self
+            .io_bitmap
+            .get_or_insert_with(|| Box::new([0xFF; IO_BITMAP_BYTES]));
+        microkernel::syscall_args::allow_ports(&mut bitmap[..], first, last);
+    }
+
+    /// Map MMIO grant `grant` (uncached) in this server's MMIO window, once
+    /// and whole; later calls get the same place. Returns its base.
+    pub fn map_mmio(&mut self, grant: usize) -> Result<u64, MapError> {
+        let g = self.mmio[grant];
+        if let Some(base) = g.mapped_at {
+            return Ok(base);
+        }
+        let base = self.mmio_next;
+        let flags = Flags::USER_ACCESSIBLE
+            | Flags::WRITABLE
+            | Flags::NO_EXECUTE
+            | Flags::NO_CACHE
+            | Flags::WRITE_THROUGH;
+        let mut offset = 0;
+        while offset < g.len {
+            self.space.map(base + offset, g.phys + offset, flags)?;
+            offset += PAGE_SIZE;
+        }
+        // A guard page between regions.
+        self.mmio_next = base + g.len + PAGE_SIZE;
+        self.mmio[grant].mapped_at = Some(base);
+        Ok(base)
     }
 
     /// Load `image` as server `index`, ready to run from its entry point.
@@ -343,20 +387,14 @@ impl Server {
         };
         Ok(Server {
             name: String::from(name),
-            state: State::Ready,
             // SAFETY: the root was just made for this server alone.
             space: unsafe { AddressSpace::from_root(root) },
             owned_frames: Vec::new(),
             lazy: Vec::new(),
             demand_pages: 0,
             kernel_stack,
-            cpu,
             fault_pending: false,
             fpu: Box::new(FpuState::initial()),
-            reached_wait: false,
-            pending: 0,
-            wait_mask: 0,
-            deadline: None,
             bits_used: 0,
             channels: Vec::new(),
             port_grants: Vec::new(),

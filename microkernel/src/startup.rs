@@ -22,9 +22,9 @@ use pvchannel::{Completion, Descriptor};
 use crate::channels::{self, Channel, Region};
 use crate::kprintln;
 use crate::memory::phys_to_virt;
+use crate::process::Spec;
 use crate::process::{ChannelEnd, MmioGrant, Server};
-use crate::sched::System;
-use crate::supervisor::Spec;
+use crate::system::System;
 use microkernel::intensity::Intensity;
 
 /// The initrd's bytes, through the direct map.
@@ -209,8 +209,8 @@ pub fn start(
                     mmio: grants.mmio,
                 };
                 spec.grant(&mut server);
-                system.specs.push(spec);
-                system.servers.push(server);
+                let admitted = system.admit(server, spec, cpu);
+                debug_assert_eq!(admitted, index);
                 loaded.push(Some(index));
             }
             Err(e) => {

@@ -21,36 +21,40 @@
 //! Context: trap context, interrupts masked, on the kernel stack of the
 //! server that ended (the replaced instance is freed at the next trap).
 
-use alloc::vec::Vec;
-
 use abi::{Error, PEER_ALIVE, PEER_DEAD};
 use manifest::Restart;
 
 use crate::channels::{self, Region};
-use crate::process::{ChannelEnd, MmioGrant, Server, State};
-use crate::sched::System;
-use crate::{hv, kprintln};
-use microkernel::intensity::Intensity;
+use crate::process::{ChannelEnd, Server};
+use crate::system::System;
+use crate::{exit, hv, kprintln};
+use microkernel::scheduler::State;
 
-/// What the kernel needs to start a server again: its image and grants as
-/// the manifest gave them, and its restart policy.
-pub struct Spec {
-    pub image: &'static [u8],
-    pub restart: Restart,
-    pub intensity: Intensity,
-    pub inject_faults: bool,
-    pub ports: Vec<(u16, u16)>,
-    pub irq_grants: u32,
-    pub mmio: Vec<MmioGrant>,
-}
-
-impl Spec {
-    /// Give `server` (a fresh instance) what the manifest grants it: at
-    /// boot and at every restart alike.
-    pub fn grant(&self, server: &mut Server) {
-        server.port_grants = self.ports.clone();
-        server.irq_grants = self.irq_grants;
-        server.mmio = self.mmio.clone();
+/// Server `index` (the current one) ended in `state`: release what it
+/// held, then restart it if its policy and intensity allow, or leave it
+/// down and tell its peers.
+pub fn end_server(system: &mut System, index: usize, state: State) {
+    system.retire(index, state);
+    if restart(system, index, state) {
+        return;
+    }
+    // Down for good: the kernel log goes back to COM1, with what the
+    // console left unprinted (a restarted console gets it instead).
+    let log_dropped = crate::klog::detach_if(index, crate::serial::write_direct);
+    if let Some(dropped) = log_dropped {
+        kprintln!(
+            "kernel: the console server ended; the kernel log is back on COM1 \
+             ({dropped} chunks were dropped while its ring was full)"
+        );
+    }
+    leave_down(system, index);
+    if system.bury(index) {
+        kprintln!("kernel: all servers have ended");
+        let counters = system.counters_snapshot();
+        kprintln!("kernel: counters: {counters}");
+        if system.config.test.is_some() {
+            exit::success();
+        }
     }
 }
 
@@ -63,7 +67,7 @@ fn handle_of(server: &Server, channel: usize) -> Option<usize> {
 /// at `generation` with its peer `peer_state`, and wake it.
 fn tell_peer(system: &mut System, end: &ChannelEnd, generation: u32, peer_state: u32) {
     let Some(peer) = end.peer else { return };
-    if !system.servers[peer].state.is_alive() {
+    if !system.is_alive(peer) {
         return;
     }
     let Some(handle) = handle_of(&system.servers[peer], end.channel) else {
@@ -76,7 +80,8 @@ fn tell_peer(system: &mut System, end: &ChannelEnd, generation: u32, peer_state:
 
 /// Restart server `index`, which ended in `state`, if its policy and
 /// intensity allow; `true` when it was.
-pub fn restart(system: &mut System, index: usize, state: State) -> bool {
+fn restart(system: &mut System, index: usize, state: State) -> bool {
+    let cpu = system.cpu_of(index);
     let Some(spec) = system.specs.get_mut(index) else {
         return false;
     };
@@ -106,7 +111,6 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
         );
         return false;
     }
-    let cpu = system.servers[index].cpu;
     let mut new = match Server::load(index, &name, spec.image, cpu) {
         Ok(server) => server,
         Err(e) => {
@@ -133,21 +137,16 @@ pub fn restart(system: &mut System, index: usize, state: State) -> bool {
             // The channels renewed so far drop the new instance's mapping
             // with it; `leave_down` tells every peer.
             for end in &new.channels[..handle] {
-                system.channels[end.channel].set_mapped(end.provider, None);
+                system.channels[end.channel].set_mapped(end.provider, None, channels::free_region);
             }
             return false;
         }
     }
-    let old = core::mem::replace(&mut system.servers[index], new);
-    // A restart runs on the server's own CPU (it ended there).
-    system.cpu().graveyard.push(old);
-    if system.current() == Some(index) {
-        // The old instance is gone: nothing of it is saved or resumed.
-        system.cpu().current = None;
-    }
-    system.add_ready(index);
-    let micros =
-        u128::from(hv::rdtsc().saturating_sub(started)) * 1_000_000 / u128::from(system.tsc_hz);
+    // A restart runs on the server's own CPU (it ended there); nothing of
+    // the old instance is saved or resumed.
+    system.replace(index, new);
+    let micros = u128::from(hv::rdtsc().saturating_sub(started)) * 1_000_000
+        / u128::from(system.config.tsc_hz);
     kprintln!(
         "kernel: server {name} restarted (restart {}) in {micros} us",
         system.servers[index].restarts
@@ -164,15 +163,15 @@ fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result
     let (region, duplex) = channels::new_region(channel.ring_slots, generation)?;
     channel.push_generation(region);
     channels::map_region(&mut new.space, channel.base, &region)?;
-    channel.set_mapped(end.provider, Some(generation));
+    channel.set_mapped(end.provider, Some(generation), channels::free_region);
     let peer_alive = match end.peer {
-        Some(peer) => system.servers[peer].state.is_alive(),
+        Some(peer) => system.is_alive(peer),
         None => {
             // The kernel's log: the kernel is the client, and moves to the
             // new ring at once, carrying over what the old one held (`klog::attach`).
             let (slots, console) = (channel.ring_slots, channel.provider);
             crate::startup::attach_log_ring(duplex, &region, slots, console, end.own_bit)?;
-            system.channels[end.channel].set_mapped(false, Some(generation));
+            system.channels[end.channel].set_mapped(false, Some(generation), channels::free_region);
             true
         }
     };
@@ -184,13 +183,13 @@ fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result
 
 /// Server `index` ended and stays down: its ends of every channel are
 /// gone, and its peers are told (`PEER_DEAD`).
-pub fn leave_down(system: &mut System, index: usize) {
+fn leave_down(system: &mut System, index: usize) {
     for end in system.servers[index].channels.clone() {
         let channel = &mut system.channels[end.channel];
-        channel.set_mapped(end.provider, None);
+        channel.set_mapped(end.provider, None, channels::free_region);
         if end.peer.is_none() {
             // The kernel's log end: detached already (`klog::detach_if`).
-            channel.set_mapped(false, None);
+            channel.set_mapped(false, None, channels::free_region);
         }
         let generation = channel.generation;
         tell_peer(system, &end, generation, PEER_DEAD);
@@ -205,7 +204,7 @@ pub fn reconnect(system: &mut System, index: usize, handle: usize) -> Result<u32
         .get(handle)
         .ok_or(Error::BadHandle)?;
     if let Some(peer) = end.peer
-        && !system.servers[peer].state.is_alive()
+        && !system.is_alive(peer)
     {
         return Err(Error::PeerDead);
     }
@@ -216,7 +215,11 @@ pub fn reconnect(system: &mut System, index: usize, handle: usize) -> Result<u32
         let base = channel.base;
         channels::map_region(&mut system.servers[index].space, base, &region)
             .map_err(|_| Error::OutOfMemory)?;
-        system.channels[end.channel].set_mapped(end.provider, Some(generation));
+        system.channels[end.channel].set_mapped(
+            end.provider,
+            Some(generation),
+            channels::free_region,
+        );
     }
     Ok(generation)
 }
@@ -229,10 +232,10 @@ pub fn inject_fault(system: &mut System, caller: usize, target: u64) -> Result<u
         return Err(Error::Denied);
     }
     let target = usize::try_from(target).map_err(|_| Error::BadHandle)?;
-    let server = system.servers.get_mut(target).ok_or(Error::BadHandle)?;
-    if !server.state.is_alive() {
+    if target >= system.servers.len() || !system.is_alive(target) {
         return Err(Error::BadHandle);
     }
+    let server = &mut system.servers[target];
     server.injected = true;
     if target == caller {
         // SAFETY: the caller's saved frame, which this call returns through.
@@ -242,8 +245,8 @@ pub fn inject_fault(system: &mut System, caller: usize, target: u64) -> Result<u
     // Applied by the target's own CPU when it next resumes it (`schedule`):
     // a target running on another CPU has its registers there, not saved.
     server.fault_pending = true;
-    let (cpu, state) = (server.cpu, server.state);
-    match state {
+    let cpu = system.cpu_of(target);
+    match system.state(target) {
         State::Blocked => system.wake(target, 0),
         State::Running if cpu != system.here() => hv::smp::kick(cpu),
         _ => {}

@@ -1,5 +1,6 @@
 //! System calls: decode the number and arguments from the caller's frame
-//! (numbers and errors from `abi`), check every argument, act.
+//! (numbers and errors from `abi`), check every argument (the checks are
+//! `microkernel::syscall_args`, host-tested), act.
 //! Nothing a server passes can crash the kernel: every path returns a value
 //! or an `abi::Error`.
 //!
@@ -10,23 +11,18 @@ use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use abi::{
-    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, ServerState, Syscall,
-    name_bytes,
+    BootInfo, ChannelInfo, ChannelStats, Error, KernelCounters, ServerInfo, Syscall, name_bytes,
 };
 use pvchannel::layout::PRODUCER_INDEX_OFFSET;
-use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::hv;
-use crate::hv::cpu::IO_BITMAP_BYTES;
 use crate::hv::trap::TrapFrame;
-use crate::memory::PAGE_SIZE;
-use crate::process::State;
-use crate::sched::System;
+use crate::process::ChannelEnd;
+use crate::system::System;
 use crate::usermem::UserRange;
+use microkernel::scheduler::State;
+use microkernel::syscall_args as check;
 use zerocopy::IntoBytes;
-
-/// The longest line `log` accepts.
-pub const MAX_LOG: u64 = 1024;
 
 /// Handle the system call in `frame` (made by the current server).
 pub fn handle(system: &mut System, frame: &mut TrapFrame) {
@@ -59,7 +55,7 @@ fn dispatch(
 ) -> Result<Option<u64>, Error> {
     match call {
         Syscall::Exit => {
-            system.exit_current(a[0] as i64);
+            exit(system, index, a[0] as i64);
             Ok(None)
         }
         Syscall::Yield => {
@@ -97,47 +93,46 @@ fn wait(
     mask: u64,
     timeout_ns: u64,
 ) -> Result<Option<u64>, Error> {
-    if mask == 0 {
-        return Err(Error::InvalidArgument);
-    }
-    let server = &mut system.servers[index];
-    let got = server.pending & mask;
+    let mask = check::wait_mask(mask)?;
+    let got = system.take_pending(index, mask);
     if got != 0 {
-        server.pending &= !got;
         return Ok(Some(got));
     }
     let deadline = (timeout_ns != 0)
-        .then(|| microkernel::time::deadline_after(hv::rdtsc(), timeout_ns, system.tsc_hz));
+        .then(|| microkernel::time::deadline_after(hv::rdtsc(), timeout_ns, system.config.tsc_hz));
     system.block_current(mask, deadline);
     Ok(None)
+}
+
+/// `exit`: the caller ends with `code`.
+fn exit(system: &mut System, index: usize, code: i64) {
+    crate::kprintln!(
+        "kernel: server {} exited with code {code}",
+        system.servers[index].name
+    );
+    crate::supervisor::end_server(system, index, State::Exited(code));
 }
 
 /// Ring every channel handle set in `handles` (`wait`'s doorbells), after
 /// checking that the caller holds them all.
 fn ring_all(system: &mut System, index: usize, handles: u64) -> Result<(), Error> {
-    if handles == 0 {
-        return Ok(());
-    }
     let held = system.servers[index].channels.len();
-    if held < 64 && handles >> held != 0 {
-        return Err(Error::BadHandle);
-    }
-    let mut rest = handles;
-    while rest != 0 {
-        let handle = u64::from(rest.trailing_zeros());
-        rest &= rest - 1;
-        notify(system, index, handle)?;
+    for handle in check::doorbell_handles(handles, held)? {
+        notify(system, index, handle as u64)?;
     }
     Ok(())
 }
 
+/// The channel end `handle` of server `index`.
+fn channel_end(system: &System, index: usize, handle: u64) -> Result<ChannelEnd, Error> {
+    let ends = &system.servers[index].channels;
+    Ok(ends[check::handle(handle, ends.len())?])
+}
+
 fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> {
-    let end = *system.servers[index]
-        .channels
-        .get(handle as usize)
-        .ok_or(Error::BadHandle)?;
+    let end = channel_end(system, index, handle)?;
     system.counters.doorbells += 1;
-    system.channels[end.channel].doorbells[usize::from(end.provider)] += 1;
+    system.channels[end.channel].count_doorbell(end.provider);
     // A doorbell towards the kernel's own log channel needs no wakeup: the
     // kernel never waits on it.
     if let Some(peer) = end.peer
@@ -149,10 +144,7 @@ fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> 
 }
 
 fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Result<u64, Error> {
-    let end = *system.servers[index]
-        .channels
-        .get(handle as usize)
-        .ok_or(Error::BadHandle)?;
+    let end = channel_end(system, index, handle)?;
     let channel = &system.channels[end.channel];
     let peer = name_bytes(end.peer.map_or(KERNEL_NAME, |p| &system.servers[p].name));
     let info = ChannelInfo {
@@ -164,9 +156,7 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
         peer,
         generation: channel.mapped(end.provider).unwrap_or(channel.generation),
         peer_irqs: end.peer.map_or(0, |p| system.servers[p].irq_grants),
-        peer_cpu: end
-            .peer
-            .map_or(abi::NO_CPU, |p| system.servers[p].cpu as u32),
+        peer_cpu: end.peer.map_or(abi::NO_CPU, |p| system.cpu_of(p) as u32),
         reserved: 0,
     };
     let server = &mut system.servers[index];
@@ -174,33 +164,23 @@ fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Res
     Ok(0)
 }
 
-fn irq_line(line: u64) -> Result<usize, Error> {
-    if line >= crate::sched::IRQ_LINES {
-        return Err(Error::InvalidArgument);
-    }
-    Ok(line as usize)
-}
-
 fn irq_bind(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
-    let line = irq_line(line)?;
+    let line = check::irq_line(line)?;
     if system.servers[index].irq_grants & (1 << line) == 0 {
         return Err(Error::Denied);
     }
     if system.irqs.owner(line).is_some() {
         return Err(Error::Busy);
     }
-    let server = &mut system.servers[index];
-    let bit = match server.irq_bits[line] {
-        Some(bit) => bit,
-        None => server.allocate_bit().ok_or(Error::OutOfMemory)?,
-    };
-    server.irq_bits[line] = Some(bit);
+    let bit = system.servers[index]
+        .irq_bit(line)
+        .ok_or(Error::OutOfMemory)?;
     system.irqs.bind(line, index).map_err(|_| Error::Busy)?;
     Ok(u64::from(bit))
 }
 
 fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
-    let line = irq_line(line)?;
+    let line = check::irq_line(line)?;
     let eois = system
         .irqs
         .acknowledge(line, index)
@@ -210,73 +190,27 @@ fn irq_ack(system: &mut System, index: usize, line: u64) -> Result<u64, Error> {
 }
 
 fn ioport_enable(system: &mut System, index: usize, first: u64, count: u64) -> Result<u64, Error> {
-    let (first, last) = microkernel::portinsn::port_range(first, count).ok_or(Error::BadSize)?;
-    let (first, last) = (u32::from(first), u32::from(last));
     let server = &mut system.servers[index];
-    let granted = server
-        .port_grants
-        .iter()
-        .any(|&(start, n)| first >= u32::from(start) && last < u32::from(start) + u32::from(n));
-    if !granted {
-        return Err(Error::Denied);
-    }
-    let bitmap = server
-        .io_bitmap
-        .get_or_insert_with(|| alloc::boxed::Box::new([0xFF; IO_BITMAP_BYTES]));
-    for port in first..=last {
-        bitmap[(port / 8) as usize] &= !(1 << (port % 8));
-    }
+    let (first, last) = check::granted_ports(first, count, &server.port_grants)?;
+    server.allow_ports(first, last);
     system.reload_io_bitmap();
     Ok(0)
 }
 
 fn mmio_map(system: &mut System, index: usize, phys: u64, len: u64) -> Result<u64, Error> {
-    if len == 0 || !phys.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
-        return Err(Error::BadSize);
-    }
-    let end = phys.checked_add(len).ok_or(Error::BadSize)?;
+    let end = check::mmio_request(phys, len)?;
     let server = &mut system.servers[index];
-    let grant = server
-        .mmio
-        .iter()
-        .position(|g| phys >= g.phys && end <= g.phys + g.len)
-        .ok_or(Error::Denied)?;
-    // A region is mapped once, whole; later calls get the same place.
-    let base = match server.mmio[grant].mapped_at {
-        Some(base) => base,
-        None => {
-            let base = server.mmio_next;
-            let g = server.mmio[grant];
-            let flags = Flags::USER_ACCESSIBLE
-                | Flags::WRITABLE
-                | Flags::NO_EXECUTE
-                | Flags::NO_CACHE
-                | Flags::WRITE_THROUGH;
-            let mut offset = 0;
-            while offset < g.len {
-                server
-                    .space
-                    .map(base + offset, g.phys + offset, flags)
-                    .map_err(|_| Error::OutOfMemory)?;
-                offset += PAGE_SIZE;
-            }
-            server.mmio_next = base + g.len + PAGE_SIZE;
-            server.mmio[grant].mapped_at = Some(base);
-            base
-        }
-    };
+    let grant = check::mmio_grant(server.mmio.iter().map(|g| (g.phys, g.len)), phys, end)?;
+    let base = server.map_mmio(grant).map_err(|_| Error::OutOfMemory)?;
     Ok(base + (phys - server.mmio[grant].phys))
 }
 
 fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64, Error> {
-    if len == 0 {
-        return Err(Error::BadSize);
-    }
+    let n = check::copy_out_len(len, size_of::<KernelCounters>())?;
     let mut snapshot: KernelCounters = system.counters_snapshot();
     snapshot.tsc = hv::rdtsc();
-    let n = len.min(size_of::<KernelCounters>() as u64);
     let server = &mut system.servers[index];
-    Ok(UserRange::new(out, n).write(server, snapshot.as_bytes())? as u64)
+    Ok(UserRange::new(out, n as u64).write(server, snapshot.as_bytes())? as u64)
 }
 
 /// One record on the console, `[name] text`, with the text escaped so that
@@ -289,14 +223,12 @@ fn counters(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64
 fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Error> {
     use microkernel::logline::{RECORD_MAX, dropped_note, server_record};
 
-    if len > MAX_LOG {
-        return Err(Error::BadSize);
-    }
-    let mut buf = [0u8; MAX_LOG as usize];
-    let text = &mut buf[..len as usize];
-    let tsc_hz = system.tsc_hz;
+    let len = check::log_len(len)?;
+    let mut buf = [0u8; check::MAX_LOG];
+    let text = &mut buf[..len];
+    let tsc_hz = system.config.tsc_hz;
     let server = &mut system.servers[index];
-    UserRange::new(ptr, len).read(server, text)?;
+    UserRange::new(ptr, len as u64).read(server, text)?;
     let limit = &mut server.log_limit;
     if !limit.admit(hv::rdtsc(), tsc_hz, microkernel::ratelimit::SERVER_LOG) {
         return Err(Error::Busy);
@@ -315,19 +247,17 @@ fn log(system: &mut System, index: usize, ptr: u64, len: u64) -> Result<u64, Err
         limit.count_dropped(1);
         return Err(Error::Busy);
     }
-    Ok(len)
+    Ok(len as u64)
 }
 
 fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u64, Error> {
-    if len == 0 {
-        return Err(Error::BadSize);
-    }
+    let n = check::copy_out_len(len, size_of::<BootInfo>())?;
     let mut info = BootInfo {
-        batching: u32::from(system.batching),
+        batching: u32::from(system.config.batching),
         server_index: index as u32,
-        tsc_hz: system.tsc_hz,
-        test_name: system.test.unwrap_or([0; 32]),
-        rsdp: system.rsdp,
+        tsc_hz: system.config.tsc_hz,
+        test_name: system.config.test.unwrap_or([0; 32]),
+        rsdp: system.config.rsdp,
         ports_direct: u32::from(hv::backend().ports_direct()),
         backend: {
             let mut name = [0u8; 12];
@@ -336,36 +266,22 @@ fn boot_info(system: &mut System, index: usize, out: u64, len: u64) -> Result<u6
             name
         },
         cpus: system.cpu_count() as u32,
-        cpu: system.servers[index].cpu as u32,
+        cpu: system.cpu_of(index) as u32,
         ..BootInfo::default()
     };
-    let mut at = 0;
-    for arg in microkernel::cmdline::server_args(&system.cmdline, &system.servers[index].name) {
-        let end = at + arg.len() + usize::from(at > 0);
-        if end > info.args.len() {
-            break;
-        }
-        if at > 0 {
-            info.args[at] = b' ';
-            at += 1;
-        }
-        info.args[at..end].copy_from_slice(arg.as_bytes());
-        at = end;
-    }
-    let n = len.min(size_of::<BootInfo>() as u64);
+    let name = &system.servers[index].name;
+    check::pack_args(
+        microkernel::cmdline::server_args(&system.config.cmdline, name),
+        &mut info.args,
+    );
     let server = &mut system.servers[index];
-    Ok(UserRange::new(out, n).write(server, info.as_bytes())? as u64)
+    Ok(UserRange::new(out, n as u64).write(server, info.as_bytes())? as u64)
 }
 
 fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
-    let server = system.servers.get(which as usize).ok_or(Error::BadHandle)?;
-    let (state, exit_code) = match server.state {
-        State::Ready => (ServerState::Ready, 0),
-        State::Running => (ServerState::Running, 0),
-        State::Blocked => (ServerState::Blocked, 0),
-        State::Exited(code) => (ServerState::Exited, code as i32),
-        State::Faulted => (ServerState::Faulted, 0),
-    };
+    let which = check::handle(which, system.servers.len())?;
+    let server = &system.servers[which];
+    let (state, exit_code) = check::server_state(system.state(which));
     let info = ServerInfo {
         name: name_bytes(&server.name),
         state: state as u32,
@@ -380,10 +296,7 @@ fn server_info(system: &mut System, index: usize, which: u64, out: u64) -> Resul
 }
 
 fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Result<u64, Error> {
-    let channel = system
-        .channels
-        .get(which as usize)
-        .ok_or(Error::BadHandle)?;
+    let channel = &system.channels[check::handle(which, system.channels.len())?];
     // The producer indices live in shared memory: read each once, as the
     // number the producer claims, and only report it.
     let read_index = |offset: usize| -> u64 {
@@ -416,8 +329,8 @@ fn channel_stats(system: &mut System, index: usize, which: u64, out: u64) -> Res
         reserved: 0,
         requests: read_index(PRODUCER_INDEX_OFFSET),
         completions: read_index(completions_ring + PRODUCER_INDEX_OFFSET),
-        doorbells_from_client: channel.doorbells[0],
-        doorbells_from_provider: channel.doorbells[1],
+        doorbells_from_client: channel.doorbells(false),
+        doorbells_from_provider: channel.doorbells(true),
     };
     let server = &mut system.servers[index];
     UserRange::new(out, size_of::<ChannelStats>() as u64).write(server, stats.as_bytes())?;

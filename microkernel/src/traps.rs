@@ -1,12 +1,22 @@
-//! What the kernel does with a trap once `hv::trap` has saved the frame:
-//! CPU exceptions are reported (a kernel fault is fatal and ends the machine
-//! with a failing status), interrupts are acknowledged.
+//! Trap dispatch: what the kernel does with a trap once `hv::trap` has
+//! saved the frame. A kernel fault is fatal and ends the machine with a
+//! failing status; a server's fault ends that server (`supervisor`); a
+//! system call goes to `syscall`; an interrupt is routed (the timer to the
+//! scheduler, an IRQ line to the server that owns it).
 //!
-//! Context: trap context, interrupts masked; must not allocate or block.
+//! Context: trap context, interrupts masked; must not block.
 
-use crate::hv::lapic;
 use crate::hv::trap::TrapFrame;
-use crate::{console, exit, hv, kprintln, sched};
+use crate::hv::{context, lapic};
+use crate::process::Demand;
+use crate::system::{self, System};
+use crate::{console, exit, hv, kprintln, supervisor};
+use microkernel::scheduler::State;
+
+/// IRQ line `n` arrives on vector `IRQ_BASE_VECTOR + n` (the apic server
+/// routes it there).
+const IRQ_BASE_VECTOR: u64 = 0x20;
+const IRQ_LINES: u64 = microkernel::irq::LINES as u64;
 
 const EXCEPTION_NAMES: [&str; 32] = [
     "divide error",
@@ -44,7 +54,7 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 /// The name of exception `vector`.
-pub fn exception_name(vector: u64) -> &'static str {
+fn exception_name(vector: u64) -> &'static str {
     EXCEPTION_NAMES
         .get(vector as usize)
         .copied()
@@ -76,7 +86,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
         backend.trap_leaving(frame);
         return frame;
     }
-    let next = match sched::with(|system| system.dispatch(frame)) {
+    let next = match system::with(|system| dispatch(system, frame)) {
         Some(next) => next,
         None => {
             // Before servers exist only the boot path runs; nothing is
@@ -94,6 +104,119 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
     hv::note_crossings(from_user, resumed.came_from_user());
     backend.trap_leaving(resumed);
     next
+}
+
+/// Handle one trap once servers exist; return the frame to resume.
+fn dispatch(system: &mut System, frame: &mut TrapFrame) -> *mut TrapFrame {
+    system.enter(frame);
+    let backend = hv::backend();
+    match backend.trap_vector(frame) {
+        13 if !backend.ports_direct() && crate::ports::emulate(system, frame) => {}
+        14 if fault_on_demand(system, frame) => {}
+        0..=31 => fault_current(system, frame),
+        context::SYSCALL_VECTOR => crate::syscall::handle(system, frame),
+        v if v == u64::from(abi::SYSCALL_INT_VECTOR) && frame.came_from_user() => {
+            crate::syscall::handle(system, frame)
+        }
+        v => interrupt(system, v, false),
+    }
+    // Interrupts that arrived during this trap, where the backend had to
+    // let them in (pvm): handled now, before anyone is resumed.
+    while let Some((vector, ended)) = backend.take_deferred() {
+        interrupt(system, u64::from(vector), ended);
+    }
+    if let Some((console, bit)) = crate::klog::take_doorbell() {
+        system.raise(console, 1 << bit);
+    }
+    system.leave()
+}
+
+/// Handle interrupt `vector`; `ended` when the backend already ended it
+/// at the local APIC (a deferred timer interrupt).
+fn interrupt(system: &mut System, vector: u64, ended: bool) {
+    let backend = hv::backend();
+    match vector {
+        v if v == u64::from(lapic::TIMER_VECTOR) => {
+            if !ended {
+                backend.end_of_interrupt();
+            }
+            system.timer_fired();
+        }
+        v if v == u64::from(hv::smp::IPI_VECTOR) => {
+            // A wake-up needs nothing more: `leave` schedules. A shootdown
+            // was served before the lock.
+            if !ended {
+                backend.end_of_interrupt();
+            }
+            if system.here() == hv::smp::BOOT_CPU {
+                system.end_interrupts(hv::smp::take_owed_eois());
+            }
+        }
+        v if (IRQ_BASE_VECTOR..IRQ_BASE_VECTOR + IRQ_LINES).contains(&v) => {
+            system.deliver_irq((v - IRQ_BASE_VECTOR) as usize);
+        }
+        v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
+        v => {
+            log::warn!("unexpected interrupt vector {v:#x}");
+            if !ended {
+                backend.end_of_interrupt();
+            }
+        }
+    }
+}
+
+/// A page fault from ring 3 on a not-present page in one of the current
+/// server's lazy ranges: map that page and resume the instruction. `true`
+/// when handled so (or when the server was stopped for want of memory);
+/// `false` leaves the fault to be the fault it is.
+fn fault_on_demand(system: &mut System, frame: &TrapFrame) -> bool {
+    const PRESENT: u64 = 1;
+    let Some(index) = system.current() else {
+        return false;
+    };
+    if frame.vector != 14 || frame.error_code & PRESENT != 0 || !frame.came_from_user() {
+        return false;
+    }
+    let address = hv::paging::fault_address();
+    let server = &mut system.servers[index];
+    match server.map_on_demand(address) {
+        Demand::Mapped => true,
+        Demand::NotLazy => false,
+        Demand::OutOfMemory(kind) => {
+            kprintln!(
+                "kernel: server {} stopped: out of memory for a page of its {kind} at {address:#x}",
+                server.name
+            );
+            system.counters.faults += 1;
+            supervisor::end_server(system, index, State::Faulted);
+            true
+        }
+    }
+}
+
+/// A CPU exception in ring 3: stop that server only, with a report.
+fn fault_current(system: &mut System, frame: &TrapFrame) {
+    let Some(index) = system.current() else {
+        unreachable!("kernel faults are handled before the system sees them");
+    };
+    let server = &system.servers[index];
+    let address = if frame.vector == 14 {
+        hv::paging::fault_address()
+    } else {
+        0
+    };
+    kprintln!(
+        "kernel: server {} stopped: exception {} ({}) at RIP {:#x}, address {:#x}, error code {:#x}{}",
+        server.name,
+        frame.vector,
+        exception_name(frame.vector),
+        frame.rip,
+        address,
+        frame.error_code,
+        if server.injected { " (injected)" } else { "" }
+    );
+    system.counters.faults += 1;
+    supervisor::end_server(system, index, State::Faulted);
 }
 
 /// A CPU exception in the kernel: report everything and end the machine.
