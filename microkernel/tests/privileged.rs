@@ -22,7 +22,7 @@
 //!      inlined into hv code is allowed, the same helper inlined anywhere else
 //!      is not;
 //!    - IN/OUT is also allowed through the kernel's two named device accesses,
-//!      `microkernel/src/console.rs` (the early COM1 console) and
+//!      `microkernel/src/serial.rs` (the kernel's COM1) and
 //!      `microkernel/src/exit.rs` (QEMU's isa-debug-exit port);
 //!    - a chain with no workspace file at all is a dependency's function that
 //!      was not inlined (uart_16550's, say): it is judged by its direct
@@ -58,7 +58,7 @@ use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
 enum Kind {
     /// A system instruction, or state that context switching owns.
     System,
-    /// IN or OUT: also allowed in the console and the exit port.
+    /// IN or OUT: also allowed in the kernel's COM1 and the exit port.
     PortIo,
 }
 
@@ -224,8 +224,9 @@ const ALLOWED_DIRS: [&str; 2] = ["microkernel/src/hv", "boot/src"];
 /// `hv/` (ARCHITECTURE.md). Port I/O is not privileged in ring 0; these two
 /// are named so that any other port access still has to go through `hv/`.
 const PORT_IO_FILES: &[&str] = &[
-    // The early boot console: COM1 through uart_16550, before any server runs.
-    "microkernel/src/console.rs",
+    // The kernel's COM1, through uart_16550: before any server runs, after
+    // the console server ended, and for fault reports.
+    "microkernel/src/serial.rs",
     // QEMU's isa-debug-exit port (0xf4), how the in-QEMU tests end.
     "microkernel/src/exit.rs",
 ];
@@ -1088,12 +1089,12 @@ fn invlpg_in_memory_paging_is_rejected() {
 }
 
 #[test]
-fn port_io_is_allowed_only_in_the_console_and_exit_port() {
+fn port_io_is_allowed_only_in_serial_and_exit_port() {
     let console = [
         frame("<uart_16550::PioBackend>::write", UART, 53),
         frame(
-            "microkernel::console::init",
-            "microkernel/src/console.rs",
+            "microkernel::serial::init",
+            "microkernel/src/serial.rs",
             30,
         ),
     ];
@@ -1105,7 +1106,7 @@ fn port_io_is_allowed_only_in_the_console_and_exit_port() {
         20,
     )];
     assert!(allowed(&classify(OUT, 64, &exit, None)));
-    // Only IN/OUT: the console may not mask interrupts itself.
+    // Only IN/OUT: serial may not mask interrupts itself.
     assert!(rejected(&classify(CLI, 64, &console, None)));
     // And no other file may do port I/O.
     let ports = [frame(
@@ -1243,12 +1244,12 @@ fn uart_program() -> Synthetic {
     );
     p.function(
         0x2000,
-        "microkernel::console::send_with_crlf",
+        "microkernel::serial::send_with_crlf",
         &[(
             0x2020,
             vec![frame(
-                "microkernel::console::send_with_crlf",
-                "microkernel/src/console.rs",
+                "microkernel::serial::send_with_crlf",
+                "microkernel/src/serial.rs",
                 52,
             )],
         )],
