@@ -1092,11 +1092,7 @@ fn invlpg_in_memory_paging_is_rejected() {
 fn port_io_is_allowed_only_in_serial_and_exit_port() {
     let console = [
         frame("<uart_16550::PioBackend>::write", UART, 53),
-        frame(
-            "microkernel::serial::init",
-            "microkernel/src/serial.rs",
-            30,
-        ),
+        frame("microkernel::serial::init", "microkernel/src/serial.rs", 30),
     ];
     assert!(allowed(&classify(OUT, 64, &console, None)));
     assert!(allowed(&classify(IN, 64, &console, None)));

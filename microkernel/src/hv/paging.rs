@@ -47,13 +47,13 @@ pub fn cpus_with_space(root_phys: u64) -> u64 {
         .fold(0, |mask, cpu| mask | (1 << cpu))
 }
 
-/// Drop `virt`'s translation wherever one may be cached: on this CPU if
-/// `cpus` has it, and on the other CPUs of `cpus` by a shootdown.
-pub fn flush_page_on(cpus: u64, virt: u64) {
+/// Drop the translations of `pages` wherever one may be cached: on this
+/// CPU if `cpus` has it, and on the other CPUs of `cpus` by one shootdown.
+pub fn flush_pages_on(cpus: u64, pages: &[u64]) {
     if cpus & (1 << this_cpu()) != 0 {
-        flush_page(virt);
+        pages.iter().copied().for_each(flush_page);
     }
-    super::smp::shootdown(cpus, &[virt]);
+    super::smp::shootdown(cpus, pages);
 }
 
 /// Drop every translation of this CPU's TLB, global ones too (toggling

@@ -115,12 +115,19 @@ impl AddressSpace {
     /// half is in every space (every CPU), the user half only on the CPUs
     /// that have this space loaded.
     fn flush_if_live(&self, virt: u64) {
-        let cpus = if virt >= KERNEL_HALF {
+        self.flush_pages_if_live(&[virt]);
+    }
+
+    /// [`flush_if_live`](Self::flush_if_live) for several pages, with one
+    /// shootdown for all of them.
+    fn flush_pages_if_live(&self, pages: &[u64]) {
+        let Some(&first) = pages.first() else { return };
+        let cpus = if first >= KERNEL_HALF {
             u64::MAX
         } else {
             hv::paging::cpus_with_space(self.root)
         };
-        hv::paging::flush_page_on(cpus, virt);
+        hv::paging::flush_pages_on(cpus, pages);
     }
 
     /// Map the 4 KiB page at `virt` to the frame at `phys`.
@@ -182,6 +189,28 @@ impl AddressSpace {
                 | UnmapError::InvalidFrameAddress(_),
             ) => None,
         }
+    }
+
+    /// Unmap the `N` pages from `start` (all in one half), with one TLB
+    /// shootdown for all of them rather than one each, and only then hand
+    /// each frame that was mapped to `freed`: no other CPU can still reach
+    /// a frame through a stale translation once it is freed.
+    pub fn unmap_pages<const N: usize>(&mut self, start: u64, mut freed: impl FnMut(u64)) {
+        let mut pages = [0u64; N];
+        let mut frames = [0u64; N];
+        let mut count = 0;
+        for i in 0..N {
+            let virt = start + i as u64 * PAGE_SIZE;
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
+            if let Ok((frame, flush)) = self.mapper().unmap(page) {
+                flush.ignore();
+                pages[count] = virt;
+                frames[count] = frame.start_address().as_u64();
+                count += 1;
+            }
+        }
+        self.flush_pages_if_live(&pages[..count]);
+        frames[..count].iter().copied().for_each(&mut freed);
     }
 
     /// Change the permissions of the 4 KiB mapping at `virt`. Part of the

@@ -76,12 +76,9 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        let mut space = kernel_space();
-        for page in 0..STACK_PAGES {
-            if let Some(frame) = space.unmap(self.bottom() + page * PAGE_SIZE) {
-                frames::free(frame);
-            }
-        }
+        // One shootdown for the whole stack: it was in every CPU's kernel
+        // half.
+        kernel_space().unmap_pages::<{ STACK_PAGES as usize }>(self.bottom(), frames::free);
         SLOTS.lock().free.push(self.slot);
     }
 }

@@ -12,6 +12,25 @@ use userland::{println, sys};
 
 userland::entry!(run);
 
+/// Wait (at most 30 s) until the apic server has answered a request of the
+/// console's.
+fn console_routed() -> bool {
+    for _ in 0..3000 {
+        let answered = (0..)
+            .map_while(|i| sys::channel_stats(i).ok())
+            .any(|c| {
+                name_str(&c.service) == "apic"
+                    && name_str(&c.client) == "console"
+                    && c.completions > 0
+            });
+        if answered {
+            return true;
+        }
+        let _ = sys::wait(1 << 62, 10_000_000);
+    }
+    false
+}
+
 fn run() -> i32 {
     let console = (0..).map_while(|i| sys::server_info(i).ok().map(|s| (i, s)));
     let Some((index, _)) = console
@@ -21,8 +40,13 @@ fn run() -> i32 {
         println!("irq-storm: FAIL no console server");
         return 1;
     };
-    // Let the console come up and route its line first.
-    let _ = sys::wait(1 << 62, 200_000_000);
+    // Let the console come up and route its line first: the apic server
+    // has answered its request. A fixed wait is not enough where the
+    // kernel is interpreted and the apic server starts on a busy CPU.
+    if !console_routed() {
+        println!("irq-storm: FAIL the console never had its line routed");
+        return 1;
+    }
     if let Err(e) = sys::inject_fault(index) {
         println!("irq-storm: FAIL inject_fault(console): {e}");
         return 1;
