@@ -22,6 +22,7 @@ pub mod cpu;
 pub mod exits;
 pub mod fixup;
 pub mod interrupts;
+pub mod kvm;
 pub mod lapic;
 pub mod msr;
 pub mod native;

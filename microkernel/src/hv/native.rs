@@ -1,8 +1,9 @@
 //! The native backend: plain instructions, for bare metal, TCG, and KVM on
-//! hardware virtualization (with KVM's PV EOI where offered). It also runs,
-//! correctly but slowly, where this project's PVM-type KVM interprets a
-//! kernel that has not opted into its native mode (`hv=native` there); the
-//! one thing that needs then is a SYSCALL that arrives as a fault.
+//! hardware virtualization (with KVM's PV EOI and PV send-IPI where
+//! offered). It also runs, correctly but slowly, where this project's
+//! PVM-type KVM interprets a kernel that has not opted into its native
+//! mode (`hv=native` there); the one thing that needs then is a SYSCALL
+//! that arrives as a fault.
 //!
 //! Everything not overridden here is the interface's default: CLI/STI and
 //! RFLAGS for the interrupt flag, INVLPG and CR3, SWAPGS on every crossing,
@@ -50,6 +51,13 @@ impl Backend for Native {
             return None;
         }
         context::init_extended_state()
+    }
+
+    fn send_ipi(&self, apic_id: u32, vector: u8) {
+        let pv = self.kvm.is_some_and(|k| k.has(KvmFeatures::PV_SEND_IPI));
+        if !(pv && super::kvm::send_ipi(apic_id, vector)) {
+            super::lapic::send_ipi(apic_id, vector);
+        }
     }
 
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {

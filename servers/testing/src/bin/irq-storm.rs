@@ -16,13 +16,9 @@ userland::entry!(run);
 /// console's.
 fn console_routed() -> bool {
     for _ in 0..3000 {
-        let answered = (0..)
-            .map_while(|i| sys::channel_stats(i).ok())
-            .any(|c| {
-                name_str(&c.service) == "apic"
-                    && name_str(&c.client) == "console"
-                    && c.completions > 0
-            });
+        let answered = (0..).map_while(|i| sys::channel_stats(i).ok()).any(|c| {
+            name_str(&c.service) == "apic" && name_str(&c.client) == "console" && c.completions > 0
+        });
         if answered {
             return true;
         }
