@@ -195,6 +195,11 @@ mod kernel {
             hv::kvm().is_some_and(|k| k.has(hv::KvmFeatures::PV_EOI)),
             memory::image_virt_to_phys,
         );
+        if hv::kvm().is_some_and(|k| {
+            k.has(hv::KvmFeatures::PV_TLB_FLUSH) && k.has(hv::KvmFeatures::STEAL_TIME)
+        }) {
+            hv::kvm::init_pv_tlb_flush(memory::image_virt_to_phys);
+        }
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
         bootmarks::mark("heap, control registers, local APIC");
         let mut apic_ids = crate::cpus::apic_ids(info.rsdp_phys, lapic::local_apic_id());

@@ -46,6 +46,7 @@ pub struct KvmFeatures(pub u32);
 
 impl KvmFeatures {
     pub const CLOCKSOURCE2: u32 = 1 << 3;
+    pub const STEAL_TIME: u32 = 1 << 5;
     pub const PV_EOI: u32 = 1 << 6;
     pub const PV_UNHALT: u32 = 1 << 7;
     pub const PV_TLB_FLUSH: u32 = 1 << 9;
@@ -325,21 +326,29 @@ pub fn start_this_cpu(
     unsafe { backend.start_cpu() };
     cpu::set_control_registers(protection);
     lapic::init_this_cpu(cpu);
+    kvm::init_this_cpu(cpu);
 }
 
 /// The banner's account of KVM's paravirtual features: what it offers and
 /// what the kernel took (either backend takes PV EOI where offered).
 fn describe_kvm(out: &mut dyn core::fmt::Write, kvm: Option<KvmFeatures>) -> core::fmt::Result {
     match kvm {
-        Some(kvm) => write!(
-            out,
-            "; takes {} of kvm's {kvm}",
-            if lapic::pv_eoi_enabled() {
-                "pv-eoi"
-            } else {
-                "nothing"
+        Some(kvm) => {
+            let taken = [
+                (lapic::pv_eoi_enabled(), "pv-eoi"),
+                (kvm::pv_tlb_flush_enabled(), "pv-tlb-flush"),
+            ];
+            let mut names = taken.iter().filter(|(on, _)| *on).map(|(_, name)| *name);
+            out.write_str("; takes ")?;
+            match names.next() {
+                None => out.write_str("nothing")?,
+                Some(first) => {
+                    out.write_str(first)?;
+                    names.try_for_each(|name| write!(out, " {name}"))?;
+                }
             }
-        ),
+            write!(out, " of kvm's {kvm}")
+        }
         None => Ok(()),
     }
 }

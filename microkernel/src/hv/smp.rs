@@ -138,6 +138,9 @@ static SHOOTDOWN: Shootdown = Shootdown {
 pub fn shootdown(cpus: u64, pages: &[u64]) {
     let me = this_cpu();
     let cpus = cpus & !(1 << me) & ((1u64 << online()) - 1);
+    // A preempted CPU is flushed by KVM before it runs again (PV TLB
+    // flush): no IPI, and no wait for it.
+    let cpus = cpus & !super::kvm::flushed_by_kvm(cpus);
     if cpus == 0 {
         return;
     }
