@@ -316,6 +316,22 @@ impl Run {
             .unwrap_or_else(|| panic!("no line contains {needle:?}\n{}", self.context()))
     }
 
+    /// The number after `label` on the first line that has it (the first
+    /// run of digits after it).
+    pub fn number_after(&self, label: &str) -> u64 {
+        let line = self.line(label);
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .find(|t| !t.is_empty())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {label:?} in {line:?}"))
+    }
+
+    /// The number just before `label` on the first line that has it.
+    pub fn number_before(&self, label: &str) -> u64 {
+        number_before(self.line(label), label)
+    }
+
     /// The hexadecimal number that follows `label` on the first line with it.
     pub fn hex_after(&self, label: &str) -> u64 {
         let line = self.line(label);
@@ -327,6 +343,62 @@ impl Run {
         u64::from_str_radix(token, 16)
             .unwrap_or_else(|_| panic!("no hex number after {label:?} in {line:?}"))
     }
+}
+
+/// The number just before `label` on `line` (`12 accepted`, `(12 ms`).
+pub fn number_before(line: &str, label: &str) -> u64 {
+    let head = &line[..line
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {line:?}"))];
+    head.split_whitespace()
+        .last()
+        .and_then(|t| t.trim_start_matches('(').parse().ok())
+        .unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
+}
+
+/// The five tests of a scenario `fn(Accel, Machine, batching: &str)`, under
+/// the names given: microvm on TCG with batching on and off, q35 on TCG,
+/// microvm on KVM with batching on and off, and q35 on KVM (the KVM ones
+/// through [`on_kvm`], so once per backend, or skipped where KVM is not).
+#[macro_export]
+macro_rules! machine_matrix {
+    ($scenario:ident:
+        $on_tcg:ident,
+        $batching_off_on_tcg:ident,
+        $on_q35_tcg:ident,
+        $on_kvm:ident,
+        $on_q35_kvm:ident $(,)?
+    ) => {
+        #[test]
+        fn $on_tcg() {
+            $scenario($crate::Accel::Tcg, $crate::Machine::Microvm, "on");
+        }
+
+        #[test]
+        fn $batching_off_on_tcg() {
+            $scenario($crate::Accel::Tcg, $crate::Machine::Microvm, "off");
+        }
+
+        #[test]
+        fn $on_q35_tcg() {
+            $scenario($crate::Accel::Tcg, $crate::Machine::Q35, "on");
+        }
+
+        #[test]
+        fn $on_kvm() {
+            $crate::on_kvm(stringify!($on_kvm), || {
+                $scenario($crate::Accel::Kvm, $crate::Machine::Microvm, "on");
+                $scenario($crate::Accel::Kvm, $crate::Machine::Microvm, "off");
+            });
+        }
+
+        #[test]
+        fn $on_q35_kvm() {
+            $crate::on_kvm(stringify!($on_q35_kvm), || {
+                $scenario($crate::Accel::Kvm, $crate::Machine::Q35, "on")
+            });
+        }
+    };
 }
 
 /// The kernel backends every KVM test runs on: `auto` (the pvm backend

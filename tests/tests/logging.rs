@@ -6,23 +6,12 @@
 
 use std::time::Duration;
 
-use tests::{Accel, Boot, Run, everywhere};
+use tests::{Accel, Boot, Run, everywhere, number_before};
 
 /// What the kernel admits of one server's `log` lines
 /// (`microkernel::ratelimit::SERVER_LOG`): a burst, then a rate.
 const BURST: u64 = 64;
 const PER_SECOND: u64 = 50;
-
-/// The number just before `label` on the line `line` (e.g. `12 accepted`).
-fn number_before(line: &str, label: &str) -> u64 {
-    let head = &line[..line
-        .find(label)
-        .unwrap_or_else(|| panic!("no {label:?} in {line:?}"))];
-    head.split_whitespace()
-        .last()
-        .and_then(|t| t.trim_start_matches('(').parse().ok())
-        .unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
-}
 
 /// The lines as they came out, without the `\r` of each `\r\n`.
 fn lines(run: &Run) -> impl Iterator<Item = &str> {

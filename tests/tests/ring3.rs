@@ -17,16 +17,12 @@ fn ring_exchange(accel: Accel) {
         .assert_contains("ring-producer: consumer confirmed 1000000")
         .assert_lacks("FAIL");
     // Doorbells only when the peer sleeps: far fewer than one per message.
-    let line = run.line("ring-producer: sent 1000000 messages, rang");
-    let rang: u64 = line
-        .split("rang ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect(line);
+    let sent = "ring-producer: sent 1000000 messages, rang";
+    let rang = run.number_after(sent);
     assert!(
         rang < 100_000,
-        "the producer rang {rang} doorbells for 10^6 messages: {line}"
+        "the producer rang {rang} doorbells for 10^6 messages: {}",
+        run.line(sent)
     );
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::{Accel, Boot, Machine, Run, on_kvm};
+use tests::{Accel, Boot, Machine, Run};
 
 /// What the test types once the shell is ready: the console has no polling
 /// loop (it reads the UART when IRQ 4 says so, and once at start for bytes
@@ -34,26 +34,6 @@ fn screen_lines(run: &Run) -> Vec<String> {
         .lines()
         .map(|l| l.rsplit("\x1b[K").next().unwrap_or(l).to_string())
         .collect()
-}
-
-/// The number after `label` on the first line that has it.
-fn number_after(run: &Run, label: &str) -> u64 {
-    let line = run.line(label);
-    let rest = &line[line.find(label).unwrap() + label.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .find(|t| !t.is_empty())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no number after {label:?} in {line:?}"))
-}
-
-/// The number just before `label` on the first line that has it.
-fn number_before(run: &Run, label: &str) -> u64 {
-    let line = run.line(label);
-    let head = &line[..line.find(label).unwrap()];
-    head.split_whitespace()
-        .last()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
 }
 
 fn shell_answers(accel: Accel, machine: Machine, batching: &str) {
@@ -112,51 +92,29 @@ fn shell_answers(accel: Accel, machine: Machine, batching: &str) {
     assert!(took >= 50.0, "woke early: {slept}");
     // Typed input arrived through interrupts: the console counted receive
     // interrupts, and the kernel delivered device interrupts.
-    let rx_irqs = number_before(&run, "rx interrupts");
+    let rx_irqs = run.number_before("rx interrupts");
     assert!(rx_irqs >= 1, "{}", run.line("rx interrupts"));
-    let rx_bytes = number_before(&run, "bytes in through");
+    let rx_bytes = run.number_before("bytes in through");
     assert_eq!(
         rx_bytes,
         COMMANDS.len() as u64,
         "{}",
         run.line("bytes in through")
     );
-    assert!(number_after(&run, "device interrupts: ") >= rx_irqs);
+    assert!(run.number_after("device interrupts: ") >= rx_irqs);
     // The self-IPI: only where the local APIC is in xAPIC mode (TCG).
     if accel == Accel::Tcg {
         run.assert_contains("apic: self-IPI on vector 0x37 delivered");
     }
 }
 
-#[test]
-fn shell_answers_typed_commands_on_tcg() {
-    shell_answers(Accel::Tcg, Machine::Microvm, "on");
-}
-
-#[test]
-fn shell_answers_typed_commands_batching_off_on_tcg() {
-    shell_answers(Accel::Tcg, Machine::Microvm, "off");
-}
-
-#[test]
-fn shell_answers_typed_commands_on_q35_tcg() {
-    shell_answers(Accel::Tcg, Machine::Q35, "on");
-}
-
-#[test]
-fn shell_answers_typed_commands_on_kvm() {
-    on_kvm("shell_answers_typed_commands_on_kvm", || {
-        shell_answers(Accel::Kvm, Machine::Microvm, "on");
-        shell_answers(Accel::Kvm, Machine::Microvm, "off");
-    });
-}
-
-#[test]
-fn shell_answers_typed_commands_on_q35_kvm() {
-    on_kvm("shell_answers_typed_commands_on_q35_kvm", || {
-        shell_answers(Accel::Kvm, Machine::Q35, "on")
-    });
-}
+tests::machine_matrix!(shell_answers:
+    shell_answers_typed_commands_on_tcg,
+    shell_answers_typed_commands_batching_off_on_tcg,
+    shell_answers_typed_commands_on_q35_tcg,
+    shell_answers_typed_commands_on_kvm,
+    shell_answers_typed_commands_on_q35_kvm,
+);
 
 const SLEEPERS: [&str; 4] = ["sleeper-a", "sleeper-b", "sleeper-c", "sleeper-d"];
 
@@ -208,35 +166,13 @@ fn sleeps_in_order(accel: Accel, machine: Machine, batching: &str) {
     run.assert_contains("timer: done: ");
 }
 
-#[test]
-fn thousand_sleeps_wake_in_deadline_order_on_tcg() {
-    sleeps_in_order(Accel::Tcg, Machine::Microvm, "on");
-}
-
-#[test]
-fn thousand_sleeps_wake_in_deadline_order_batching_off_on_tcg() {
-    sleeps_in_order(Accel::Tcg, Machine::Microvm, "off");
-}
-
-#[test]
-fn thousand_sleeps_wake_in_deadline_order_on_q35_tcg() {
-    sleeps_in_order(Accel::Tcg, Machine::Q35, "on");
-}
-
-#[test]
-fn thousand_sleeps_wake_in_deadline_order_on_kvm() {
-    on_kvm("thousand_sleeps_wake_in_deadline_order_on_kvm", || {
-        sleeps_in_order(Accel::Kvm, Machine::Microvm, "on");
-        sleeps_in_order(Accel::Kvm, Machine::Microvm, "off");
-    });
-}
-
-#[test]
-fn thousand_sleeps_wake_in_deadline_order_on_q35_kvm() {
-    on_kvm("thousand_sleeps_wake_in_deadline_order_on_q35_kvm", || {
-        sleeps_in_order(Accel::Kvm, Machine::Q35, "on")
-    });
-}
+tests::machine_matrix!(sleeps_in_order:
+    thousand_sleeps_wake_in_deadline_order_on_tcg,
+    thousand_sleeps_wake_in_deadline_order_batching_off_on_tcg,
+    thousand_sleeps_wake_in_deadline_order_on_q35_tcg,
+    thousand_sleeps_wake_in_deadline_order_on_kvm,
+    thousand_sleeps_wake_in_deadline_order_on_q35_kvm,
+);
 
 const WRITERS: [&str; 4] = ["writer-a", "writer-b", "writer-c", "writer-d"];
 const LINES: u64 = 200;
@@ -278,35 +214,13 @@ fn lines_never_mix(accel: Accel, machine: Machine, batching: &str) {
     run.assert_contains("console: done: ");
 }
 
-#[test]
-fn lines_of_four_writers_never_mix_on_tcg() {
-    lines_never_mix(Accel::Tcg, Machine::Microvm, "on");
-}
-
-#[test]
-fn lines_of_four_writers_never_mix_batching_off_on_tcg() {
-    lines_never_mix(Accel::Tcg, Machine::Microvm, "off");
-}
-
-#[test]
-fn lines_of_four_writers_never_mix_on_q35_tcg() {
-    lines_never_mix(Accel::Tcg, Machine::Q35, "on");
-}
-
-#[test]
-fn lines_of_four_writers_never_mix_on_kvm() {
-    on_kvm("lines_of_four_writers_never_mix_on_kvm", || {
-        lines_never_mix(Accel::Kvm, Machine::Microvm, "on");
-        lines_never_mix(Accel::Kvm, Machine::Microvm, "off");
-    });
-}
-
-#[test]
-fn lines_of_four_writers_never_mix_on_q35_kvm() {
-    on_kvm("lines_of_four_writers_never_mix_on_q35_kvm", || {
-        lines_never_mix(Accel::Kvm, Machine::Q35, "on")
-    });
-}
+tests::machine_matrix!(lines_never_mix:
+    lines_of_four_writers_never_mix_on_tcg,
+    lines_of_four_writers_never_mix_batching_off_on_tcg,
+    lines_of_four_writers_never_mix_on_q35_tcg,
+    lines_of_four_writers_never_mix_on_kvm,
+    lines_of_four_writers_never_mix_on_q35_kvm,
+);
 
 /// The device-server benchmark of docs/BENCHMARKS.md ("Device servers:
 /// batching on and off"): 1 MiB printed through the console, and 10,000

@@ -11,6 +11,7 @@
 //! * [`channel`]: the rings the manifest granted, as an async [`Client`]
 //!   (`call`, `send`, `recv`, `close`) or [`Provider`] (`recv`, `reply`,
 //!   `serve`); [`server::serve`] answers every client of a service.
+//! * [`fail`]: a test server's `FAIL` line and exit code, from `?`.
 //!
 //! Context: user space, ring 3, one thread per server. The bare-metal
 //! parts (`_start`, heap, panic handler, the `syscall` instruction) are
@@ -47,6 +48,7 @@ extern crate alloc;
 
 pub mod channel;
 pub mod executor;
+pub mod fail;
 pub mod notify;
 pub mod print;
 pub mod rand;
@@ -60,6 +62,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 pub use abi;
 pub use channel::{Channel, ChannelError, Client, OP_HANGUP, PeerChange, Provider};
 pub use executor::{block_on, spawn};
+pub use fail::{Failure, OrFail};
 pub use pvchannel::{self, Batching, Completion, Descriptor};
 
 static SERVER_INDEX: AtomicU32 = AtomicU32::new(0);
@@ -83,16 +86,22 @@ pub fn server_index() -> u32 {
 /// * `userland::entry!(async run);` for `async fn run() -> i32`, run by
 ///   [`block_on`].
 ///
-/// The returned value is the exit code. Do not name the function `main`
+/// The returned value is the exit code; a function may also return
+/// `Result<(), Failure>` ([`fail`]): `Ok` exits 0, a failure is printed
+/// as `BIN: FAIL reason` and exits 1. Do not name the function `main`
 /// (on the host the macro defines a `main` that explains that servers run
 /// in QEMU).
 #[macro_export]
 macro_rules! entry {
     (async $main:path) => {
-        $crate::entry!(@define || -> i32 { $crate::block_on($main()) });
+        $crate::entry!(@define || -> i32 {
+            $crate::fail::Outcome::exit_code($crate::block_on($main()), env!("CARGO_BIN_NAME"))
+        });
     };
     ($main:path) => {
-        $crate::entry!(@define || -> i32 { $main() });
+        $crate::entry!(@define || -> i32 {
+            $crate::fail::Outcome::exit_code($main(), env!("CARGO_BIN_NAME"))
+        });
     };
     (@define $body:expr) => {
         #[cfg(target_os = "none")]

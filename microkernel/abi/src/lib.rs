@@ -265,59 +265,71 @@ pub const MAX_IRQ: u8 = 23;
 /// The longest service or server name, in bytes (NUL padded on the wire).
 pub const NAME_LEN: usize = 16;
 
-/// What `channel_info` writes: where a channel's shared ring memory is
-/// mapped in the caller's address space, and its notification bit.
-///
-/// A server's channel handles are numbered from 0: first one per service it
-/// uses (in its manifest `uses` order), then one per client of each
-/// service it provides (in channel order). `channel_info` on a handle past the last
-/// returns `Error::BadHandle`, which is how a server counts its channels.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-)]
-pub struct ChannelInfo {
-    /// User virtual address of the shared region (page aligned).
-    pub base: u64,
-    /// Length of the shared region in bytes (a multiple of 4096).
-    pub len: u64,
-    /// The bit in the `wait` mask that the peer's `notify` sets.
-    pub notify_bit: u32,
-    /// 1 if the caller is the channel's provider (server side), 0 if a client.
-    pub is_provider: u32,
-    /// The service name, NUL padded.
-    pub service: [u8; NAME_LEN],
-    /// The peer server's name, NUL padded.
-    pub peer: [u8; NAME_LEN],
-    /// The generation of the ring region mapped for the caller: 0 at boot,
-    /// one more each time either end was restarted.
-    pub generation: u32,
-    /// The IRQ lines the manifest grants the peer (bit `n` = line `n`):
-    /// what a provider such as the apic server lets that client touch.
-    pub peer_irqs: u32,
-    /// The CPU the peer runs on ([`NO_CPU`] for the kernel's own end):
-    /// an end whose peer runs on another CPU polls before it sleeps.
-    pub peer_cpu: u32,
-    /// Zero.
-    pub reserved: u32,
+/// Declares a record that a system call copies between the kernel and a
+/// server, with what every such record needs said once: `#[repr(C)]`, and
+/// zerocopy's `IntoBytes`, which refuses to compile a type with padding
+/// (whose bytes would leak kernel memory) and gives the kernel the bytes
+/// without `unsafe`, `FromBytes`, which lets the runtime receive them the
+/// same way, `Immutable` and `KnownLayout`; and `Clone, Copy, Debug,
+/// PartialEq, Eq`. Doc comments and further derives (`Default`) go on the
+/// struct as usual.
+macro_rules! wire_record {
+    ($(#[$attr:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$attr])*
+        #[repr(C)]
+        #[derive(
+            zerocopy::IntoBytes,
+            zerocopy::FromBytes,
+            zerocopy::Immutable,
+            zerocopy::KnownLayout,
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+        )]
+        pub struct $name { $($fields)* }
+    };
+}
+
+wire_record! {
+    /// What `channel_info` writes: where a channel's shared ring memory is
+    /// mapped in the caller's address space, and its notification bit.
+    ///
+    /// A server's channel handles are numbered from 0: first one per service it
+    /// uses (in its manifest `uses` order), then one per client of each
+    /// service it provides (in channel order). `channel_info` on a handle past the last
+    /// returns `Error::BadHandle`, which is how a server counts its channels.
+    #[derive(Default)]
+    pub struct ChannelInfo {
+        /// User virtual address of the shared region (page aligned).
+        pub base: u64,
+        /// Length of the shared region in bytes (a multiple of 4096).
+        pub len: u64,
+        /// The bit in the `wait` mask that the peer's `notify` sets.
+        pub notify_bit: u32,
+        /// 1 if the caller is the channel's provider (server side), 0 if a client.
+        pub is_provider: u32,
+        /// The service name, NUL padded.
+        pub service: [u8; NAME_LEN],
+        /// The peer server's name, NUL padded.
+        pub peer: [u8; NAME_LEN],
+        /// The generation of the ring region mapped for the caller: 0 at boot,
+        /// one more each time either end was restarted.
+        pub generation: u32,
+        /// The IRQ lines the manifest grants the peer (bit `n` = line `n`):
+        /// what a provider such as the apic server lets that client touch.
+        pub peer_irqs: u32,
+        /// The CPU the peer runs on ([`NO_CPU`] for the kernel's own end):
+        /// an end whose peer runs on another CPU polls before it sleeps.
+        pub peer_cpu: u32,
+        /// Zero.
+        pub reserved: u32,
+    }
 }
 
 /// [`ChannelInfo::peer_cpu`] of a peer that is not a server.
 pub const NO_CPU: u32 = u32::MAX;
-
-// The structs a system call copies out derive zerocopy's `IntoBytes`, which
-// refuses to compile a type with padding (whose bytes would leak kernel
-// memory) and gives the kernel their bytes without `unsafe`; `FromBytes`
-// lets the runtime receive them the same way.
 
 /// A name as the wire carries it: NUL padded to [`NAME_LEN`] bytes (a
 /// longer one is cut). The inverse of [`name_str`].
@@ -373,52 +385,32 @@ pub const PEER_ALIVE: u32 = 0;
 /// [`ChannelStatus::peer`]: the peer ended and stays down.
 pub const PEER_DEAD: u32 = 1;
 
-/// One channel handle's entry in the [`StatusPage`].
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-)]
-pub struct ChannelStatus {
-    /// The channel's current generation. When it is past the generation
-    /// the caller attached ([`ChannelInfo::generation`]), the peer was
-    /// restarted: requests it took unanswered are lost to it, and
-    /// `channel_reconnect` maps the fresh ring.
-    pub generation: u32,
-    /// [`PEER_ALIVE`] or [`PEER_DEAD`].
-    pub peer: u32,
+wire_record! {
+    /// One channel handle's entry in the [`StatusPage`].
+    #[derive(Default)]
+    pub struct ChannelStatus {
+        /// The channel's current generation. When it is past the generation
+        /// the caller attached ([`ChannelInfo::generation`]), the peer was
+        /// restarted: requests it took unanswered are lost to it, and
+        /// `channel_reconnect` maps the fresh ring.
+        pub generation: u32,
+        /// [`PEER_ALIVE`] or [`PEER_DEAD`].
+        pub peer: u32,
+    }
 }
 
-/// What the kernel keeps at [`layout::STATUS_PAGE`] in every server,
-/// mapped read-only. The kernel raises the handle's notification bit
-/// whenever it changes an entry, so a waiting end wakes and looks.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-)]
-pub struct StatusPage {
-    /// How many times this server was restarted (0 for its first run).
-    pub restarts: u32,
-    /// Zero.
-    pub reserved: u32,
-    /// By channel handle.
-    pub channels: [ChannelStatus; MAX_HANDLES],
+wire_record! {
+    /// What the kernel keeps at [`layout::STATUS_PAGE`] in every server,
+    /// mapped read-only. The kernel raises the handle's notification bit
+    /// whenever it changes an entry, so a waiting end wakes and looks.
+    pub struct StatusPage {
+        /// How many times this server was restarted (0 for its first run).
+        pub restarts: u32,
+        /// Zero.
+        pub reserved: u32,
+        /// By channel handle.
+        pub channels: [ChannelStatus; MAX_HANDLES],
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<StatusPage>() <= 4096);
@@ -492,49 +484,39 @@ impl HvOp {
     }
 }
 
-/// The kernel's counters, as `counters` copies them.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-)]
-pub struct KernelCounters {
-    /// System calls by number (index = `Syscall as usize`).
-    pub syscalls: [u64; Syscall::COUNT],
-    /// System calls with a number the kernel does not know.
-    pub bad_syscalls: u64,
-    /// `notify` calls that reached a peer (doorbells rung).
-    pub doorbells: u64,
-    /// Doorbells that woke a blocked peer.
-    pub wakeups: u64,
-    /// Device interrupts delivered to servers.
-    pub device_interrupts: u64,
-    /// Timer interrupts (the kernel's preemption tick).
-    pub timer_interrupts: u64,
-    /// Context switches between threads.
-    pub context_switches: u64,
-    /// Servers stopped for a fault.
-    pub faults: u64,
-    /// TSC when the counters were copied.
-    pub tsc: u64,
-    /// Exit-causing operations the kernel performed, by [`HvOp`].
-    pub hv_ops: [u64; HvOp::COUNT],
-    /// Port accesses by servers that the kernel emulated after a #GP
-    /// (where the backend ignores the I/O permission bitmap).
-    pub emulated_port_io: u64,
-    /// Pages of servers' `.bss` and stacks mapped on first touch (by a page
-    /// fault, or by a system call that copied into them).
-    pub demand_pages: u64,
-    /// Inter-processor interrupts the kernel sent (wake-ups of another
-    /// CPU, TLB shootdowns, ends of interrupt owed to the boot CPU).
-    pub ipis: u64,
+wire_record! {
+    /// The kernel's counters, as `counters` copies them.
+    pub struct KernelCounters {
+        /// System calls by number (index = `Syscall as usize`).
+        pub syscalls: [u64; Syscall::COUNT],
+        /// System calls with a number the kernel does not know.
+        pub bad_syscalls: u64,
+        /// `notify` calls that reached a peer (doorbells rung).
+        pub doorbells: u64,
+        /// Doorbells that woke a blocked peer.
+        pub wakeups: u64,
+        /// Device interrupts delivered to servers.
+        pub device_interrupts: u64,
+        /// Timer interrupts (the kernel's preemption tick).
+        pub timer_interrupts: u64,
+        /// Context switches between threads.
+        pub context_switches: u64,
+        /// Servers stopped for a fault.
+        pub faults: u64,
+        /// TSC when the counters were copied.
+        pub tsc: u64,
+        /// Exit-causing operations the kernel performed, by [`HvOp`].
+        pub hv_ops: [u64; HvOp::COUNT],
+        /// Port accesses by servers that the kernel emulated after a #GP
+        /// (where the backend ignores the I/O permission bitmap).
+        pub emulated_port_io: u64,
+        /// Pages of servers' `.bss` and stacks mapped on first touch (by a page
+        /// fault, or by a system call that copied into them).
+        pub demand_pages: u64,
+        /// Inter-processor interrupts the kernel sent (wake-ups of another
+        /// CPU, TLB shootdowns, ends of interrupt owed to the boot CPU).
+        pub ipis: u64,
+    }
 }
 
 impl Default for KernelCounters {
@@ -605,45 +587,35 @@ impl core::fmt::Display for KernelCounters {
 /// The longest argument string a server receives.
 pub const SERVER_ARGS_LEN: usize = 192;
 
-/// What `boot_info` writes.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-)]
-pub struct BootInfo {
-    /// 1 if batching is on (`batching=on`), 0 if off.
-    pub batching: u32,
-    /// The server's index in the manifest.
-    pub server_index: u32,
-    /// TSC frequency in Hz (from CPUID, or measured against the PIT).
-    pub tsc_hz: u64,
-    /// The `test=NAME` option, NUL padded (empty when not testing).
-    pub test_name: [u8; 32],
-    /// Physical address of the ACPI RSDP, 0 if the loader gave none.
-    pub rsdp: u64,
-    /// This server's options from the kernel command line: every
-    /// `NAME.key=value` for this server's NAME, as `key=value` words
-    /// separated by spaces, NUL padded.
-    pub args: [u8; SERVER_ARGS_LEN],
-    /// 1 when a granted port is reached by IN/OUT in ring 3 at the
-    /// hardware's cost; 0 when the kernel's backend emulates each such
-    /// access (the hypervisor ignores the I/O permission bitmap), so that
-    /// bursts should go through `ioport_write_paced`.
-    pub ports_direct: u32,
-    /// The kernel's hypervisor backend ("native", "pvm"), NUL padded.
-    pub backend: [u8; 12],
-    /// How many CPUs the kernel schedules on.
-    pub cpus: u32,
-    /// The CPU this server runs on (always the same one).
-    pub cpu: u32,
+wire_record! {
+    /// What `boot_info` writes.
+    pub struct BootInfo {
+        /// 1 if batching is on (`batching=on`), 0 if off.
+        pub batching: u32,
+        /// The server's index in the manifest.
+        pub server_index: u32,
+        /// TSC frequency in Hz (from CPUID, or measured against the PIT).
+        pub tsc_hz: u64,
+        /// The `test=NAME` option, NUL padded (empty when not testing).
+        pub test_name: [u8; 32],
+        /// Physical address of the ACPI RSDP, 0 if the loader gave none.
+        pub rsdp: u64,
+        /// This server's options from the kernel command line: every
+        /// `NAME.key=value` for this server's NAME, as `key=value` words
+        /// separated by spaces, NUL padded.
+        pub args: [u8; SERVER_ARGS_LEN],
+        /// 1 when a granted port is reached by IN/OUT in ring 3 at the
+        /// hardware's cost; 0 when the kernel's backend emulates each such
+        /// access (the hypervisor ignores the I/O permission bitmap), so that
+        /// bursts should go through `ioport_write_paced`.
+        pub ports_direct: u32,
+        /// The kernel's hypervisor backend ("native", "pvm"), NUL padded.
+        pub backend: [u8; 12],
+        /// How many CPUs the kernel schedules on.
+        pub cpus: u32,
+        /// The CPU this server runs on (always the same one).
+        pub cpu: u32,
+    }
 }
 
 impl Default for BootInfo {
@@ -708,61 +680,41 @@ impl ServerState {
     }
 }
 
-/// What `server_info` writes.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-)]
-pub struct ServerInfo {
-    pub name: [u8; NAME_LEN],
-    /// A [`ServerState`] as a number.
-    pub state: u32,
-    /// The exit code, for an exited server.
-    pub exit_code: i32,
-    pub restarts: u32,
-    pub channels: u32,
-    /// System calls this server made.
-    pub syscalls: u64,
+wire_record! {
+    /// What `server_info` writes.
+    #[derive(Default)]
+    pub struct ServerInfo {
+        pub name: [u8; NAME_LEN],
+        /// A [`ServerState`] as a number.
+        pub state: u32,
+        /// The exit code, for an exited server.
+        pub exit_code: i32,
+        pub restarts: u32,
+        pub channels: u32,
+        /// System calls this server made.
+        pub syscalls: u64,
+    }
 }
 
-/// What `channel_stats` writes. Message counts are the rings' producer
-/// indices as the kernel last read them from shared memory: what the
-/// producers claim, reported, never trusted.
-#[repr(C)]
-#[derive(
-    zerocopy::IntoBytes,
-    zerocopy::FromBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-)]
-pub struct ChannelStats {
-    pub service: [u8; NAME_LEN],
-    pub provider: [u8; NAME_LEN],
-    pub client: [u8; NAME_LEN],
-    pub ring_slots: u32,
-    pub reserved: u32,
-    /// Requests published by the client (wrapping at 2^32).
-    pub requests: u64,
-    /// Completions published by the provider (wrapping at 2^32).
-    pub completions: u64,
-    /// `notify` calls by the client, and by the provider.
-    pub doorbells_from_client: u64,
-    pub doorbells_from_provider: u64,
+wire_record! {
+    /// What `channel_stats` writes. Message counts are the rings' producer
+    /// indices as the kernel last read them from shared memory: what the
+    /// producers claim, reported, never trusted.
+    #[derive(Default)]
+    pub struct ChannelStats {
+        pub service: [u8; NAME_LEN],
+        pub provider: [u8; NAME_LEN],
+        pub client: [u8; NAME_LEN],
+        pub ring_slots: u32,
+        pub reserved: u32,
+        /// Requests published by the client (wrapping at 2^32).
+        pub requests: u64,
+        /// Completions published by the provider (wrapping at 2^32).
+        pub completions: u64,
+        /// `notify` calls by the client, and by the provider.
+        pub doorbells_from_client: u64,
+        pub doorbells_from_provider: u64,
+    }
 }
 
 #[cfg(test)]

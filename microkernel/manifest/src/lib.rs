@@ -50,6 +50,11 @@
 //! Unused port and MMIO entries, padding after a name's NUL and reserved
 //! fields are zero. The buffer is exactly as long as the counts say.
 //!
+//! The header and the records are the `#[repr(C)]` structs of `wire.rs`,
+//! whose sizes and offsets are checked against this table when the crate
+//! builds; the decoder copies a record out of the bytes, checks it, and
+//! only then reads it.
+//!
 //! Version 1 had 320-byte server records, without the CPU mask; it is
 //! refused ([`ManifestError::BadVersion`]): an initrd that old must be
 //! built again (`cargo xtask build`).
@@ -89,9 +94,14 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+mod wire;
+
 use core::fmt;
+use core::mem::{offset_of, size_of_val};
 
 use abi::{MAX_NOTIFY_BITS, NAME_LEN};
+use wire::{ChannelRecord, Header, ServerRecord, check_zero};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// `"PVMF"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PVMF");
@@ -132,52 +142,9 @@ pub const CHANNEL_RECORD_LEN: usize = 32;
 /// The largest valid manifest, in bytes.
 pub const MAX_ENCODED_LEN: usize = encoded_len(MAX_SERVERS, MAX_CHANNELS);
 
-/// Byte offsets inside the header and the records.
-mod off {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 4;
-    pub const SERVER_COUNT: usize = 8;
-    pub const CHANNEL_COUNT: usize = 12;
-    pub const SERVER_RECORD_LEN: usize = 16;
-    pub const CHANNEL_RECORD_LEN: usize = 20;
-    pub const HEADER_RESERVED: usize = 24;
-
-    pub const NAME: usize = 0;
-    pub const BIN: usize = 16;
-    pub const PORT_COUNT: usize = 32;
-    pub const MMIO_COUNT: usize = 36;
-    pub const IRQS: usize = 40;
-    pub const RING_SLOTS: usize = 44;
-    pub const PORTS: usize = 48;
-    pub const PORT_ENTRY: usize = 8;
-    pub const MMIO: usize = 176;
-    pub const MMIO_ENTRY: usize = 16;
-    pub const RESTART: usize = 304;
-    pub const RESTART_LIMIT: usize = 308;
-    pub const RESTART_PERIOD_MS: usize = 312;
-    pub const SERVER_FLAGS: usize = 316;
-    pub const CPUS: usize = 320;
-    pub const SERVER_RESERVED: usize = 328;
-    pub const SERVER_END: usize = 336;
-
-    pub const SERVICE: usize = 0;
-    pub const PROVIDER: usize = 16;
-    pub const CLIENT: usize = 20;
-    pub const CHANNEL_RING_SLOTS: usize = 24;
-    pub const CHANNEL_RESERVED: usize = 28;
-}
-
 const _: () = {
-    assert!(off::PORTS + MAX_PORT_RANGES * off::PORT_ENTRY == off::MMIO);
-    assert!(off::MMIO + MAX_MMIO_REGIONS * off::MMIO_ENTRY == off::RESTART);
-    assert!(off::SERVER_FLAGS + 4 == off::CPUS);
-    assert!(off::CPUS + 8 == off::SERVER_RESERVED);
-    assert!(off::SERVER_RESERVED + 8 == off::SERVER_END);
-    assert!(off::SERVER_END == SERVER_RECORD_LEN);
     // Every CPU of the mask is one bit of its u64.
     assert!(MAX_CPUS == u64::BITS);
-    assert!(off::CHANNEL_RESERVED + 4 == CHANNEL_RECORD_LEN);
-    assert!(off::HEADER_RESERVED + 8 == HEADER_LEN);
     // Every handle and IRQ of one server must fit its notification bits.
     assert!(MAX_NOTIFY_BITS as usize <= 64);
 };
@@ -1163,43 +1130,14 @@ impl fmt::Display for ManifestError {
 
 impl core::error::Error for ManifestError {}
 
-// Little-endian field access. Offsets come from validated counts; a read
-// past the end yields zero instead of panicking.
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at.saturating_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
+/// Where server record `index` starts.
+const fn server_offset(index: usize) -> usize {
+    HEADER_LEN + index * SERVER_RECORD_LEN
 }
 
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.saturating_add(8))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-fn read_name(bytes: &[u8], at: usize) -> [u8; NAME_LEN] {
-    bytes
-        .get(at..at.saturating_add(NAME_LEN))
-        .and_then(|b| b.try_into().ok())
-        .unwrap_or([0; NAME_LEN])
-}
-
-fn write_bytes(out: &mut [u8], at: usize, value: &[u8]) {
-    if let Some(dst) = out.get_mut(at..at.saturating_add(value.len())) {
-        dst.copy_from_slice(value);
-    }
-}
-
-/// The first non-zero byte of `bytes[range]`, as an error at its offset.
-fn check_zero(bytes: &[u8], start: usize, end: usize) -> Result<(), ManifestError> {
-    let field = bytes.get(start..end).unwrap_or(&[]);
-    match field.iter().position(|&b| b != 0) {
-        Some(i) => Err(ManifestError::NotZero { offset: start + i }),
-        None => Ok(()),
-    }
+/// Where channel record `index` starts, after `servers` server records.
+const fn channel_offset(servers: usize, index: usize) -> usize {
+    server_offset(servers) + index * CHANNEL_RECORD_LEN
 }
 
 /// A validated manifest: a view of the bytes it was decoded from.
@@ -1214,22 +1152,22 @@ impl<'a> Manifest<'a> {
     /// Validate `bytes` as a manifest. Everything is checked here, once:
     /// afterwards every accessor returns consistent, in-range values.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ManifestError> {
-        if bytes.len() < HEADER_LEN {
+        let Ok((header, _)) = Header::read_from_prefix(bytes) else {
             return Err(ManifestError::TooShort { len: bytes.len() });
-        }
-        let magic = read_u32(bytes, off::MAGIC);
+        };
+        let magic = header.magic.get();
         if magic != MAGIC {
             return Err(ManifestError::BadMagic(magic));
         }
-        let version = read_u32(bytes, off::VERSION);
+        let version = header.version.get();
         if version != VERSION {
             return Err(ManifestError::BadVersion(version));
         }
-        for (at, expected) in [
-            (off::SERVER_RECORD_LEN, SERVER_RECORD_LEN),
-            (off::CHANNEL_RECORD_LEN, CHANNEL_RECORD_LEN),
+        for (found, expected) in [
+            (header.server_record_len, SERVER_RECORD_LEN),
+            (header.channel_record_len, CHANNEL_RECORD_LEN),
         ] {
-            let found = read_u32(bytes, at);
+            let found = found.get();
             if found as usize != expected {
                 return Err(ManifestError::BadRecordSize {
                     found,
@@ -1237,9 +1175,9 @@ impl<'a> Manifest<'a> {
                 });
             }
         }
-        check_zero(bytes, off::HEADER_RESERVED, HEADER_LEN)?;
-        let servers = read_u32(bytes, off::SERVER_COUNT);
-        let channels = read_u32(bytes, off::CHANNEL_COUNT);
+        check_zero(&header.reserved, offset_of!(Header, reserved))?;
+        let servers = header.server_count.get();
+        let channels = header.channel_count.get();
         if servers == 0 {
             return Err(ManifestError::NoServers);
         }
@@ -1291,18 +1229,15 @@ impl<'a> Manifest<'a> {
         self.channels
     }
 
-    fn server_record(&self, index: usize) -> &'a [u8] {
-        let start = HEADER_LEN + index * SERVER_RECORD_LEN;
-        self.bytes
-            .get(start..start + SERVER_RECORD_LEN)
-            .unwrap_or(&[])
+    /// A copy of server record `index` (zero past the last, which the
+    /// callers never ask for).
+    fn server_record(&self, index: usize) -> ServerRecord {
+        record(self.bytes, server_offset(index))
     }
 
-    fn channel_record(&self, index: usize) -> &'a [u8] {
-        let start = HEADER_LEN + self.servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN;
-        self.bytes
-            .get(start..start + CHANNEL_RECORD_LEN)
-            .unwrap_or(&[])
+    /// A copy of channel record `index`, as [`Manifest::server_record`].
+    fn channel_record(&self, index: usize) -> ChannelRecord {
+        record(self.bytes, channel_offset(self.servers, index))
     }
 
     /// Server `index` (boot order), or None past the last.
@@ -1310,7 +1245,7 @@ impl<'a> Manifest<'a> {
         if index >= self.servers {
             return None;
         }
-        Some(read_server(self.server_record(index)))
+        Some(read_server(&self.server_record(index)))
     }
 
     /// The servers in boot order.
@@ -1329,7 +1264,7 @@ impl<'a> Manifest<'a> {
         if index >= self.channels {
             return None;
         }
-        Some(read_channel(self.channel_record(index)))
+        Some(read_channel(&self.channel_record(index)))
     }
 
     /// The channels, in channel order.
@@ -1364,13 +1299,12 @@ impl<'a> Manifest<'a> {
 
     fn check_server(&self, index: usize) -> Result<(), ManifestError> {
         let rec = self.server_record(index);
-        let base = HEADER_LEN + index * SERVER_RECORD_LEN;
+        let at = |field: usize| server_offset(index) + field;
         let bad_name = |field| ManifestError::BadName { field, index };
-        let name =
-            Name::from_wire(read_name(rec, off::NAME), false).ok_or(bad_name(NameField::Server))?;
-        Name::from_wire(read_name(rec, off::BIN), true).ok_or(bad_name(NameField::Bin))?;
+        let name = Name::from_wire(rec.name, false).ok_or(bad_name(NameField::Server))?;
+        Name::from_wire(rec.bin, true).ok_or(bad_name(NameField::Bin))?;
         for other in 0..index {
-            if read_name(self.server_record(other), off::NAME) == *name.as_bytes() {
+            if self.server_record(other).name == *name.as_bytes() {
                 return Err(ManifestError::DuplicateServer {
                     server: index,
                     other,
@@ -1378,28 +1312,28 @@ impl<'a> Manifest<'a> {
             }
         }
 
-        let port_count = read_u32(rec, off::PORT_COUNT);
+        let port_count = rec.port_count.get();
         if port_count as usize > MAX_PORT_RANGES {
             return Err(ManifestError::TooManyPortRanges {
                 server: index,
                 count: port_count,
             });
         }
-        let mmio_count = read_u32(rec, off::MMIO_COUNT);
+        let mmio_count = rec.mmio_count.get();
         if mmio_count as usize > MAX_MMIO_REGIONS {
             return Err(ManifestError::TooManyMmioRegions {
                 server: index,
                 count: mmio_count,
             });
         }
-        let bits = read_u32(rec, off::IRQS);
+        let bits = rec.irqs.get();
         if IrqSet::from_bits(bits).is_none() {
             return Err(ManifestError::BadIrqs {
                 server: index,
                 bits,
             });
         }
-        let slots = read_u32(rec, off::RING_SLOTS);
+        let slots = rec.ring_slots.get();
         if !ring_slots_ok(slots) {
             return Err(ManifestError::BadRingSlots {
                 server: index,
@@ -1407,10 +1341,9 @@ impl<'a> Manifest<'a> {
             });
         }
 
-        for range in 0..port_count as usize {
-            let at = off::PORTS + range * off::PORT_ENTRY;
-            let first = read_u32(rec, at);
-            let count = read_u32(rec, at + 4);
+        let (ports, unused_ports) = rec.ports.split_at(port_count as usize);
+        for (range, entry) in ports.iter().enumerate() {
+            let (first, count) = (entry.first.get(), entry.count.get());
             if check_port_range(first, count).is_err() {
                 return Err(ManifestError::BadPortRange {
                     server: index,
@@ -1420,13 +1353,15 @@ impl<'a> Manifest<'a> {
                 });
             }
         }
-        let ports_end = off::PORTS + port_count as usize * off::PORT_ENTRY;
-        check_zero(self.bytes, base + ports_end, base + off::MMIO)?;
-        for region in 0..mmio_count as usize {
-            let at = off::MMIO + region * off::MMIO_ENTRY;
+        check_zero(
+            unused_ports.as_bytes(),
+            at(offset_of!(ServerRecord, ports) + size_of_val(ports)),
+        )?;
+        let (regions, unused_regions) = rec.mmio.split_at(mmio_count as usize);
+        for (region, entry) in regions.iter().enumerate() {
             let r = MmioRegion {
-                base: read_u64(rec, at),
-                size: read_u64(rec, at + 8),
+                base: entry.base.get(),
+                size: entry.size.get(),
             };
             if !r.valid() {
                 return Err(ManifestError::BadMmio {
@@ -1437,23 +1372,21 @@ impl<'a> Manifest<'a> {
                 });
             }
         }
-        let mmio_end = off::MMIO + mmio_count as usize * off::MMIO_ENTRY;
-        check_zero(self.bytes, base + mmio_end, base + off::RESTART)?;
-        if Restart::from_wire(read_u32(rec, off::RESTART)).is_none()
-            || read_u32(rec, off::RESTART_PERIOD_MS) == 0
-            || read_u32(rec, off::SERVER_FLAGS) & !KNOWN_SERVER_FLAGS != 0
+        check_zero(
+            unused_regions.as_bytes(),
+            at(offset_of!(ServerRecord, mmio) + size_of_val(regions)),
+        )?;
+        if Restart::from_wire(rec.restart.get()).is_none()
+            || rec.restart_period_ms.get() == 0
+            || rec.flags.get() & !KNOWN_SERVER_FLAGS != 0
         {
             return Err(ManifestError::BadSupervision { server: index });
         }
         // Any mask names only CPUs 0..=63 (one bit each); past it, zero.
-        check_zero(
-            self.bytes,
-            base + off::SERVER_RESERVED,
-            base + off::SERVER_END,
-        )?;
+        check_zero(&rec.reserved, at(offset_of!(ServerRecord, reserved)))?;
 
         // Within the server: no range or region overlaps another.
-        let server = read_server(rec);
+        let server = read_server(&rec);
         for (range, r) in server.ports().iter().enumerate() {
             if let Some(other_range) = server.ports()[..range].iter().position(|o| o.overlaps(r)) {
                 return Err(ManifestError::PortOverlap {
@@ -1516,15 +1449,13 @@ impl<'a> Manifest<'a> {
 
     fn check_channel(&self, index: usize) -> Result<(), ManifestError> {
         let rec = self.channel_record(index);
-        let base = HEADER_LEN + self.servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN;
-        let service =
-            Name::from_wire(read_name(rec, off::SERVICE), false).ok_or(ManifestError::BadName {
-                field: NameField::Service,
-                index,
-            })?;
+        let service = Name::from_wire(rec.service, false).ok_or(ManifestError::BadName {
+            field: NameField::Service,
+            index,
+        })?;
         let mut ends = [0; 2];
-        for (end, at) in ends.iter_mut().zip([off::PROVIDER, off::CLIENT]) {
-            let server = read_u32(rec, at);
+        for (end, server) in ends.iter_mut().zip([rec.provider, rec.client]) {
+            let server = server.get();
             if server as usize >= self.servers {
                 return Err(ManifestError::BadChannelServer {
                     channel: index,
@@ -1537,8 +1468,8 @@ impl<'a> Manifest<'a> {
         if provider == client {
             return Err(ManifestError::SelfChannel { channel: index });
         }
-        let slots = read_u32(rec, off::CHANNEL_RING_SLOTS);
-        let expected = read_u32(self.server_record(provider), off::RING_SLOTS);
+        let slots = rec.ring_slots.get();
+        let expected = self.server_record(provider).ring_slots.get();
         if slots != expected {
             return Err(ManifestError::ChannelRingSlots {
                 channel: index,
@@ -1547,12 +1478,11 @@ impl<'a> Manifest<'a> {
             });
         }
         check_zero(
-            self.bytes,
-            base + off::CHANNEL_RESERVED,
-            base + CHANNEL_RECORD_LEN,
+            rec.reserved.as_bytes(),
+            channel_offset(self.servers, index) + offset_of!(ChannelRecord, reserved),
         )?;
         for other in 0..index {
-            let o = read_channel(self.channel_record(other));
+            let o = read_channel(&self.channel_record(other));
             if o.service != service {
                 continue;
             }
@@ -1573,43 +1503,86 @@ impl<'a> Manifest<'a> {
     }
 }
 
+/// A copy of the record at `offset` of `bytes`; zero where `bytes` ends
+/// first (a decoded manifest's records are all there).
+fn record<R: FromBytes>(bytes: &[u8], offset: usize) -> R {
+    bytes
+        .get(offset..)
+        .and_then(|rest| R::read_from_prefix(rest).ok())
+        .map_or_else(R::new_zeroed, |(record, _)| record)
+}
+
 /// A server record as it is (validated by `check_server` before use).
-fn read_server(rec: &[u8]) -> Server {
-    let mut server = Server::new(
-        Name(read_name(rec, off::NAME)),
-        Name(read_name(rec, off::BIN)),
-    );
-    server.irqs = IrqSet(read_u32(rec, off::IRQS) & IRQ_LINES_MASK);
-    server.ring_slots = read_u32(rec, off::RING_SLOTS);
-    server.restart = Restart::from_wire(read_u32(rec, off::RESTART)).unwrap_or(Restart::Never);
-    server.restart_limit = read_u32(rec, off::RESTART_LIMIT);
-    server.restart_period_ms = read_u32(rec, off::RESTART_PERIOD_MS);
-    server.flags = read_u32(rec, off::SERVER_FLAGS) & KNOWN_SERVER_FLAGS;
-    server.cpus = read_u64(rec, off::CPUS);
-    let port_count = (read_u32(rec, off::PORT_COUNT) as usize).min(MAX_PORT_RANGES);
-    for (i, range) in server.ports.iter_mut().take(port_count).enumerate() {
-        let at = off::PORTS + i * off::PORT_ENTRY;
-        range.first = read_u32(rec, at) as u16;
-        range.count = read_u32(rec, at + 4);
+fn read_server(rec: &ServerRecord) -> Server {
+    let mut server = Server::new(Name(rec.name), Name(rec.bin));
+    server.irqs = IrqSet(rec.irqs.get() & IRQ_LINES_MASK);
+    server.ring_slots = rec.ring_slots.get();
+    server.restart = Restart::from_wire(rec.restart.get()).unwrap_or(Restart::Never);
+    server.restart_limit = rec.restart_limit.get();
+    server.restart_period_ms = rec.restart_period_ms.get();
+    server.flags = rec.flags.get() & KNOWN_SERVER_FLAGS;
+    server.cpus = rec.cpus.get();
+    let port_count = (rec.port_count.get() as usize).min(MAX_PORT_RANGES);
+    for (range, entry) in server.ports.iter_mut().zip(&rec.ports[..port_count]) {
+        // A valid range starts below 0x10000.
+        range.first = entry.first.get() as u16;
+        range.count = entry.count.get();
     }
     server.port_count = port_count as u8;
-    let mmio_count = (read_u32(rec, off::MMIO_COUNT) as usize).min(MAX_MMIO_REGIONS);
-    for (i, region) in server.mmio.iter_mut().take(mmio_count).enumerate() {
-        let at = off::MMIO + i * off::MMIO_ENTRY;
-        region.base = read_u64(rec, at);
-        region.size = read_u64(rec, at + 8);
+    let mmio_count = (rec.mmio_count.get() as usize).min(MAX_MMIO_REGIONS);
+    for (region, entry) in server.mmio.iter_mut().zip(&rec.mmio[..mmio_count]) {
+        region.base = entry.base.get();
+        region.size = entry.size.get();
     }
     server.mmio_count = mmio_count as u8;
     server
 }
 
+/// `server` as its record.
+fn write_server(server: &Server) -> ServerRecord {
+    let mut rec = ServerRecord::new_zeroed();
+    rec.name = *server.name.as_bytes();
+    rec.bin = *server.bin.as_bytes();
+    rec.port_count = u32::from(server.port_count).into();
+    rec.mmio_count = u32::from(server.mmio_count).into();
+    rec.irqs = server.irqs.bits().into();
+    rec.ring_slots = server.ring_slots.into();
+    for (entry, range) in rec.ports.iter_mut().zip(server.ports()) {
+        entry.first = u32::from(range.first).into();
+        entry.count = range.count.into();
+    }
+    for (entry, region) in rec.mmio.iter_mut().zip(server.mmio()) {
+        entry.base = region.base.into();
+        entry.size = region.size.into();
+    }
+    rec.restart = (server.restart as u32).into();
+    rec.restart_limit = server.restart_limit.into();
+    rec.restart_period_ms = server.restart_period_ms.into();
+    rec.flags = server.flags.into();
+    rec.cpus = server.cpus.into();
+    rec
+}
+
 /// A channel record as it is (validated by `check_channel` before use).
-fn read_channel(rec: &[u8]) -> Channel {
+fn read_channel(rec: &ChannelRecord) -> Channel {
     Channel {
-        service: Name(read_name(rec, off::SERVICE)),
-        provider: read_u32(rec, off::PROVIDER) as usize,
-        client: read_u32(rec, off::CLIENT) as usize,
-        ring_slots: read_u32(rec, off::CHANNEL_RING_SLOTS),
+        service: Name(rec.service),
+        provider: rec.provider.get() as usize,
+        client: rec.client.get() as usize,
+        ring_slots: rec.ring_slots.get(),
+    }
+}
+
+/// `channel` as its record.
+fn write_channel(channel: &Channel) -> ChannelRecord {
+    // An index that does not fit a u32 is out of range anyway.
+    let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX).into();
+    ChannelRecord {
+        service: *channel.service.as_bytes(),
+        provider: index(channel.provider),
+        client: index(channel.client),
+        ring_slots: channel.ring_slots.into(),
+        reserved: 0.into(),
     }
 }
 
@@ -1681,97 +1654,30 @@ pub fn encode(
         needed: len,
         len: available,
     })?;
-    out.fill(0);
-    write_bytes(out, off::MAGIC, &MAGIC.to_le_bytes());
-    write_bytes(out, off::VERSION, &VERSION.to_le_bytes());
-    write_bytes(
-        out,
-        off::SERVER_COUNT,
-        &(servers.len() as u32).to_le_bytes(),
-    );
-    write_bytes(
-        out,
-        off::CHANNEL_COUNT,
-        &(channels.len() as u32).to_le_bytes(),
-    );
-    write_bytes(
-        out,
-        off::SERVER_RECORD_LEN,
-        &(SERVER_RECORD_LEN as u32).to_le_bytes(),
-    );
-    write_bytes(
-        out,
-        off::CHANNEL_RECORD_LEN,
-        &(CHANNEL_RECORD_LEN as u32).to_le_bytes(),
-    );
-    for (i, server) in servers.iter().enumerate() {
-        let base = HEADER_LEN + i * SERVER_RECORD_LEN;
-        write_bytes(out, base + off::NAME, server.name.as_bytes());
-        write_bytes(out, base + off::BIN, server.bin.as_bytes());
-        write_bytes(
-            out,
-            base + off::PORT_COUNT,
-            &u32::from(server.port_count).to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::MMIO_COUNT,
-            &u32::from(server.mmio_count).to_le_bytes(),
-        );
-        write_bytes(out, base + off::IRQS, &server.irqs.bits().to_le_bytes());
-        write_bytes(
-            out,
-            base + off::RING_SLOTS,
-            &server.ring_slots.to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::RESTART,
-            &(server.restart as u32).to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::RESTART_LIMIT,
-            &server.restart_limit.to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::RESTART_PERIOD_MS,
-            &server.restart_period_ms.to_le_bytes(),
-        );
-        write_bytes(out, base + off::SERVER_FLAGS, &server.flags.to_le_bytes());
-        write_bytes(out, base + off::CPUS, &server.cpus.to_le_bytes());
-        for (j, range) in server.ports().iter().enumerate() {
-            let at = base + off::PORTS + j * off::PORT_ENTRY;
-            write_bytes(out, at, &u32::from(range.first).to_le_bytes());
-            write_bytes(out, at + 4, &range.count.to_le_bytes());
-        }
-        for (j, region) in server.mmio().iter().enumerate() {
-            let at = base + off::MMIO + j * off::MMIO_ENTRY;
-            write_bytes(out, at, &region.base.to_le_bytes());
-            write_bytes(out, at + 8, &region.size.to_le_bytes());
-        }
+    let header = Header {
+        magic: MAGIC.into(),
+        version: VERSION.into(),
+        // Both counts are at most MAX_SERVERS or MAX_CHANNELS (above).
+        server_count: (servers.len() as u32).into(),
+        channel_count: (channels.len() as u32).into(),
+        server_record_len: (SERVER_RECORD_LEN as u32).into(),
+        channel_record_len: (CHANNEL_RECORD_LEN as u32).into(),
+        reserved: [0; 8],
+    };
+    let (head, rest) = out.split_at_mut(HEADER_LEN);
+    head.copy_from_slice(header.as_bytes());
+    let (server_bytes, channel_bytes) = rest.split_at_mut(servers.len() * SERVER_RECORD_LEN);
+    for (server, out) in servers
+        .iter()
+        .zip(server_bytes.chunks_exact_mut(SERVER_RECORD_LEN))
+    {
+        out.copy_from_slice(write_server(server).as_bytes());
     }
-    for (i, channel) in channels.iter().enumerate() {
-        let base = HEADER_LEN + servers.len() * SERVER_RECORD_LEN + i * CHANNEL_RECORD_LEN;
-        // An index that does not fit a u32 is out of range anyway.
-        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-        write_bytes(out, base + off::SERVICE, channel.service.as_bytes());
-        write_bytes(
-            out,
-            base + off::PROVIDER,
-            &index(channel.provider).to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::CLIENT,
-            &index(channel.client).to_le_bytes(),
-        );
-        write_bytes(
-            out,
-            base + off::CHANNEL_RING_SLOTS,
-            &channel.ring_slots.to_le_bytes(),
-        );
+    for (channel, out) in channels
+        .iter()
+        .zip(channel_bytes.chunks_exact_mut(CHANNEL_RECORD_LEN))
+    {
+        out.copy_from_slice(write_channel(channel).as_bytes());
     }
     Manifest::decode(out)?;
     Ok(len)
@@ -1879,6 +1785,87 @@ mod tests {
 
     fn channel_at(servers: usize, index: usize, field: usize) -> usize {
         HEADER_LEN + servers * SERVER_RECORD_LEN + index * CHANNEL_RECORD_LEN + field
+    }
+
+    /// A manifest laid out byte by byte from the module docs' table, as the
+    /// byte-offset encoder before zerocopy wrote it: the records must keep
+    /// reading it, and writing it, to the byte.
+    #[test]
+    fn the_documented_layout_decodes_and_encodes_to_the_byte() {
+        let mut bytes = alloc::vec![0u8; 32 + 2 * 336 + 32];
+        bytes[0..4].copy_from_slice(b"PVMF");
+        for (at, value) in [(4, 2), (8, 2), (12, 1), (16, 336), (20, 32)] {
+            put_u32(&mut bytes, at, value);
+        }
+        // Server 0: a console with two port ranges, IRQ 4 and an MMIO page.
+        let s0 = 32;
+        bytes[s0..s0 + 7].copy_from_slice(b"console");
+        bytes[s0 + 16..s0 + 23].copy_from_slice(b"con_bin");
+        for (at, value) in [
+            (32, 2),      // port ranges
+            (36, 1),      // MMIO regions
+            (40, 1 << 4), // IRQ 4
+            (44, 1024),   // ring slots
+            (48, 0x3f8),  // port range 0: first
+            (52, 8),      //               count
+            (56, 0x60),   // port range 1
+            (60, 1),      //
+            (304, 1),     // on-fault
+            (308, 7),     // restart limit
+            (312, 2500),  // restart period
+            (316, FLAG_INJECT_FAULTS),
+        ] {
+            put_u32(&mut bytes, s0 + at, value);
+        }
+        put_u64(&mut bytes, s0 + 176, 0xfee0_0000);
+        put_u64(&mut bytes, s0 + 184, 0x2000);
+        put_u64(&mut bytes, s0 + 320, 1 << 1 | 1 << 63);
+        // Server 1: a bare client on the default ring size.
+        let s1 = 32 + 336;
+        bytes[s1..s1 + 5].copy_from_slice(b"hello");
+        bytes[s1 + 16..s1 + 21].copy_from_slice(b"hello");
+        for (at, value) in [(44, 256), (312, 10_000)] {
+            put_u32(&mut bytes, s1 + at, value);
+        }
+        // Channel 0: hello uses console.
+        let c0 = 32 + 2 * 336;
+        bytes[c0..c0 + 7].copy_from_slice(b"console");
+        for (at, value) in [(16, 0), (20, 1), (24, 1024)] {
+            put_u32(&mut bytes, c0 + at, value);
+        }
+
+        let mut console = Server::new(name("console"), Name::bin("con_bin").unwrap());
+        console
+            .push_ports(PortRange::inclusive(0x3f8, 0x3ff).unwrap())
+            .unwrap();
+        console
+            .push_ports(PortRange::inclusive(0x60, 0x60).unwrap())
+            .unwrap();
+        console
+            .push_mmio(MmioRegion {
+                base: 0xfee0_0000,
+                size: 0x2000,
+            })
+            .unwrap();
+        console.irqs.insert(4);
+        console.ring_slots = 1024;
+        console.restart = Restart::OnFault;
+        console.restart_limit = 7;
+        console.restart_period_ms = 2500;
+        console.flags = FLAG_INJECT_FAULTS;
+        console.set_cpus(1 << 1 | 1 << 63);
+        let mut hello = server("hello");
+        hello.restart_limit = 0;
+        let servers = [console, hello];
+        let channels = [Channel {
+            ring_slots: 1024,
+            ..channel("console", 0, 1)
+        }];
+
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.servers().collect::<Vec<_>>(), servers);
+        assert_eq!(m.channels().collect::<Vec<_>>(), channels);
+        assert_eq!(to_vec(&servers, &channels).unwrap(), bytes);
     }
 
     #[test]
@@ -2210,7 +2197,7 @@ mod tests {
         let bytes = to_vec(&servers, &channels).unwrap();
         // At offset 320 of each record, little-endian.
         assert_eq!(
-            bytes[server_at(2, off::CPUS)..server_at(2, off::CPUS + 8)],
+            bytes[server_at(2, 320)..server_at(2, 328)],
             2u64.to_le_bytes()
         );
         let m = Manifest::decode(&bytes).unwrap();
@@ -2235,7 +2222,7 @@ mod tests {
     #[test]
     fn cpus_reserved_bytes_must_be_zero() {
         let good = sample_bytes();
-        for at in off::SERVER_RESERVED..off::SERVER_END {
+        for at in 328..SERVER_RECORD_LEN {
             let mut b = good.clone();
             b[server_at(3, at)] = 1;
             assert_eq!(
@@ -2248,7 +2235,7 @@ mod tests {
         // Any mask decodes: every bit is a CPU 0..=63.
         for mask in [1, 1 << 63, u64::MAX, 0x5555_5555_5555_5555] {
             let mut b = good.clone();
-            put_u64(&mut b, server_at(0, off::CPUS), mask);
+            put_u64(&mut b, server_at(0, 320), mask);
             assert_eq!(
                 Manifest::decode(&b).unwrap().server(0).unwrap().cpus(),
                 mask

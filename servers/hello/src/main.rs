@@ -5,7 +5,7 @@
 //! correct`; on any mismatch or error `hello: FAIL ...` and exits 1.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use userland::{Channel, Descriptor, println};
+use userland::{Channel, Descriptor, Failure, OrFail, println};
 
 userland::entry!(async run);
 
@@ -14,37 +14,23 @@ use proto::echo::OP_ECHO;
 
 const VALUES: [u64; 4] = [1, 42, 0xdead_beef, u64::MAX];
 
-async fn run() -> i32 {
-    let mut echo = match Channel::open("echo") {
-        Ok(c) => c,
-        Err(e) => {
-            println!("hello: FAIL cannot open the echo service: {e}");
-            return 1;
-        }
-    };
+async fn run() -> Result<(), Failure> {
+    let mut echo = Channel::open("echo").or_fail("cannot open the echo service")?;
     for value in VALUES {
-        let answer = match echo
+        let answer = echo
             .call(Descriptor::new(OP_ECHO, 0).with_args([value]))
             .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                println!("hello: FAIL echo({value}): {e}");
-                return 1;
-            }
-        };
+            .or_fail(format_args!("echo({value})"))?;
         match answer.result() {
             Ok(v) if v == value => println!("hello: echo({value}) = {v}"),
             other => {
-                println!("hello: FAIL echo({value}) answered {other:?}");
-                return 1;
+                return Err(Failure::new(format_args!(
+                    "echo({value}) answered {other:?}"
+                )));
             }
         }
     }
-    if let Err(e) = echo.close().await {
-        println!("hello: FAIL hanging up: {e}");
-        return 1;
-    }
+    echo.close().await.or_fail("hanging up")?;
     println!("hello: all {} answers correct", VALUES.len());
-    0
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! returns, the kernel failed to stop it, and the caller reports that.
 
 use userland::abi::Syscall;
-use userland::sys;
+use userland::{Failure, sys};
 
 /// Read 8 bytes at `addr`, an address this server must not be able to
 /// read (kernel memory, an unmapped page, another server's memory).
@@ -18,6 +18,20 @@ pub fn read_forbidden(addr: u64) -> u64 {
     // u64 (every bit pattern is valid) and the caller reports the breach.
     // `read_volatile` keeps the compiler from removing or moving the load.
     unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// [`read_forbidden`] as a server's last step: what to report if the read
+/// returns.
+pub fn read_must_fault(addr: u64) -> Failure {
+    let value = read_forbidden(addr);
+    Failure::new(format_args!("read of {addr:#x} returned {value:#x}"))
+}
+
+/// [`read_port`] of a port the server was not granted, as its last step:
+/// what to report if the `in` returns.
+pub fn in_must_fault(port: u16) -> Failure {
+    let value = read_port(port);
+    Failure::new(format_args!("in from port {port:#x} returned {value:#x}"))
 }
 
 /// Execute `hlt` in ring 3: a general-protection fault (#GP).

@@ -16,7 +16,9 @@ use devkit::Timer;
 use devkit::clock::now_ns;
 use devkit::sysinfo::arg_u64;
 use sleepers::{MARKER_PAUSE_NS, kernel_delta, pause};
-use userland::{Channel, ChannelError, Completion, OP_HANGUP, Provider, println, sys};
+use userland::{
+    Channel, ChannelError, Completion, Failure, OP_HANGUP, OrFail, Provider, println, sys,
+};
 
 userland::entry!(async run);
 
@@ -90,28 +92,11 @@ async fn bench(timer: &mut Timer, workers: &mut [Provider]) -> Result<(), Channe
     Ok(())
 }
 
-async fn run() -> i32 {
-    let mut timer = match Timer::open() {
-        Ok(t) => t,
-        Err(e) => {
-            println!("ticker-coord: FAIL cannot open the timer: {e}");
-            return 1;
-        }
-    };
-    let mut workers = match Channel::clients_of(ticks::SERVICE) {
-        Ok(w) => w,
-        Err(e) => {
-            println!("ticker-coord: FAIL cannot attach the ticks channels: {e}");
-            return 1;
-        }
-    };
+async fn run() -> Result<(), Failure> {
+    let mut timer = Timer::open().or_fail("cannot open the timer")?;
+    let mut workers =
+        Channel::clients_of(ticks::SERVICE).or_fail("cannot attach the ticks channels")?;
     let result = bench(&mut timer, &mut workers).await;
     let _ = timer.close().await;
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            println!("ticker-coord: FAIL {e}");
-            1
-        }
-    }
+    result.map_err(Failure::new)
 }

@@ -11,20 +11,14 @@ extern crate alloc;
 
 use ::proto::timer as proto;
 use devkit::Timer;
-use userland::{Descriptor, println, sys};
+use userland::{Descriptor, Failure, OrFail, println, sys};
 
 userland::entry!(async run);
 
 const SERIES: u64 = 200;
 
-async fn run() -> i32 {
-    let mut timer = match Timer::open() {
-        Ok(t) => t,
-        Err(e) => {
-            println!("timer-hog: FAIL cannot open timer: {e}");
-            return 1;
-        }
-    };
+async fn run() -> Result<(), Failure> {
+    let mut timer = Timer::open().or_fail("cannot open timer")?;
     for cookie in 1..=SERIES {
         // Period 100 us, no end.
         let d = Descriptor::new(proto::OP_PERIODIC, cookie).with_args([100_000, 0]);
@@ -39,5 +33,5 @@ async fn run() -> i32 {
     // the timer to find the backlog even where PVM interprets the kernel
     // (once the hog ends, the timer just forgets it).
     let _ = sys::wait(1 << 62, 2_000_000_000);
-    0
+    Ok(())
 }

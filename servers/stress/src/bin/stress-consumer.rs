@@ -15,37 +15,31 @@ extern crate alloc;
 use alloc::vec;
 
 use stress::{OP_END, OP_MSG, OP_VERDICT, STREAM_SERVICE, SeqCheck, VERDICT_CHECKSUM_BAD, fold};
-use userland::{Batching, Channel, ChannelError, Completion, Descriptor, OP_HANGUP, println, sys};
+use userland::{
+    Batching, Channel, Completion, Descriptor, Failure, OP_HANGUP, OrFail, println, sys,
+};
 
 userland::entry!(async run);
 
 /// The most messages taken out of the ring at once.
 const CHUNK: usize = 256;
 
-async fn run() -> i32 {
-    let mut providers = match Channel::clients_of(STREAM_SERVICE) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("stress-consumer: FAIL cannot attach {STREAM_SERVICE}: {e}");
-            return 1;
-        }
-    };
-    let Some(mut ring) = providers.pop().filter(|_| providers.is_empty()) else {
-        println!("stress-consumer: FAIL expected exactly one client of {STREAM_SERVICE}");
-        return 1;
-    };
-    match consume(&mut ring).await {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => {
-            println!("stress-consumer: FAIL ring error: {e}");
-            1
-        }
-    }
+async fn run() -> Result<(), Failure> {
+    let mut providers = Channel::clients_of(STREAM_SERVICE)
+        .or_fail(format_args!("cannot attach {STREAM_SERVICE}"))?;
+    let mut ring = providers
+        .pop()
+        .filter(|_| providers.is_empty())
+        .or_fail(format_args!(
+            "expected exactly one client of {STREAM_SERVICE}"
+        ))?;
+    consume(&mut ring).await
 }
 
-/// Consume until the producer hangs up; `Ok(true)` if the stream was whole.
-async fn consume(ring: &mut userland::Provider) -> Result<bool, ChannelError> {
+const RING_ERROR: &str = "ring error";
+
+/// Consume until the producer hangs up; `Ok` if the stream was whole.
+async fn consume(ring: &mut userland::Provider) -> Result<(), Failure> {
     let batching = sys::batching();
     let mut buf = vec![Descriptor::default(); CHUNK];
     let mut check = SeqCheck::new();
@@ -55,12 +49,16 @@ async fn consume(ring: &mut userland::Provider) -> Result<bool, ChannelError> {
     loop {
         let mut n = match batching {
             Batching::On => {
-                let n = ring.receiver().consumer().pop_slice(&mut buf)?;
+                let n = ring
+                    .receiver()
+                    .consumer()
+                    .pop_slice(&mut buf)
+                    .or_fail(RING_ERROR)?;
                 // Ring the producer if it waits for the space just freed.
                 ring.receiver().flush();
                 n
             }
-            Batching::Off => match ring.try_recv()? {
+            Batching::Off => match ring.try_recv().or_fail(RING_ERROR)? {
                 Some(d) => {
                     buf[0] = d;
                     1
@@ -69,7 +67,7 @@ async fn consume(ring: &mut userland::Provider) -> Result<bool, ChannelError> {
             },
         };
         if n == 0 {
-            buf[0] = ring.recv().await?;
+            buf[0] = ring.recv().await.or_fail(RING_ERROR)?;
             n = 1;
         }
         for d in &buf[..n] {
@@ -83,51 +81,48 @@ async fn consume(ring: &mut userland::Provider) -> Result<bool, ChannelError> {
                     checksum_ok = checksum == d.arg(1);
                     ended = true;
                     let c = Completion::ok(d.cookie(), check.received()).with_aux(check.lost());
-                    ring.reply(c).await?;
+                    ring.reply(c).await.or_fail(RING_ERROR)?;
                     ring.flush();
                 }
                 OP_VERDICT => {
                     let bad = if checksum_ok { 0 } else { VERDICT_CHECKSUM_BAD };
                     let c = Completion::ok(d.cookie(), check.duplicates() | bad)
                         .with_aux(check.reordered());
-                    ring.reply(c).await?;
+                    ring.reply(c).await.or_fail(RING_ERROR)?;
                     ring.flush();
                 }
-                OP_HANGUP => return Ok(report(&check, ended, checksum_ok)),
+                OP_HANGUP => return report(&check, ended, checksum_ok),
                 other => {
-                    println!(
-                        "stress-consumer: FAIL unknown opcode {other} after {} messages",
+                    return Err(Failure::new(format_args!(
+                        "unknown opcode {other} after {} messages",
                         check.received()
-                    );
-                    return Ok(false);
+                    )));
                 }
             }
         }
     }
 }
 
-fn report(check: &SeqCheck, ended: bool, checksum_ok: bool) -> bool {
+fn report(check: &SeqCheck, ended: bool, checksum_ok: bool) -> Result<(), Failure> {
     if !ended {
-        println!(
-            "stress-consumer: FAIL producer hung up without ending the stream after {} messages",
+        return Err(Failure::new(format_args!(
+            "producer hung up without ending the stream after {} messages",
             check.received()
-        );
-        return false;
+        )));
     }
     if check.ok() && checksum_ok {
         println!(
             "stress-consumer: {} messages in order, checksum ok",
             check.received()
         );
-        return true;
+        return Ok(());
     }
     let (expected, got) = check.first_error().unwrap_or((0, 0));
-    println!(
-        "stress-consumer: FAIL lost={} duplicates={} reordered={} checksum={} (first: expected {expected}, got {got})",
+    Err(Failure::new(format_args!(
+        "lost={} duplicates={} reordered={} checksum={} (first: expected {expected}, got {got})",
         check.lost(),
         check.duplicates(),
         check.reordered(),
         if checksum_ok { "ok" } else { "bad" }
-    );
-    false
+    )))
 }

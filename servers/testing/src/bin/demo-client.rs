@@ -9,7 +9,7 @@
 //! `demo-client: FAIL ...` and exits 1.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use userland::{Channel, Descriptor, println, sys};
+use userland::{Channel, Descriptor, Failure, OrFail, println, sys};
 
 userland::entry!(async run);
 
@@ -18,34 +18,27 @@ use proto::echo::OP_ECHO;
 
 const VALUES: [u64; 3] = [7, 0x5eed, u64::MAX];
 
-async fn run() -> i32 {
+async fn run() -> Result<(), Failure> {
     let service = sys::boot_info_cached()
         .and_then(|b| b.arg("service"))
         .unwrap_or("demo");
-    let mut client = match Channel::open(service) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("demo-client: FAIL cannot open the {service} service: {e}");
-            return 1;
-        }
-    };
+    let mut client =
+        Channel::open(service).or_fail(format_args!("cannot open the {service} service"))?;
     for value in VALUES {
         let request = Descriptor::new(OP_ECHO, 0).with_args([value]);
         match client.call(request).await.map(|c| c.result()) {
             Ok(Ok(v)) if v == value => println!("demo-client: {service} echo({value:#x}) = {v:#x}"),
             other => {
-                println!("demo-client: FAIL {service} echo({value:#x}) answered {other:?}");
-                return 1;
+                return Err(Failure::new(format_args!(
+                    "{service} echo({value:#x}) answered {other:?}"
+                )));
             }
         }
     }
-    if let Err(e) = client.close().await {
-        println!("demo-client: FAIL hanging up: {e}");
-        return 1;
-    }
+    client.close().await.or_fail("hanging up")?;
     println!(
         "demo-client: all {} answers from {service} correct",
         VALUES.len()
     );
-    0
+    Ok(())
 }

@@ -4,15 +4,13 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use testing::hazard;
-use userland::println;
+use userland::{Failure, println};
 
 userland::entry!(run);
 
 const ADDRESS: u64 = 0x1234_5000;
 
-fn run() -> i32 {
+fn run() -> Result<(), Failure> {
     println!("fault-page: about to fault (reading unmapped {ADDRESS:#x})");
-    let value = hazard::read_forbidden(ADDRESS);
-    println!("fault-page: FAIL read of {ADDRESS:#x} returned {value:#x}");
-    1
+    Err(hazard::read_must_fault(ADDRESS))
 }

@@ -15,7 +15,7 @@
 
 use testing::hazard;
 use userland::abi::Error;
-use userland::{println, sys};
+use userland::{Failure, OrFail, println, sys};
 
 userland::entry!(run);
 
@@ -25,36 +25,29 @@ const GRANTED: u64 = 0xfed0_0000;
 const FORBIDDEN: u64 = 0xfec0_0000;
 const PAGE: u64 = 0x1000;
 
-fn run() -> i32 {
-    let at = match sys::mmio_map(GRANTED, PAGE) {
-        Ok(at) => {
-            println!("mmio-intruder: granted {GRANTED:#x} mapped at {at:#x}");
-            at
-        }
-        Err(e) => {
-            println!("mmio-intruder: FAIL mmio_map of granted {GRANTED:#x}: {e}");
-            return 1;
-        }
-    };
+fn run() -> Result<(), Failure> {
+    let at =
+        sys::mmio_map(GRANTED, PAGE).or_fail(format_args!("mmio_map of granted {GRANTED:#x}"))?;
+    println!("mmio-intruder: granted {GRANTED:#x} mapped at {at:#x}");
     // SAFETY: `at` is the start of a mapped page of this server's; the
     // slice is only handed to the kernel, never read here.
     let device = unsafe { core::slice::from_raw_parts(at as *const u8, 16) };
     match sys::log(device) {
         Err(Error::BadAddress) => println!("mmio-intruder: log from device memory refused"),
         other => {
-            println!("mmio-intruder: FAIL log from device memory returned {other:?}");
-            return 1;
+            return Err(Failure::new(format_args!(
+                "log from device memory returned {other:?}"
+            )));
         }
     }
     match sys::mmio_map(FORBIDDEN, PAGE) {
         Err(Error::Denied) => println!("mmio-intruder: mmio_map({FORBIDDEN:#x}) denied"),
         other => {
-            println!("mmio-intruder: FAIL mmio_map({FORBIDDEN:#x}) returned {other:?}");
-            return 1;
+            return Err(Failure::new(format_args!(
+                "mmio_map({FORBIDDEN:#x}) returned {other:?}"
+            )));
         }
     }
     println!("mmio-intruder: about to fault (reading ungranted {FORBIDDEN:#x})");
-    let value = hazard::read_forbidden(FORBIDDEN);
-    println!("mmio-intruder: FAIL read of {FORBIDDEN:#x} returned {value:#x}");
-    1
+    Err(hazard::read_must_fault(FORBIDDEN))
 }

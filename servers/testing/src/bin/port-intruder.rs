@@ -12,7 +12,7 @@
 
 use testing::hazard;
 use userland::abi::Error;
-use userland::{println, sys};
+use userland::{Failure, OrFail, println, sys};
 
 userland::entry!(run);
 
@@ -22,11 +22,9 @@ const GRANTED_COUNT: u32 = 2;
 /// Not granted: the PS/2 controller's data port.
 const FORBIDDEN: u16 = 0x60;
 
-fn run() -> i32 {
-    if let Err(e) = sys::ioport_enable(GRANTED, GRANTED_COUNT) {
-        println!("port-intruder: FAIL ioport_enable of granted ports {GRANTED:#x}: {e}");
-        return 1;
-    }
+fn run() -> Result<(), Failure> {
+    sys::ioport_enable(GRANTED, GRANTED_COUNT)
+        .or_fail(format_args!("ioport_enable of granted ports {GRANTED:#x}"))?;
     let cmos = hazard::read_port(GRANTED + 1);
     println!(
         "port-intruder: granted port {:#x} read {cmos:#x}",
@@ -35,12 +33,11 @@ fn run() -> i32 {
     match sys::ioport_enable(FORBIDDEN, 1) {
         Err(Error::Denied) => println!("port-intruder: ioport_enable({FORBIDDEN:#x}) denied"),
         other => {
-            println!("port-intruder: FAIL ioport_enable({FORBIDDEN:#x}) returned {other:?}");
-            return 1;
+            return Err(Failure::new(format_args!(
+                "ioport_enable({FORBIDDEN:#x}) returned {other:?}"
+            )));
         }
     }
     println!("port-intruder: about to fault (in from ungranted port {FORBIDDEN:#x})");
-    let value = hazard::read_port(FORBIDDEN);
-    println!("port-intruder: FAIL in from port {FORBIDDEN:#x} returned {value:#x}");
-    1
+    Err(hazard::in_must_fault(FORBIDDEN))
 }

@@ -8,22 +8,17 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use testing::ring::{MESSAGES, OP_END, OP_SEQ, SERVICE};
-use userland::{Channel, Completion, OP_HANGUP, println, sys};
+use userland::{Channel, Completion, Failure, OP_HANGUP, OrFail, println, sys};
 
 userland::entry!(async run);
 
-async fn run() -> i32 {
-    let mut providers = match Channel::clients_of(SERVICE) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("ring-consumer: FAIL cannot attach {SERVICE}: {e}");
-            return 1;
-        }
-    };
-    let Some(mut ring) = providers.pop().filter(|_| providers.is_empty()) else {
-        println!("ring-consumer: FAIL expected exactly one client of {SERVICE}");
-        return 1;
-    };
+async fn run() -> Result<(), Failure> {
+    let mut providers =
+        Channel::clients_of(SERVICE).or_fail(format_args!("cannot attach {SERVICE}"))?;
+    let mut ring = providers
+        .pop()
+        .filter(|_| providers.is_empty())
+        .or_fail(format_args!("expected exactly one client of {SERVICE}"))?;
     println!(
         "ring-consumer: waiting for {MESSAGES} messages from {} (batching {:?})",
         ring.peer(),
@@ -31,13 +26,10 @@ async fn run() -> i32 {
     );
     let mut expected: u64 = 0;
     loop {
-        let d = match ring.recv().await {
-            Ok(d) => d,
-            Err(e) => {
-                println!("ring-consumer: FAIL after {expected} messages: {e}");
-                return 1;
-            }
-        };
+        let d = ring
+            .recv()
+            .await
+            .or_fail(format_args!("after {expected} messages"))?;
         match d.opcode() {
             OP_SEQ if d.arg(0) == expected => expected += 1,
             OP_SEQ => {
@@ -46,33 +38,34 @@ async fn run() -> i32 {
                 } else {
                     "duplicate or reordered"
                 };
-                println!(
-                    "ring-consumer: FAIL {what}: expected message {expected}, got {}",
+                return Err(Failure::new(format_args!(
+                    "{what}: expected message {expected}, got {}",
                     d.arg(0)
-                );
-                return 1;
+                )));
             }
             OP_END => {
-                if let Err(e) = ring.reply(Completion::ok(d.cookie(), expected)).await {
-                    println!("ring-consumer: FAIL answering the end: {e}");
-                    return 1;
-                }
+                ring.reply(Completion::ok(d.cookie(), expected))
+                    .await
+                    .or_fail("answering the end")?;
                 ring.flush();
                 break;
             }
             OP_HANGUP => {
-                println!("ring-consumer: FAIL producer hung up after {expected} messages");
-                return 1;
+                return Err(Failure::new(format_args!(
+                    "producer hung up after {expected} messages"
+                )));
             }
             other => {
-                println!("ring-consumer: FAIL unknown opcode {other} after {expected} messages");
-                return 1;
+                return Err(Failure::new(format_args!(
+                    "unknown opcode {other} after {expected} messages"
+                )));
             }
         }
     }
     if expected != MESSAGES {
-        println!("ring-consumer: FAIL received {expected} of {MESSAGES} messages");
-        return 1;
+        return Err(Failure::new(format_args!(
+            "received {expected} of {MESSAGES} messages"
+        )));
     }
     println!("ring-consumer: received {expected} messages in order");
     match sys::counters() {
@@ -87,5 +80,5 @@ async fn run() -> i32 {
         Err(e) => println!("ring-consumer: counters unavailable: {e}"),
     }
     println!("ring-consumer: rang {} doorbells", ring.doorbells());
-    0
+    Ok(())
 }

@@ -8,7 +8,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use testing::ring::{MESSAGES, OP_END, OP_SEQ, SERVICE};
-use userland::{Channel, Descriptor, println, sys};
+use userland::{Channel, Descriptor, Failure, OrFail, println, sys};
 
 userland::entry!(async run);
 
@@ -16,14 +16,8 @@ fn tsc() -> u64 {
     sys::counters().map(|c| c.tsc).unwrap_or(0)
 }
 
-async fn run() -> i32 {
-    let mut ring = match Channel::open(SERVICE) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("ring-producer: FAIL cannot open {SERVICE}: {e}");
-            return 1;
-        }
-    };
+async fn run() -> Result<(), Failure> {
+    let mut ring = Channel::open(SERVICE).or_fail(format_args!("cannot open {SERVICE}"))?;
     println!(
         "ring-producer: sending {MESSAGES} messages (batching {:?})",
         sys::batching()
@@ -33,18 +27,15 @@ async fn run() -> i32 {
         let d = Descriptor::new(OP_SEQ, seq)
             .with_args([seq])
             .with_flags(Descriptor::FLAG_NO_COMPLETION);
-        if let Err(e) = ring.send(d).await {
-            println!("ring-producer: FAIL sending message {seq}: {e}");
-            return 1;
-        }
+        ring.send(d)
+            .await
+            .or_fail(format_args!("sending message {seq}"))?;
     }
-    let confirmed = match ring.call(Descriptor::new(OP_END, 0)).await {
-        Ok(c) => c.value(),
-        Err(e) => {
-            println!("ring-producer: FAIL waiting for the end: {e}");
-            return 1;
-        }
-    };
+    let confirmed = ring
+        .call(Descriptor::new(OP_END, 0))
+        .await
+        .or_fail("waiting for the end")?
+        .value();
     let cycles = tsc().saturating_sub(start);
     println!(
         "ring-producer: sent {MESSAGES} messages, rang {} doorbells",
@@ -59,9 +50,10 @@ async fn run() -> i32 {
         println!("ring-producer: {MESSAGES} messages in {cycles} TSC cycles");
     }
     if confirmed != MESSAGES {
-        println!("ring-producer: FAIL consumer confirmed {confirmed} of {MESSAGES}");
-        return 1;
+        return Err(Failure::new(format_args!(
+            "consumer confirmed {confirmed} of {MESSAGES}"
+        )));
     }
     println!("ring-producer: consumer confirmed {confirmed}");
-    0
+    Ok(())
 }
