@@ -195,6 +195,7 @@ fn cargo() -> Command {
 const HOST_TEST_PACKAGES: &[&str] = &[
     "abi",
     "manifest",
+    "apic-regs",
     "pvchannel",
     "proto",
     "boot",

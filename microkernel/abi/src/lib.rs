@@ -262,6 +262,15 @@ impl core::fmt::Display for Error {
 /// `irq_bind`, `irq_ack` and the manifest's grants.
 pub const MAX_IRQ: u8 = 23;
 
+/// The vector that IRQ line `n` arrives on is `IRQ_BASE_VECTOR + n`: the
+/// apic server routes each line there and the kernel hands that vector to
+/// the line's server, so both sides take it from here.
+pub const IRQ_BASE_VECTOR: u8 = 0x20;
+
+/// The kernel's own timer (preemption and deadlines). No server may raise
+/// it: the apic server refuses IPIs on it.
+pub const KERNEL_TIMER_VECTOR: u8 = 0xF0;
+
 /// The longest service or server name, in bytes (NUL padded on the wire).
 pub const NAME_LEN: usize = 16;
 
