@@ -3,10 +3,11 @@
 //! timer (LINT0, LINT1, performance counters, thermal sensor, error).
 //!
 //! Only reachable in xAPIC mode, through the page at 0xFEE00000 the
-//! manifest grants. When the kernel runs the local APIC in x2APIC mode
-//! (it does when the CPU offers x2APIC, as KVM's vCPUs do), the registers
-//! are MSRs that ring 3 cannot touch and the page reads as all ones: then
-//! the server says so and answers IPI requests with `Denied`.
+//! manifest grants. The kernel keeps the local APIC in xAPIC mode even
+//! where the CPU offers x2APIC (`microkernel/src/hv/lapic.rs`), so that
+//! this page answers. Should it not (in x2APIC mode the registers are MSRs
+//! that ring 3 cannot touch and the page reads as all ones), the server
+//! says so and answers IPI requests with `Denied`.
 //!
 //! Context: the apic server's only thread.
 
