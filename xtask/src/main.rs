@@ -201,6 +201,7 @@ const HOST_TEST_PACKAGES: &[&str] = &[
     "boot",
     "microkernel",
     "userland",
+    "xorshift",
     "testing",
     "stress",
     "apic",
