@@ -15,7 +15,7 @@
 use crate::physmem::{MAX_RANGES, PhysRange};
 
 /// Frame size.
-pub const FRAME: u64 = 4096;
+pub const FRAME: u64 = abi::layout::PAGE_SIZE;
 const BITS: usize = 64;
 
 /// Why [`FrameMap::free`] or [`FrameMap::reserve`] refused a frame. The map

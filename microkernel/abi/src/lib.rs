@@ -346,6 +346,11 @@ pub fn name_str(name: &[u8]) -> &str {
 /// User address-space layout: the same in every server, so that the kernel
 /// and the runtime agree on it without passing it around.
 pub mod layout {
+    /// The page: the unit of every mapping in a server's space (image
+    /// segments, stack, channel regions, MMIO grants) and of the frames
+    /// behind them. x86_64's smallest; the kernel maps nothing larger for
+    /// servers.
+    pub const PAGE_SIZE: u64 = 4096;
     /// Where server images are linked (their ELF segments must lie in
     /// `[IMAGE_BASE, IMAGE_END)`).
     pub const IMAGE_BASE: u64 = 0x0040_0000;
