@@ -14,7 +14,7 @@ use goblin::elf::header::{self, Header};
 use goblin::elf::program_header::{self, ProgramHeader};
 use scroll::Pread;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = abi::layout::PAGE_SIZE;
 const MAX_PROGRAM_HEADERS: u16 = 64;
 
 /// A loadable segment, checked.

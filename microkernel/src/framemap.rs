@@ -15,7 +15,7 @@
 use crate::physmem::{MAX_RANGES, PhysRange};
 
 /// Frame size.
-pub const FRAME: u64 = 4096;
+pub const FRAME: u64 = abi::layout::PAGE_SIZE;
 const BITS: usize = 64;
 
 /// Why [`FrameMap::free`] or [`FrameMap::reserve`] refused a frame. The map
@@ -342,6 +342,7 @@ mod tests {
     use super::*;
     use alloc::vec;
     use alloc::vec::Vec;
+    use xorshift::XorShift;
 
     const MIB: u64 = 1 << 20;
 
@@ -553,17 +554,6 @@ mod tests {
         assert_eq!(m.free(0), Err(FrameError::NotInRange(0)));
     }
 
-    /// A small xorshift generator: the same sequence on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
-
     #[test]
     fn random_sequences_agree_with_a_model() {
         let ranges = [
@@ -573,13 +563,14 @@ mod tests {
             r(0x80_0000 + 64 * FRAME, 0x80_0000 + 65 * FRAME),
         ];
         for seed in 1..=20u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            // Spread the small seeds over all 64 bits.
+            let mut rng = XorShift::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut m = map(&ranges);
             let total = m.total() as usize;
             // The model: which frames are allocated, by frame address.
             let mut held: Vec<u64> = Vec::new();
             for _ in 0..4000 {
-                match rng.next() % 8 {
+                match rng.below(8) {
                     0..=2 => {
                         let got = m.alloc();
                         assert_eq!(got.is_some(), held.len() < total, "seed {seed}");
@@ -590,7 +581,7 @@ mod tests {
                         }
                     }
                     3 => {
-                        let n = rng.next() % 70 + 1;
+                        let n = rng.below(70) + 1;
                         if let Some(f) = m.alloc_contiguous(n) {
                             assert!(inside(&ranges, f, n) && f % FRAME == 0);
                             for i in 0..n {
@@ -610,13 +601,13 @@ mod tests {
                         }
                     }
                     4..=6 if !held.is_empty() => {
-                        let i = (rng.next() % held.len() as u64) as usize;
+                        let i = rng.below(held.len() as u64) as usize;
                         let f = held.swap_remove(i);
                         assert_eq!(m.free(f), Ok(()));
                     }
                     _ => {
                         // A double free or a foreign frame: refused.
-                        let f = rng.next() % (0x90_0000 / FRAME) * FRAME;
+                        let f = rng.below(0x90_0000 / FRAME) * FRAME;
                         if !held.contains(&f) {
                             assert!(m.free(f).is_err(), "seed {seed}: freed {f:#x}");
                         }

@@ -59,7 +59,7 @@ impl FreeRanges {
     }
 }
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = abi::layout::PAGE_SIZE;
 
 /// The page-aligned parts of `usable` that overlap none of `reserved`, in
 /// ascending order.

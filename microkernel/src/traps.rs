@@ -15,7 +15,7 @@ use microkernel::scheduler::State;
 
 /// IRQ line `n` arrives on vector `IRQ_BASE_VECTOR + n` (the apic server
 /// routes it there).
-const IRQ_BASE_VECTOR: u64 = 0x20;
+const IRQ_BASE_VECTOR: u64 = abi::IRQ_BASE_VECTOR as u64;
 const IRQ_LINES: u64 = microkernel::irq::LINES as u64;
 
 const EXCEPTION_NAMES: [&str; 32] = [

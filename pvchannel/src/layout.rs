@@ -47,7 +47,7 @@ pub const KNOWN_FEATURES: u32 = FEATURE_EVENT_IDX;
 /// Size of a cache line, the unit of the layout.
 pub const CACHE_LINE: usize = 64;
 /// Size of a page; regions are sized in whole pages.
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = abi::layout::PAGE_SIZE as usize;
 /// Largest capacity (slots) of one ring.
 pub const MAX_CAPACITY: u32 = 1 << 24;
 

@@ -13,18 +13,7 @@ use pvchannel::layout::{
 };
 use pvchannel::owned::HeapRegion;
 use pvchannel::{Completion, Descriptor, PeerIndex, RingError, attach, init, ring_bytes};
-
-/// xorshift64*: deterministic randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use xorshift::XorShift;
 
 fn word(region: &HeapRegion, offset: usize) -> &AtomicU32 {
     // SAFETY: a 4-aligned offset inside the region; only atomics access it.
@@ -35,13 +24,13 @@ fn word(region: &HeapRegion, offset: usize) -> &AtomicU32 {
 fn with_scribbler<R>(
     region: &Arc<HeapRegion>,
     seed: u64,
-    scribble: fn(&HeapRegion, &mut Rng),
+    scribble: fn(&HeapRegion, &mut XorShift),
     ours: impl FnOnce() -> R,
 ) -> R {
     let stop = Arc::new(AtomicBool::new(false));
     let (r2, s2) = (region.clone(), stop.clone());
     let t = thread::spawn(move || {
-        let mut rng = Rng(seed);
+        let mut rng = XorShift::new(seed);
         while !s2.load(Ordering::Relaxed) {
             scribble(&r2, &mut rng);
             thread::yield_now();
@@ -65,7 +54,7 @@ fn producer_survives_a_hostile_consumer() {
             &region,
             seed,
             |r, rng| {
-                let v = rng.next();
+                let v = rng.next_u64();
                 let off = [CONSUMER_INDEX_OFFSET, CONSUMER_EVENT_OFFSET][(v & 1) as usize];
                 // Small values are plausible, large ones are nonsense.
                 let value = if v & 2 == 0 {
@@ -122,7 +111,7 @@ fn consumer_survives_a_hostile_producer() {
             &region,
             seed,
             |r, rng| {
-                let v = rng.next();
+                let v = rng.next_u64();
                 match v % 4 {
                     0 | 1 => {
                         let value = if v & 16 == 0 {
@@ -190,7 +179,7 @@ fn attach_survives_a_scribbled_header() {
         &region,
         42,
         |r, rng| {
-            let v = rng.next();
+            let v = rng.next_u64();
             let field = (v % 6) as usize;
             // Sometimes the right value, sometimes garbage.
             let good = [pvchannel::layout::MAGIC, 1, 1, 256, 8, SLOTS_OFFSET as u32][field];

@@ -43,8 +43,9 @@ fn apic_grants(accel: Accel, batching: &str) {
         .assert_contains("apic-intruder: route line 5 (granted): GSI 5")
         .assert_contains("apic-intruder: unmask line 5 (granted): ok")
         .assert_contains("apic-intruder: mask line 5 (granted): ok");
-    // (The IPI only where the local APIC is in xAPIC mode, as under TCG;
-    // in x2APIC mode the apic cannot send IPIs for anyone.)
+    // (The IPI only where the apic reaches the local APIC's page: the
+    // kernel keeps xAPIC mode, but were the APIC in x2APIC mode the apic
+    // could send IPIs for no one.)
     if run.output().contains("IPIs available") {
         run.assert_contains("apic-intruder: granted IPI on vector 0x25 delivered");
     } else {

@@ -51,7 +51,9 @@ pub mod executor;
 pub mod fail;
 pub mod notify;
 pub mod print;
-pub mod rand;
+/// The workspace's pseudo-random generator, for servers: the `xorshift`
+/// crate, which the kernel's and the rings' tests share.
+pub use xorshift as rand;
 #[cfg(target_os = "none")]
 mod rt;
 pub mod server;

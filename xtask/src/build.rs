@@ -132,7 +132,9 @@ const PADDING: &str = ".pad";
 /// `offset`, makes the next entry's data start on a 4 KiB boundary; `None`
 /// when it starts on one already.
 fn page_padding(offset: u64) -> Option<u64> {
-    const PAGE: u64 = 4096;
+    // The kernel maps a server's pages in place only where they start on
+    // one of its pages.
+    const PAGE: u64 = abi::layout::PAGE_SIZE;
     if (offset + TAR_BLOCK).is_multiple_of(PAGE) {
         return None;
     }

@@ -195,11 +195,13 @@ fn cargo() -> Command {
 const HOST_TEST_PACKAGES: &[&str] = &[
     "abi",
     "manifest",
+    "apic-regs",
     "pvchannel",
     "proto",
     "boot",
     "microkernel",
     "userland",
+    "xorshift",
     "testing",
     "stress",
     "apic",

@@ -262,6 +262,15 @@ impl core::fmt::Display for Error {
 /// `irq_bind`, `irq_ack` and the manifest's grants.
 pub const MAX_IRQ: u8 = 23;
 
+/// The vector that IRQ line `n` arrives on is `IRQ_BASE_VECTOR + n`: the
+/// apic server routes each line there and the kernel hands that vector to
+/// the line's server, so both sides take it from here.
+pub const IRQ_BASE_VECTOR: u8 = 0x20;
+
+/// The kernel's own timer (preemption and deadlines). No server may raise
+/// it: the apic server refuses IPIs on it.
+pub const KERNEL_TIMER_VECTOR: u8 = 0xF0;
+
 /// The longest service or server name, in bytes (NUL padded on the wire).
 pub const NAME_LEN: usize = 16;
 
@@ -349,6 +358,11 @@ pub fn name_str(name: &[u8]) -> &str {
 /// User address-space layout: the same in every server, so that the kernel
 /// and the runtime agree on it without passing it around.
 pub mod layout {
+    /// The page: the unit of every mapping in a server's space (image
+    /// segments, stack, channel regions, MMIO grants) and of the frames
+    /// behind them. x86_64's smallest; the kernel maps nothing larger for
+    /// servers.
+    pub const PAGE_SIZE: u64 = 4096;
     /// Where server images are linked (their ELF segments must lie in
     /// `[IMAGE_BASE, IMAGE_END)`).
     pub const IMAGE_BASE: u64 = 0x0040_0000;

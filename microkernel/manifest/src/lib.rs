@@ -122,7 +122,7 @@ pub const IRQ_LINES_MASK: u32 = (1 << (MAX_IRQ as u32 + 1)) - 1;
 /// One past the last I/O port.
 pub const PORT_LIMIT: u32 = 0x1_0000;
 /// MMIO regions are whole pages.
-pub const MMIO_ALIGN: u64 = 4096;
+pub const MMIO_ALIGN: u64 = abi::layout::PAGE_SIZE;
 /// MMIO regions end at or below the architectural physical-address limit.
 pub const MMIO_LIMIT: u64 = 1 << 52;
 /// Ring slots per channel: a power of two in `MIN_RING_SLOTS..=MAX_RING_SLOTS`.

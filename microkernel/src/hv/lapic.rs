@@ -15,6 +15,11 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use abi::HvOp;
+use apic_regs::xapic::{
+    BASE_ENABLE, DELIVERY_INIT, DELIVERY_STARTUP, DIVIDE_BY_16, EOI, ICR_ASSERT, ICR_DEST_SHIFT,
+    ICR_HIGH, ICR_LOW, ID, LVT_ERROR, LVT_LINT0, LVT_LINT1, LVT_MASKED, LVT_TIMER,
+    LVT_TSC_DEADLINE, SVR, SVR_ENABLE, TIMER_CURRENT, TIMER_DIVIDE, TIMER_INITIAL, TPR,
+};
 use x86_64::instructions::port::Port;
 
 use super::exits::count;
@@ -23,28 +28,10 @@ use super::{msr, rdtsc};
 use core::mem::size_of;
 
 /// The kernel's preemption/deadline timer.
-pub const TIMER_VECTOR: u8 = 0xF0;
+pub const TIMER_VECTOR: u8 = abi::KERNEL_TIMER_VECTOR;
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// The xAPIC's physical base (QEMU's default; the kernel does not move it).
-pub const XAPIC_PHYS: u64 = 0xFEE0_0000;
-
-const REG_ID: u32 = 0x20;
-const REG_TPR: u32 = 0x80;
-const REG_EOI: u32 = 0xB0;
-const REG_SVR: u32 = 0xF0;
-const REG_ICR_LOW: u32 = 0x300;
-const REG_ICR_HIGH: u32 = 0x310;
-const REG_LVT_TIMER: u32 = 0x320;
-const REG_LVT_LINT0: u32 = 0x350;
-const REG_LVT_LINT1: u32 = 0x360;
-const REG_LVT_ERROR: u32 = 0x370;
-const REG_TIMER_INITIAL: u32 = 0x380;
-const REG_TIMER_CURRENT: u32 = 0x390;
-const REG_TIMER_DIVIDE: u32 = 0x3E0;
-
-const LVT_MASKED: u32 = 1 << 16;
-const LVT_TSC_DEADLINE: u32 = 2 << 17;
-const DIVIDE_BY_16: u32 = 0x3;
+pub const XAPIC_PHYS: u64 = apic_regs::xapic::PHYS;
 
 static XAPIC_VIRT: AtomicU64 = AtomicU64::new(0);
 static USE_TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
@@ -94,26 +81,25 @@ static PV_EOI_PHYS: AtomicU64 = AtomicU64::new(0);
 /// This CPU's part of [`init`]: the local APIC is per CPU, and so are the
 /// PV EOI flag and, once calibrated, the timer's mode.
 pub fn init_this_cpu(cpu: usize) {
-    const APIC_ENABLE: u64 = 1 << 11;
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
     // enable bit keeps the base address and the (xAPIC) mode.
     unsafe {
         let base = msr::read(msr::APIC_BASE);
-        msr::write(msr::APIC_BASE, base | APIC_ENABLE);
+        msr::write(msr::APIC_BASE, base | BASE_ENABLE);
     }
     // Every local source masked before the APIC is software-enabled, and
     // the legacy PICs too: firmware (SeaBIOS on q35) leaves LINT0 in
     // virtual-wire mode, and enabling first let a PIC interrupt in (seen:
     // a #GP delivering vector 0xFE at the first halt).
     mask_legacy_interrupts();
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    write(REG_LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
-    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    write(REG_TPR, 0);
+    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
+    write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    write(TPR, 0);
     // Only now may the timer be unmasked: while the APIC is disabled every
     // LVT write keeps its mask bit set. The boot CPU's is set by `calibrate`.
     if cpu != BOOT_CPU && uses_tsc_deadline() {
-        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
     }
     if PV_EOI.load(Ordering::Relaxed) {
         let phys = PV_EOI_PHYS.load(Ordering::Relaxed) + (cpu * size_of::<PvEoiFlag>()) as u64;
@@ -126,14 +112,14 @@ pub fn init_this_cpu(cpu: usize) {
 
 /// This CPU's local APIC ID.
 pub fn local_apic_id() -> u32 {
-    read(REG_ID) >> 24
+    read(ID) >> 24
 }
 
 /// Write the interrupt command register: destination first, since the
 /// low word's write sends.
 fn command(apic_id: u32, low: u32) {
-    write(REG_ICR_HIGH, apic_id << 24);
-    write(REG_ICR_LOW, low);
+    write(ICR_HIGH, apic_id << ICR_DEST_SHIFT);
+    write(ICR_LOW, low);
 }
 
 /// A fixed interrupt `vector` to the CPU with `apic_id`.
@@ -144,15 +130,13 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
 /// INIT to the CPU with `apic_id` (level assert), which resets it to wait
 /// for a STARTUP.
 pub fn send_init(apic_id: u32) {
-    const INIT_ASSERT: u32 = (0b101 << 8) | (1 << 14);
-    command(apic_id, INIT_ASSERT);
+    command(apic_id, DELIVERY_INIT | ICR_ASSERT);
 }
 
 /// STARTUP to the CPU with `apic_id`: it starts in real mode at
 /// `page * 4096`.
 pub fn send_startup(apic_id: u32, page: u8) {
-    const STARTUP: u32 = 0b110 << 8;
-    command(apic_id, STARTUP | u32::from(page));
+    command(apic_id, DELIVERY_STARTUP | u32::from(page));
 }
 
 /// Keep the legacy 8259 PICs from reaching the CPU: mask LINT0 and LINT1
@@ -161,8 +145,8 @@ pub fn send_startup(apic_id: u32, page: u8) {
 /// unmasked at the PIC, which arrives as vector 8, the double-fault vector.
 /// Where there is no PIC, the port writes reach nothing.
 fn mask_legacy_interrupts() {
-    write(REG_LVT_LINT0, LVT_MASKED);
-    write(REG_LVT_LINT1, LVT_MASKED);
+    write(LVT_LINT0, LVT_MASKED);
+    write(LVT_LINT1, LVT_MASKED);
     count(HvOp::PortIo);
     count(HvOp::PortIo);
     // SAFETY: the PICs' interrupt mask registers; masking lines the kernel
@@ -181,10 +165,10 @@ pub fn prepare_early() {
     // SAFETY: as in `init`; the enable bit keeps base and mode.
     unsafe {
         let base = msr::read(msr::APIC_BASE);
-        msr::write(msr::APIC_BASE, base | (1 << 11));
+        msr::write(msr::APIC_BASE, base | BASE_ENABLE);
     }
-    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    write(REG_TPR, 0);
+    write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    write(TPR, 0);
     mask_legacy_interrupts();
 }
 
@@ -193,9 +177,8 @@ pub fn prepare_early() {
 /// the interrupt to leave the IRR, which the trap path's end of interrupt
 /// does. After [`prepare_early`]; leaves the timer masked.
 pub fn interrupt_arrives(patience: u64) -> bool {
-    const REG_IRR_TIMER: u32 = 0x200 + 0x10 * (TIMER_VECTOR as u32 / 32);
-    let timer_bit = 1u32 << (TIMER_VECTOR % 32);
-    write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    let (irr_timer, timer_bit) = apic_regs::xapic::irr(TIMER_VECTOR);
+    write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
     let start = rdtsc();
     // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
     unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
@@ -203,7 +186,7 @@ pub fn interrupt_arrives(patience: u64) -> bool {
     while rdtsc().wrapping_sub(start) < patience {
         // SAFETY: reading the deadline MSR has no side effect; 0 = fired.
         let fired = unsafe { msr::read(msr::TSC_DEADLINE) } == 0;
-        if fired && read(REG_IRR_TIMER) & timer_bit == 0 {
+        if fired && read(irr_timer) & timer_bit == 0 {
             arrived = true;
             break;
         }
@@ -212,7 +195,7 @@ pub fn interrupt_arrives(patience: u64) -> bool {
             core::hint::spin_loop();
         }
     }
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     XAPIC_VIRT.store(0, Ordering::Relaxed);
     arrived
 }
@@ -228,7 +211,7 @@ pub fn end_of_interrupt() {
     {
         return;
     }
-    write(REG_EOI, 0);
+    write(EOI, 0);
 }
 
 /// Measure the TSC and the APIC timer against about 10 ms of PIT channel 0,
@@ -244,7 +227,7 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         // known. The LVT stays in TSC-deadline mode from here on, so that
         // arming the timer is one MSR write.
         TSC_HZ.store(hz.max(1), Ordering::Relaxed);
-        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
         return;
     }
     const TICKS: u16 = 11_932; // 10 ms
@@ -261,8 +244,8 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
             u16::from_le_bytes([channel0.read(), channel0.read()])
         }
     };
-    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(TIMER_DIVIDE, DIVIDE_BY_16);
+    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     let mut command = Port::<u8>::new(0x43);
     let mut channel0 = Port::<u8>::new(0x40);
     // SAFETY: as above; mode 0 from 0xFFFF counts down once, undisturbed.
@@ -278,7 +261,7 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         guard += 1;
     }
     start = read_counter();
-    write(REG_TIMER_INITIAL, u32::MAX);
+    write(TIMER_INITIAL, u32::MAX);
     let tsc0 = rdtsc();
     let mut elapsed = 0u16;
     let mut spins = 0u64;
@@ -287,8 +270,8 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         spins += 1;
     }
     let tsc1 = rdtsc();
-    let apic_left = read(REG_TIMER_CURRENT);
-    write(REG_TIMER_INITIAL, 0);
+    let apic_left = read(TIMER_CURRENT);
+    write(TIMER_INITIAL, 0);
     let elapsed_ns = (u64::from(elapsed).max(1) * 1_000_000_000 / PIT_HZ).max(1);
     let measured_tsc = (tsc1 - tsc0) * 1_000_000_000 / elapsed_ns;
     let apic_ticks = u64::from(u32::MAX - apic_left);
@@ -301,7 +284,7 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         Ordering::Relaxed,
     );
     if tsc_deadline {
-        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
     }
 }
 
@@ -325,7 +308,7 @@ pub fn set_deadline(deadline: Option<u64>) {
             // SAFETY: TSC-deadline mode is on; 0 disarms it.
             unsafe { msr::write(msr::TSC_DEADLINE, 0) };
         } else {
-            write(REG_TIMER_INITIAL, 0);
+            write(TIMER_INITIAL, 0);
         }
         return;
     };
@@ -339,8 +322,8 @@ pub fn set_deadline(deadline: Option<u64>) {
         let tsc_hz = tsc_hz().max(1);
         let count = (u128::from(delta) * u128::from(timer_hz()) / u128::from(tsc_hz))
             .clamp(1, u128::from(u32::MAX));
-        write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
-        write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
-        write(REG_TIMER_INITIAL, count as u32);
+        write(LVT_TIMER, u32::from(TIMER_VECTOR));
+        write(TIMER_DIVIDE, DIVIDE_BY_16);
+        write(TIMER_INITIAL, count as u32);
     }
 }

@@ -19,7 +19,7 @@ pub mod stacks;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = abi::layout::PAGE_SIZE;
 /// Where all of physical memory is mapped once the kernel's tables are live:
 /// PML4 slot 257. Slot 256 stays empty on every backend, because the pvm
 /// backend's hypervisor takes a reserved-bit fault on any access there, and

@@ -11,7 +11,7 @@
 use userland::abi::Error;
 use userland::sys;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = userland::abi::layout::PAGE_SIZE;
 
 /// A mapped MMIO region.
 pub struct Mmio {

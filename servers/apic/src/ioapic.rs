@@ -8,20 +8,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+pub use apic_regs::ioapic::{ACTIVE_LOW, LEVEL, MASKED, READ_ONLY};
+use apic_regs::ioapic::{IOREGSEL, IOWIN, VERSION, redirection};
+
 use crate::device::Mmio;
-
-const IOREGSEL: u64 = 0x00;
-const IOWIN: u64 = 0x10;
-const REG_VERSION: u32 = 0x01;
-const REG_REDIRECTION: u32 = 0x10;
-
-/// Redirection entry bits (low word).
-pub const MASKED: u32 = 1 << 16;
-pub const LEVEL: u32 = 1 << 15;
-pub const ACTIVE_LOW: u32 = 1 << 13;
-/// Delivery status (bit 12) and remote IRR (bit 14): read-only, set by the
-/// I/O APIC itself.
-pub const READ_ONLY: u32 = (1 << 12) | (1 << 14);
 
 /// One redirection entry as its two 32-bit words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +60,9 @@ impl IoApic {
         let mut io = Self::open(mmio, coalesce);
         io.shadow = vec![Entry::MASKED; io.pins];
         for pin in 0..io.pins {
-            io.write(REG_REDIRECTION + 2 * pin as u32, MASKED);
-            io.write(REG_REDIRECTION + 2 * pin as u32 + 1, 0);
+            let (low, high) = redirection(pin as u32);
+            io.write(low, MASKED);
+            io.write(high, 0);
         }
         io
     }
@@ -83,9 +74,12 @@ impl IoApic {
     pub fn adopt(mmio: Mmio, coalesce: bool) -> Self {
         let mut io = Self::open(mmio, coalesce);
         io.shadow = (0..io.pins)
-            .map(|pin| Entry {
-                low: io.read(REG_REDIRECTION + 2 * pin as u32),
-                high: io.read(REG_REDIRECTION + 2 * pin as u32 + 1),
+            .map(|pin| {
+                let (low, high) = redirection(pin as u32);
+                Entry {
+                    low: io.read(low),
+                    high: io.read(high),
+                }
             })
             .collect();
         io
@@ -101,7 +95,7 @@ impl IoApic {
             shadow: Vec::new(),
             accesses: 0,
         };
-        let version = io.read(REG_VERSION);
+        let version = io.read(VERSION);
         io.pins = (((version >> 16) & 0xFF) as usize + 1).clamp(1, 240);
         io
     }
@@ -114,7 +108,7 @@ impl IoApic {
         if self.cache_select && self.selected == Some(reg) {
             return;
         }
-        self.mmio.write32(IOREGSEL, reg);
+        self.mmio.write32(u64::from(IOREGSEL), reg);
         self.accesses += 1;
         self.selected = Some(reg);
     }
@@ -122,13 +116,13 @@ impl IoApic {
     fn read(&mut self, reg: u32) -> u32 {
         self.select(reg);
         self.accesses += 1;
-        self.mmio.read32(IOWIN)
+        self.mmio.read32(u64::from(IOWIN))
     }
 
     fn write(&mut self, reg: u32, value: u32) {
         self.select(reg);
         self.accesses += 1;
-        self.mmio.write32(IOWIN, value);
+        self.mmio.write32(u64::from(IOWIN), value);
     }
 
     /// The entry of `pin` as last written.
@@ -144,7 +138,7 @@ impl IoApic {
         let Some(&old) = self.shadow.get(pin) else {
             return;
         };
-        let low_reg = REG_REDIRECTION + 2 * pin as u32;
+        let (low_reg, high_reg) = redirection(pin as u32);
         let (write_low, write_high) = if self.cache_select {
             (old.low != new.low, old.high != new.high)
         } else {
@@ -155,11 +149,11 @@ impl IoApic {
                 self.write(low_reg, new.low);
             }
             if write_high {
-                self.write(low_reg + 1, new.high);
+                self.write(high_reg, new.high);
             }
         } else {
             if write_high {
-                self.write(low_reg + 1, new.high);
+                self.write(high_reg, new.high);
             }
             if write_low {
                 self.write(low_reg, new.low);

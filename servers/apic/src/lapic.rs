@@ -3,28 +3,20 @@
 //! timer (LINT0, LINT1, performance counters, thermal sensor, error).
 //!
 //! Only reachable in xAPIC mode, through the page at 0xFEE00000 the
-//! manifest grants. When the kernel runs the local APIC in x2APIC mode
-//! (it does when the CPU offers x2APIC, as KVM's vCPUs do), the registers
-//! are MSRs that ring 3 cannot touch and the page reads as all ones: then
-//! the server says so and answers IPI requests with `Denied`.
+//! manifest grants. The kernel keeps the local APIC in xAPIC mode even
+//! where the CPU offers x2APIC (`microkernel/src/hv/lapic.rs`), so that
+//! this page answers. Should it not (in x2APIC mode the registers are MSRs
+//! that ring 3 cannot touch and the page reads as all ones), the server
+//! says so and answers IPI requests with `Denied`.
 //!
 //! Context: the apic server's only thread.
 
+use apic_regs::xapic::{
+    DELIVERY_NMI, ICR_ASSERT, ICR_DEST_SHIFT, ICR_HIGH, ICR_LOW, ICR_SHORTHAND_SHIFT, LVT_LINT0,
+    LVT_LINT1, LVT_MASKED, LVT_PERF, LVT_THERMAL, VERSION,
+};
+
 use crate::device::Mmio;
-
-pub const XAPIC_PHYS: u64 = 0xFEE0_0000;
-
-const REG_VERSION: u64 = 0x30;
-const REG_ICR_LOW: u64 = 0x300;
-const REG_ICR_HIGH: u64 = 0x310;
-const REG_LVT_THERMAL: u64 = 0x330;
-const REG_LVT_PERF: u64 = 0x340;
-const REG_LVT_LINT0: u64 = 0x350;
-const REG_LVT_LINT1: u64 = 0x360;
-
-const LVT_MASKED: u32 = 1 << 16;
-const DELIVERY_NMI: u32 = 0b100 << 8;
-const ICR_ASSERT: u32 = 1 << 14;
 
 pub struct LocalApic {
     mmio: Mmio,
@@ -38,7 +30,7 @@ impl LocalApic {
     /// The local APIC, if its xAPIC page answers like one (a version
     /// register with a plausible version and LVT count).
     pub fn probe(mmio: Mmio, coalesce: bool) -> Result<Self, u32> {
-        let version = mmio.read32(REG_VERSION);
+        let version = mmio.read32(u64::from(VERSION));
         let plausible = version != u32::MAX && (0x10..=0x1F).contains(&(version & 0xFF));
         if !plausible {
             return Err(version);
@@ -51,9 +43,9 @@ impl LocalApic {
         })
     }
 
-    fn write(&mut self, reg: u64, value: u32) {
+    fn write(&mut self, reg: u32, value: u32) {
         self.accesses += 1;
-        self.mmio.write32(reg, value);
+        self.mmio.write32(u64::from(reg), value);
     }
 
     /// LVT setup: LINT0 masked (the legacy PIC must not reach the CPU: all
@@ -68,23 +60,24 @@ impl LocalApic {
             Some(_) => (LVT_MASKED, nmi),
             None => (LVT_MASKED, LVT_MASKED),
         };
-        self.write(REG_LVT_LINT0, lint0);
-        self.write(REG_LVT_LINT1, lint1);
-        self.write(REG_LVT_PERF, LVT_MASKED);
-        self.write(REG_LVT_THERMAL, LVT_MASKED);
+        self.write(LVT_LINT0, lint0);
+        self.write(LVT_LINT1, lint1);
+        self.write(LVT_PERF, LVT_MASKED);
+        self.write(LVT_THERMAL, LVT_MASKED);
     }
 
     /// Send `vector` with `shorthand` (0 none, 1 self, 2 all, 3 others) to
     /// APIC id `dest` (used only without a shorthand).
     pub fn ipi(&mut self, vector: u8, dest: u8, shorthand: u8) {
         if shorthand == 0 {
-            let high = u32::from(dest) << 24;
+            let high = u32::from(dest) << ICR_DEST_SHIFT;
             if !(self.coalesce && self.icr_high == Some(high)) {
-                self.write(REG_ICR_HIGH, high);
+                self.write(ICR_HIGH, high);
                 self.icr_high = Some(high);
             }
         }
-        let low = u32::from(vector) | ICR_ASSERT | (u32::from(shorthand & 3) << 18);
-        self.write(REG_ICR_LOW, low);
+        let low =
+            u32::from(vector) | ICR_ASSERT | (u32::from(shorthand & 3) << ICR_SHORTHAND_SHIFT);
+        self.write(ICR_LOW, low);
     }
 }

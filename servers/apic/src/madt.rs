@@ -63,7 +63,7 @@ impl Topology {
         let mut overrides = [None; 16];
         overrides[0] = Some((2, 0));
         Self {
-            ioapic: 0xFEC0_0000,
+            ioapic: apic_regs::ioapic::PHYS,
             gsi_base: 0,
             overrides,
             nmi_lint: Some(1),

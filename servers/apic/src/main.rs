@@ -410,7 +410,7 @@ async fn run() -> i32 {
             topo.overrides[0].map(|o| o.0).unwrap_or(0)
         );
     }
-    let local = match device::Mmio::map(lapic::XAPIC_PHYS, 0x1000) {
+    let local = match device::Mmio::map(apic_regs::xapic::PHYS, apic_regs::xapic::LEN) {
         Ok(mmio) => match LocalApic::probe(mmio, coalesce) {
             Ok(mut local) => {
                 local.setup_lvts(topo.nmi_lint);

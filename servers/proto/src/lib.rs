@@ -169,8 +169,8 @@ pub mod apic {
     pub const SERVICE: &str = "apic";
 
     /// The vector that ISA/GSI line `n` is routed to (where the kernel
-    /// expects it).
-    pub const IRQ_BASE_VECTOR: u64 = 0x20;
+    /// expects it), as the 64-bit request argument it travels in.
+    pub const IRQ_BASE_VECTOR: u64 = abi::IRQ_BASE_VECTOR as u64;
 
     /// Route ISA IRQ line `args[0]` (0..=23) to vector
     /// `IRQ_BASE_VECTOR + line` on the boot CPU and unmask it, with the

@@ -40,7 +40,7 @@ const TIMER_LINE: u64 = 0;
 const CONSOLE_LINE: u64 = 4;
 const APIC_LINE: u64 = 23;
 /// The kernel's local-APIC timer vector.
-const KERNEL_TIMER_VECTOR: u64 = 0xF0;
+const KERNEL_TIMER_VECTOR: u64 = userland::abi::KERNEL_TIMER_VECTOR as u64;
 
 const MS: u64 = 1_000_000;
 

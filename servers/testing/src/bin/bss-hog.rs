@@ -13,7 +13,7 @@ use userland::{abi, println, sys};
 
 userland::entry!(run);
 
-const PAGE: usize = 4096;
+const PAGE: usize = userland::abi::layout::PAGE_SIZE as usize;
 const SIZE: usize = 16 << 20;
 /// How long the hog holds its pages before it exits.
 const HOLD_NS: u64 = 500_000_000;

@@ -21,7 +21,7 @@ use userland::{println, sys};
 
 userland::entry!(run);
 
-const PAGE: usize = 4096;
+const PAGE: usize = userland::abi::layout::PAGE_SIZE as usize;
 const SIZE: usize = 4 << 20;
 /// The page (a) hands to the kernel to write, and the one it reads.
 const WRITTEN_PAGE: usize = 100;

@@ -23,7 +23,7 @@ userland::entry!(run);
 const GRANTED: u64 = 0xfed0_0000;
 /// Not granted: the I/O APIC.
 const FORBIDDEN: u64 = 0xfec0_0000;
-const PAGE: u64 = 0x1000;
+const PAGE: u64 = userland::abi::layout::PAGE_SIZE;
 
 fn run() -> Result<(), Failure> {
     let at =

@@ -1,8 +1,9 @@
 //! syscall-fuzz: 100,000 system calls with random numbers (invalid and
 //! huge ones included) and hostile arguments (kernel, non-canonical and
 //! unmapped addresses, read-only targets, huge lengths, random handles),
-//! from a xorshift PRNG with a fixed seed. Never calls `exit`; its waits
-//! have a nonzero mask and a timeout of at most 1 ms.
+//! from the workspace's xorshift generator (`userland::rand`) with a fixed
+//! seed. Never calls `exit`; its waits have a nonzero mask and a timeout
+//! of at most 1 ms.
 //!
 //! Where the answer is certain it is checked (see `testing::fuzz`). Prints
 //! the errors by kind and `syscall-fuzz: 100000 calls, N errors, M ok, all
