@@ -81,21 +81,7 @@ static PV_EOI_PHYS: AtomicU64 = AtomicU64::new(0);
 /// This CPU's part of [`init`]: the local APIC is per CPU, and so are the
 /// PV EOI flag and, once calibrated, the timer's mode.
 pub fn init_this_cpu(cpu: usize) {
-    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
-    // enable bit keeps the base address and the (xAPIC) mode.
-    unsafe {
-        let base = msr::read(msr::APIC_BASE);
-        msr::write(msr::APIC_BASE, base | BASE_ENABLE);
-    }
-    // Every local source masked before the APIC is software-enabled, and
-    // the legacy PICs too: firmware (SeaBIOS on q35) leaves LINT0 in
-    // virtual-wire mode, and enabling first let a PIC interrupt in (seen:
-    // a #GP delivering vector 0xFE at the first halt).
-    mask_legacy_interrupts();
-    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    write(LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
-    write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
-    write(TPR, 0);
+    enable_masked();
     // Only now may the timer be unmasked: while the APIC is disabled every
     // LVT write keeps its mask bit set. The boot CPU's is set by `calibrate`.
     if cpu != BOOT_CPU && uses_tsc_deadline() {
@@ -162,14 +148,25 @@ fn mask_legacy_interrupts() {
 /// out, for [`interrupt_arrives`].
 pub fn prepare_early() {
     XAPIC_VIRT.store(XAPIC_PHYS, Ordering::Relaxed);
-    // SAFETY: as in `init`; the enable bit keeps base and mode.
+    enable_masked();
+}
+
+/// Enable this CPU's local APIC with every local source masked, and the
+/// legacy PICs too, before it is software-enabled: firmware (SeaBIOS on
+/// q35) leaves LINT0 in virtual-wire mode, and enabling first let a PIC
+/// interrupt in (seen: a #GP delivering vector 0xFE at the first halt).
+fn enable_masked() {
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the
+    // enable bit keeps the base address and the (xAPIC) mode.
     unsafe {
         let base = msr::read(msr::APIC_BASE);
         msr::write(msr::APIC_BASE, base | BASE_ENABLE);
     }
+    mask_legacy_interrupts();
+    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(LVT_ERROR, LVT_MASKED | u32::from(SPURIOUS_VECTOR));
     write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(TPR, 0);
-    mask_legacy_interrupts();
 }
 
 /// Whether an interrupt reaches this CPU: the timer, in TSC-deadline mode,
