@@ -214,7 +214,9 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
     // read this source's kernel, not an older one.
     let image = build::all()?;
     let mut host = cargo();
-    host.arg("test");
+    // Every test binary runs, whatever fails first: the summary then
+    // counts all of them, and one failure cannot hide another.
+    host.args(["test", "--no-fail-fast"]);
     for p in HOST_TEST_PACKAGES {
         host.args(["--package", p]);
     }
@@ -229,7 +231,7 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
         qemu::ensure_qemu()?;
         eprintln!("xtask: in-QEMU tests");
         let mut guest = cargo();
-        guest.args(["test", "--package", "tests"]);
+        guest.args(["test", "--no-fail-fast", "--package", "tests"]);
         guest
             .env("MICROKERNEL_KERNEL", &image.kernel)
             .env("MICROKERNEL_INITRD", &image.initrd);
