@@ -81,16 +81,19 @@ impl Channel {
     }
 
     /// A `notify` from the `provider` (or client) end.
+    #[inline]
     pub fn count_doorbell(&mut self, provider: bool) {
         self.doorbells[side(provider)] += 1;
     }
 
     /// `notify` calls from the `provider` (or client) end so far.
+    #[inline]
     pub fn doorbells(&self, provider: bool) -> u64 {
         self.doorbells[side(provider)]
     }
 
     /// The current generation's region.
+    #[inline]
     pub fn current(&self) -> Option<&Region> {
         self.regions
             .iter()
@@ -98,6 +101,7 @@ impl Channel {
     }
 
     /// The generation the `provider` (or client) end has mapped.
+    #[inline]
     pub fn mapped(&self, provider: bool) -> Option<u32> {
         self.mapped[side(provider)]
     }

@@ -126,6 +126,7 @@ impl Scheduler {
     }
 
     /// How many CPUs it schedules.
+    #[inline]
     pub fn cpu_count(&self) -> usize {
         self.cpus.len()
     }
@@ -177,20 +178,24 @@ impl Scheduler {
         }
     }
 
+    #[inline]
     pub fn state(&self, index: usize) -> State {
         self.tasks[index].state
     }
 
+    #[inline]
     pub fn is_alive(&self, index: usize) -> bool {
         self.tasks[index].state.is_alive()
     }
 
     /// The CPU server `index` runs on.
+    #[inline]
     pub fn cpu_of(&self, index: usize) -> usize {
         self.tasks[index].cpu
     }
 
     /// The server on CPU `cpu`, if any.
+    #[inline]
     pub fn current(&self, cpu: usize) -> Option<usize> {
         self.cpus[cpu].current
     }
@@ -210,6 +215,7 @@ impl Scheduler {
     /// Put server `index` in its CPU's ready queue, and interrupt that CPU
     /// if it is not `here` and its queue was empty: it may be idle, or
     /// have no time slice armed, and not look at its queue for long.
+    #[inline]
     pub fn make_ready(&mut self, index: usize, here: usize, machine: &impl Machine) {
         let task = &mut self.tasks[index];
         task.state = State::Ready;
@@ -224,6 +230,7 @@ impl Scheduler {
 
     /// End server `index`'s `wait` and make it ready; its `wait` returns
     /// what the caller writes into its frame.
+    #[inline]
     pub fn wake(&mut self, index: usize, here: usize, machine: &impl Machine) {
         let task = &mut self.tasks[index];
         task.wait_mask = 0;
@@ -234,6 +241,7 @@ impl Scheduler {
     /// Set `bits` pending in server `index`. If it waits for one of them
     /// it is woken, and the bits it waited for are returned: its `wait`'s
     /// result.
+    #[inline]
     pub fn raise(
         &mut self,
         index: usize,
@@ -257,6 +265,7 @@ impl Scheduler {
 
     /// Take the bits of `mask` that server `index` has pending (a `wait`
     /// that need not block).
+    #[inline]
     pub fn take_pending(&mut self, index: usize, mask: u64) -> u64 {
         let task = &mut self.tasks[index];
         let got = task.pending & mask;
@@ -266,6 +275,7 @@ impl Scheduler {
 
     /// Block the server on `here` in `wait` for `mask` until `deadline`.
     /// Returns whether this is its first `wait` (it has started up).
+    #[inline]
     pub fn block_current(&mut self, here: usize, mask: u64, deadline: Option<u64>) -> bool {
         let index = self.cpus[here].current.expect("only a server blocks");
         let task = &mut self.tasks[index];
@@ -277,6 +287,7 @@ impl Scheduler {
 
     /// The server on `here` gives up the rest of its slice: to the back
     /// of its queue.
+    #[inline]
     pub fn preempt_current(&mut self, here: usize) {
         if let Some(index) = self.cpus[here].current
             && self.tasks[index].state == State::Running
@@ -326,6 +337,7 @@ impl Scheduler {
     /// else the first ready one, else the idle loop. A server that gets
     /// the CPU gets a new slice, and so does one preempted with nobody
     /// else ready.
+    #[inline]
     pub fn pick(&mut self, here: usize, machine: &impl Machine) -> Pick {
         let cpu = &mut self.cpus[here];
         let previous = cpu.current;
@@ -351,6 +363,7 @@ impl Scheduler {
 
     /// The CPU `here` left the server it ran without saving it (that
     /// instance is gone: a restart replaced it).
+    #[inline]
     pub fn forget_current(&mut self, here: usize) {
         self.cpus[here].current = None;
     }
@@ -365,16 +378,26 @@ impl Scheduler {
     /// every wakeup and disarming on every block cost two a round trip. An
     /// idle CPU still takes no ticks: once its last armed deadline has
     /// fired, nothing is armed again.
+    #[inline]
     pub fn arm_timer(&mut self, here: usize, also: Option<u64>, machine: &impl Machine) {
+        // Plain loops: where the kernel is interpreted every instruction
+        // of a trap costs thousands of cycles.
         let cpu = &self.cpus[here];
-        let slice = (cpu.current.is_some() && !cpu.ready.is_empty()).then_some(cpu.slice_end);
-        let wait = self
-            .tasks
-            .iter()
-            .filter(|t| t.cpu == here && t.state == State::Blocked)
-            .filter_map(|t| t.deadline)
-            .min();
-        let Some(want) = [slice, wait, also].into_iter().flatten().min() else {
+        let mut want = also;
+        let mut consider = |deadline: u64| {
+            want = Some(want.map_or(deadline, |w| w.min(deadline)));
+        };
+        if cpu.current.is_some() && !cpu.ready.is_empty() {
+            consider(cpu.slice_end);
+        }
+        for task in &self.tasks {
+            if let (true, State::Blocked, Some(deadline)) =
+                (task.cpu == here, task.state, task.deadline)
+            {
+                consider(deadline);
+            }
+        }
+        let Some(want) = want else {
             return;
         };
         if self.cpus[here].armed.is_none_or(|armed| want < armed) {

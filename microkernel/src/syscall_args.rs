@@ -16,6 +16,7 @@ use crate::scheduler::State;
 pub const MAX_LOG: usize = 1024;
 
 /// `wait`'s mask: at least one bit to wait for.
+#[inline]
 pub fn wait_mask(mask: u64) -> Result<u64, Error> {
     if mask == 0 {
         return Err(Error::InvalidArgument);
@@ -26,6 +27,7 @@ pub fn wait_mask(mask: u64) -> Result<u64, Error> {
 /// `wait`'s doorbells: a bit per channel handle, every one of them held
 /// (`held` handles, numbered from 0). Returns the handles to ring, lowest
 /// first.
+#[inline]
 pub fn doorbell_handles(handles: u64, held: usize) -> Result<impl Iterator<Item = usize>, Error> {
     if held < 64 && handles >> held != 0 {
         return Err(Error::BadHandle);
@@ -42,6 +44,7 @@ pub fn doorbell_handles(handles: u64, held: usize) -> Result<impl Iterator<Item 
 }
 
 /// A handle into a list of `held` (channel ends, servers, channels).
+#[inline]
 pub fn handle(raw: u64, held: usize) -> Result<usize, Error> {
     usize::try_from(raw)
         .ok()
@@ -50,6 +53,7 @@ pub fn handle(raw: u64, held: usize) -> Result<usize, Error> {
 }
 
 /// An IRQ line (`irq_bind`, `irq_ack`).
+#[inline]
 pub fn irq_line(line: u64) -> Result<usize, Error> {
     if line > u64::from(abi::MAX_IRQ) {
         return Err(Error::InvalidArgument);
@@ -106,6 +110,7 @@ pub fn mmio_grant(
 /// a buffer of `len` bytes: a shorter buffer gets the record's start (so
 /// that an older server still works against a record that grew), an empty
 /// one is refused.
+#[inline]
 pub fn copy_out_len(len: u64, size: usize) -> Result<usize, Error> {
     if len == 0 {
         return Err(Error::BadSize);
@@ -114,6 +119,7 @@ pub fn copy_out_len(len: u64, size: usize) -> Result<usize, Error> {
 }
 
 /// `log`'s length.
+#[inline]
 pub fn log_len(len: u64) -> Result<usize, Error> {
     usize::try_from(len)
         .ok()
@@ -140,6 +146,7 @@ pub fn pack_args<'a>(args: impl IntoIterator<Item = &'a str>, out: &mut [u8]) {
 }
 
 /// A server's state as `server_info` reports it, with its exit code.
+#[inline]
 pub fn server_state(state: State) -> (ServerState, i32) {
     match state {
         State::Ready => (ServerState::Ready, 0),

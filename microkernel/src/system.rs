@@ -249,6 +249,7 @@ impl System {
 
     /// A trap begins on this CPU with `frame` saved: remember where the
     /// idle loop was, and free what ended here.
+    #[inline]
     pub fn enter(&mut self, frame: &mut TrapFrame) {
         match self.current() {
             None => self.cpus[self.here].idle_frame = frame,
@@ -259,6 +260,7 @@ impl System {
 
     /// The trap ends: choose who runs next, switch to it, arm the timer.
     /// Returns the frame to resume.
+    #[inline]
     pub fn leave(&mut self) -> *mut TrapFrame {
         let next = self.schedule();
         self.arm_timer();
@@ -283,6 +285,7 @@ impl System {
 
     /// Set `bits` pending in `index`; wake it if it waits for one of them.
     /// Returns whether it was woken.
+    #[inline]
     pub fn raise(&mut self, index: usize, bits: u64) -> bool {
         match self.sched.raise(index, bits, self.here, &Hv) {
             Some(got) => {
@@ -299,6 +302,7 @@ impl System {
     }
 
     /// Block the current server in `wait`.
+    #[inline]
     pub fn block_current(&mut self, mask: u64, deadline: Option<u64>) {
         if self.sched.block_current(self.here, mask, deadline) {
             self.report_ready();
@@ -418,6 +422,7 @@ impl System {
     }
 
     /// Pick who runs next and switch to it.
+    #[inline]
     fn schedule(&mut self) -> *mut TrapFrame {
         let pick = self.sched.pick(self.here, &Hv);
         if let Some(previous) = pick.switched_from {
@@ -481,6 +486,7 @@ impl System {
     /// server that ended here waits to be freed: an idle CPU would take no
     /// trap to do it, and that memory may be what a server on another CPU
     /// waits for.
+    #[inline]
     fn arm_timer(&mut self) {
         let cpu = &self.cpus[self.here];
         let reap = (self.current().is_none() && !cpu.zombies.is_empty()).then(hv::rdtsc);

@@ -107,6 +107,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *mut TrapFrame {
 }
 
 /// Handle one trap once servers exist; return the frame to resume.
+#[inline]
 fn dispatch(system: &mut System, frame: &mut TrapFrame) -> *mut TrapFrame {
     system.enter(frame);
     let backend = hv::backend();
