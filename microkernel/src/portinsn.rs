@@ -150,26 +150,21 @@ mod tests {
     #[test]
     fn the_eight_forms() {
         use PortOperand::{Dx, Immediate};
-        assert_eq!(
-            decode(&[0xe4, 0x40]),
-            insn(false, Width::Byte, Immediate(0x40), 2)
-        );
-        assert_eq!(
-            decode(&[0xe5, 0x71]),
-            insn(false, Width::Dword, Immediate(0x71), 2)
-        );
-        assert_eq!(
-            decode(&[0xe6, 0x43]),
-            insn(true, Width::Byte, Immediate(0x43), 2)
-        );
-        assert_eq!(
-            decode(&[0xe7, 0x80]),
-            insn(true, Width::Dword, Immediate(0x80), 2)
-        );
-        assert_eq!(decode(&[0xec]), insn(false, Width::Byte, Dx, 1));
-        assert_eq!(decode(&[0xed]), insn(false, Width::Dword, Dx, 1));
-        assert_eq!(decode(&[0xee, 0x90]), insn(true, Width::Byte, Dx, 1));
-        assert_eq!(decode(&[0xef]), insn(true, Width::Dword, Dx, 1));
+        // Bytes (a byte past the instruction, where there is one, must not
+        // be taken for part of it), then direction, width, port, length.
+        let forms: [(&[u8], bool, Width, PortOperand, usize); 8] = [
+            (&[0xe4, 0x40], false, Width::Byte, Immediate(0x40), 2),
+            (&[0xe5, 0x71], false, Width::Dword, Immediate(0x71), 2),
+            (&[0xe6, 0x43], true, Width::Byte, Immediate(0x43), 2),
+            (&[0xe7, 0x80], true, Width::Dword, Immediate(0x80), 2),
+            (&[0xec], false, Width::Byte, Dx, 1),
+            (&[0xed], false, Width::Dword, Dx, 1),
+            (&[0xee, 0x90], true, Width::Byte, Dx, 1),
+            (&[0xef], true, Width::Dword, Dx, 1),
+        ];
+        for (bytes, write, width, port, len) in forms {
+            assert_eq!(decode(bytes), insn(write, width, port, len), "{bytes:x?}");
+        }
     }
 
     #[test]

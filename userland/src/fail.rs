@@ -8,7 +8,9 @@
 //! server printing and returning 1 by hand.
 
 use alloc::string::{String, ToString};
-use core::fmt::{self, Display};
+use core::fmt::{self, Debug, Display};
+
+use abi::Error;
 
 /// Why a server's run failed: the text after `FAIL `.
 #[derive(Debug)]
@@ -42,6 +44,21 @@ impl<T, E: Display> OrFail<T> for Result<T, E> {
 impl<T> OrFail<T> for Option<T> {
     fn or_fail(self, what: impl Display) -> Result<T, Failure> {
         self.ok_or_else(|| Failure::new(what))
+    }
+}
+
+/// A step a test server expects the system to refuse with `want` (a grant
+/// it lacks, an address it may not use): `Ok` when it was refused so;
+/// anything else, success included, is a failure that says `what returned`
+/// and the result.
+pub fn must_refuse<T: Debug>(
+    result: Result<T, Error>,
+    want: Error,
+    what: impl Display,
+) -> Result<(), Failure> {
+    match result {
+        Err(e) if e == want => Ok(()),
+        other => Err(Failure::new(format_args!("{what} returned {other:?}"))),
     }
 }
 
@@ -87,5 +104,17 @@ mod tests {
         assert_eq!(Some(3).or_fail("no client").unwrap(), 3);
         assert_eq!(Ok::<(), Failure>(()).exit_code("x"), 0);
         assert_eq!(7.exit_code("x"), 7);
+    }
+
+    #[test]
+    fn a_refusal_is_right_only_with_the_error_expected() {
+        assert!(must_refuse(Err::<(), _>(Error::Denied), Error::Denied, "map").is_ok());
+        let other = must_refuse(Err::<(), _>(Error::BadAddress), Error::Denied, "map");
+        assert_eq!(
+            other.unwrap_err().to_string(),
+            "map returned Err(BadAddress)"
+        );
+        let granted = must_refuse(Ok::<u64, _>(7), Error::Denied, "map");
+        assert_eq!(granted.unwrap_err().to_string(), "map returned Ok(7)");
     }
 }

@@ -200,28 +200,14 @@ pub fn notify(handle: u32) -> Result<(), Error> {
 
 /// Describe channel `handle`: `Err(BadHandle)` past the last one.
 pub fn channel_info(handle: u32) -> Result<ChannelInfo, Error> {
-    let mut info = ChannelInfo::default();
-    call(
-        Syscall::ChannelInfo,
-        u64::from(handle),
-        (&raw mut info) as u64,
-        0,
-    )?;
-    Ok(info)
+    describe(Syscall::ChannelInfo, handle)
 }
 
 /// After the peer of channel `handle` was restarted, map the channel's
 /// new ring in place of the old one; its description, as `channel_info`.
 /// `PeerDead` when the peer stays down.
 pub fn channel_reconnect(handle: u32) -> Result<ChannelInfo, Error> {
-    let mut info = ChannelInfo::default();
-    call(
-        Syscall::ChannelReconnect,
-        u64::from(handle),
-        (&raw mut info) as u64,
-        0,
-    )?;
-    Ok(info)
+    describe(Syscall::ChannelReconnect, handle)
 }
 
 /// What the kernel's status page says of channel `handle` now: its
@@ -270,26 +256,22 @@ pub fn inject_fault(index: u32) -> Result<(), Error> {
 /// Describe server `index` (any server may ask); `BadHandle` past the last,
 /// which is how to count them.
 pub fn server_info(index: u32) -> Result<ServerInfo, Error> {
-    let mut info = ServerInfo::default();
-    call(
-        Syscall::ServerInfo,
-        u64::from(index),
-        (&raw mut info) as u64,
-        0,
-    )?;
-    Ok(info)
+    describe(Syscall::ServerInfo, index)
 }
 
 /// Traffic on channel `index` (system-wide); `BadHandle` past the last.
 pub fn channel_stats(index: u32) -> Result<ChannelStats, Error> {
-    let mut stats = ChannelStats::default();
-    call(
-        Syscall::ChannelStats,
-        u64::from(index),
-        (&raw mut stats) as u64,
-        0,
-    )?;
-    Ok(stats)
+    describe(Syscall::ChannelStats, index)
+}
+
+/// The calls that take a handle or an index and a pointer to the record
+/// the kernel fills in for it: they differ only in the call and the record.
+/// `T` must be the record `nr` writes (what [`call`] relies on), which each
+/// caller's return type names.
+fn describe<T: Default>(nr: Syscall, index: u32) -> Result<T, Error> {
+    let mut record = T::default();
+    call(nr, u64::from(index), (&raw mut record) as u64, 0)?;
+    Ok(record)
 }
 
 /// Take delivery of IRQ `line`: returns the notification bit it raises.

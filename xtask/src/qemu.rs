@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -183,6 +183,20 @@ impl Config {
     }
 }
 
+/// Start QEMU from `cmd` (a [`Config::command`], perhaps with arguments
+/// added) with `stdin` and `stderr` as given and the serial output on a
+/// pipe: every caller reads that output, so it is handed back taken.
+pub fn spawn(cmd: &mut Command, stdin: Stdio, stderr: Stdio) -> Result<(Child, ChildStdout)> {
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {QEMU}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok((child, stdout))
+}
+
 /// What the kernel's exit status means.
 pub fn describe_exit(status: ExitStatus) -> (bool, String) {
     match status.code() {
@@ -212,13 +226,8 @@ pub fn run_captured(
     input: &[u8],
     timeout: Duration,
 ) -> Result<Captured> {
-    let mut child = config
-        .command(image)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {QEMU}"))?;
+    let (mut child, mut stdout) =
+        spawn(&mut config.command(image), Stdio::piped(), Stdio::piped())?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let input = input.to_vec();
     // The writer hands stdin back so that it stays open until QEMU ends:
@@ -228,7 +237,6 @@ pub fn run_captured(
         let _ = stdin.write_all(&input);
         stdin
     });
-    let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();

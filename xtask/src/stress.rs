@@ -227,13 +227,7 @@ pub fn run_one(
     if kvm {
         cmd.args(qmp::args(&socket));
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", qemu::QEMU))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let (mut child, stdout) = qemu::spawn(&mut cmd, Stdio::null(), Stdio::piped())?;
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let (rx, reader) = line_reader(stdout);
     let err_reader = std::thread::spawn(move || {
@@ -537,14 +531,8 @@ fn line_reader(
 /// killed as soon as the line is seen.
 pub fn boot_to_ready(config: &Config, image: &Image, timeout: Duration) -> Result<ReadyBoot> {
     let started = Instant::now();
-    let mut child = config
-        .command(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", qemu::QEMU))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let (mut child, stdout) =
+        qemu::spawn(&mut config.command(image), Stdio::null(), Stdio::null())?;
     let (rx, reader) = line_reader(stdout);
     let mut found = None;
     let mut output = String::new();
@@ -1056,11 +1044,7 @@ pub fn run_with_stats(config: &Config, image: &Image) -> Result<ExitCode> {
     if kvm {
         cmd.args(qmp::args(&socket));
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", qemu::QEMU))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let (mut child, mut stdout) = qemu::spawn(&mut cmd, Stdio::inherit(), Stdio::inherit())?;
     let (tx, rx) = mpsc::channel::<Fields>();
     // Pass the serial output through unchanged, and watch it for counters.
     let tee = std::thread::spawn(move || {

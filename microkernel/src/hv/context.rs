@@ -14,6 +14,7 @@ use abi::HvOp;
 
 use super::cpu::{self, KERNEL_CODE, USER_DATA};
 use super::exits::count;
+use super::fixup::read_edx_eax_guarded;
 use super::msr;
 use super::smp::{MAX_CPUS, this_cpu};
 use super::trap::{EntryFlavour, TrapFrame};
@@ -123,28 +124,9 @@ pub fn init_extended_state() -> Option<(u64, usize)> {
 
 /// XCR0, or `None` where XGETBV raises #UD (CR4.OSXSAVE off for this code).
 fn xgetbv_guarded() -> Option<u64> {
-    let (lo, hi): (u32, u32);
-    let ok: u32;
-    // SAFETY: XGETBV(0) reads XCR0 or raises #UD, which the fixup entry
-    // beside it turns into a jump to label 3 with `ok` = 0.
-    unsafe {
-        asm!(
-            "xor {ok:e}, {ok:e}",
-            "2: xgetbv",
-            "mov {ok:e}, 1",
-            "3:",
-            ".pushsection .fixup_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 3b",
-            ".popsection",
-            ok = out(reg) ok,
-            in("ecx") 0u32,
-            out("eax") lo,
-            out("edx") hi,
-            options(nostack, nomem),
-        )
-    };
-    (ok == 1).then_some((u64::from(hi) << 32) | u64::from(lo))
+    // SAFETY: XGETBV(0) reads XCR0 or raises #UD, which the fixup entry the
+    // macro emits beside it turns into `None`.
+    unsafe { read_edx_eax_guarded!("xgetbv", 0u32) }
 }
 
 /// A thread's FPU, SSE and extended state: an XSAVE area (standard format)

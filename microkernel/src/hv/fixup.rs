@@ -2,12 +2,42 @@
 //! each with the address to resume at. An entry is emitted beside the
 //! instruction (`.pushsection .fixup_table`), so the two cannot drift apart;
 //! the linker script gathers them between `__fixup_start` and
-//! `__fixup_end`. Today one user: the guarded MSR read that probes a
-//! hypervisor's interface.
+//! `__fixup_end`. Its users: the probes that may meet a missing MSR or
+//! XGETBV ([`read_edx_eax_guarded`]), user copies, and KVM hypercalls.
 //!
 //! Context: trap context (a kernel fault, before it is reported as fatal).
 
 use super::trap::TrapFrame;
+
+/// Run `$insn`, an instruction that takes ECX and returns EDX:EAX (RDMSR,
+/// XGETBV), with a fixup entry beside it: `Some(EDX:EAX)`, or `None` if it
+/// faulted and [`recover`] resumed after it. The probes that need this
+/// differ only in the instruction, so the entry and the `ok` flag are
+/// written once here. Expands to inline assembly: the caller wraps it in
+/// `unsafe`, with its own reason why `$insn` may run (or fault) there.
+macro_rules! read_edx_eax_guarded {
+    ($insn:literal, $ecx:expr) => {{
+        let (lo, hi): (u32, u32);
+        let ok: u32;
+        core::arch::asm!(
+            "xor {ok:e}, {ok:e}",
+            concat!("2: ", $insn),
+            "mov {ok:e}, 1",
+            "3:",
+            ".pushsection .fixup_table, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            ok = out(reg) ok,
+            in("ecx") $ecx,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack),
+        );
+        (ok == 1).then_some((u64::from(hi) << 32) | u64::from(lo))
+    }};
+}
+pub(crate) use read_edx_eax_guarded;
 
 #[repr(C)]
 struct Entry {

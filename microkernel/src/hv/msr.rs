@@ -7,6 +7,7 @@ use core::arch::asm;
 use abi::HvOp;
 
 use super::exits::count;
+use super::fixup::read_edx_eax_guarded;
 
 pub const APIC_BASE: u32 = 0x1B;
 pub const TSC_DEADLINE: u32 = 0x6E0;
@@ -36,29 +37,10 @@ pub unsafe fn read(msr: u32) -> u64 {
 /// The fault is recovered through the kernel's fixup table
 /// ([`super::fixup`]): only before servers run, and only here.
 pub fn read_guarded(msr: u32) -> Option<u64> {
-    let (lo, hi): (u32, u32);
-    let ok: u32;
     count(HvOp::Rdmsr);
     // SAFETY: RDMSR either reads the MSR or raises #GP, which the fixup
-    // entry emitted beside it turns into a jump to label 3 with `ok` = 0.
-    unsafe {
-        asm!(
-            "xor {ok:e}, {ok:e}",
-            "2: rdmsr",
-            "mov {ok:e}, 1",
-            "3:",
-            ".pushsection .fixup_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 3b",
-            ".popsection",
-            ok = out(reg) ok,
-            in("ecx") msr,
-            out("eax") lo,
-            out("edx") hi,
-            options(nostack),
-        )
-    };
-    (ok == 1).then_some((u64::from(hi) << 32) | u64::from(lo))
+    // entry the macro emits beside it turns into `None`.
+    unsafe { read_edx_eax_guarded!("rdmsr", msr) }
 }
 
 /// # Safety

@@ -68,24 +68,11 @@ where
 {
     cpus();
     let go = Arc::new(AtomicBool::new(false));
-    let (go_p, go_c) = (go.clone(), go.clone());
-    let consumer = thread::spawn(move || {
-        pin(1);
-        let mut c = Padded(c);
-        while !go_c.load(Ordering::Acquire) {
-            spin_loop();
-        }
-        consume(black_box(&mut c.0), n);
+    let consumer = end_thread(1, c, go.clone(), move |c| {
+        consume(c, n);
         Instant::now()
     });
-    let producer = thread::spawn(move || {
-        pin(0);
-        let mut p = Padded(p);
-        while !go_p.load(Ordering::Acquire) {
-            spin_loop();
-        }
-        produce(black_box(&mut p.0), n);
-    });
+    let producer = end_thread(0, p, go.clone(), move |p| produce(p, n));
     // Give both threads time to start spinning on `go`.
     thread::sleep(Duration::from_millis(2));
     let start = Instant::now();
@@ -93,6 +80,24 @@ where
     producer.join().unwrap();
     let end = consumer.join().unwrap();
     end - start
+}
+
+/// One end's thread of [`two_threads`]: pinned to `cpu`, with the end in a
+/// cache-padded local, it waits for `go`, then runs `work` on the end.
+fn end_thread<E: Send + 'static, R: Send + 'static>(
+    cpu: usize,
+    end: E,
+    go: Arc<AtomicBool>,
+    work: impl FnOnce(&mut E) -> R + Send + 'static,
+) -> thread::JoinHandle<R> {
+    thread::spawn(move || {
+        pin(cpu);
+        let mut end = Padded(end);
+        while !go.load(Ordering::Acquire) {
+            spin_loop();
+        }
+        work(black_box(&mut end.0))
+    })
 }
 
 /// One item of each type, made from a sequence number.
@@ -118,76 +123,31 @@ pub type Run = fn(n: u64, slots: usize) -> Duration;
 
 // ---- single items -------------------------------------------------------
 
-pub fn single_pvchannel<T: Item + pvchannel::Slot>(n: u64, slots: usize) -> Duration {
-    let ends = pvchannel::owned::ring::<T>(slots as u32).unwrap();
+/// The single-item workload on any ring: `push` offers one item (false:
+/// full), `pop` takes one (`None`: empty). The four rings differ only in
+/// those two calls, so all four run this one loop. (Closure types, not
+/// function pointers: each ring's calls are inlined into its loop, as they
+/// were when every ring had its own copy.)
+fn single<T: Item, P: Send + 'static, C: Send + 'static>(
+    n: u64,
+    ends: (P, C),
+    push: impl Fn(&mut P, T) -> bool + Send + 'static,
+    pop: impl Fn(&mut C) -> Option<T> + Send + 'static,
+) -> Duration {
     two_threads(
         n,
         ends,
-        |p, n| {
+        move |p, n| {
             for i in 0..n {
-                while p.push(T::make(i)).is_err() {
+                while !push(p, T::make(i)) {
                     spin_loop();
                 }
             }
         },
-        |c, n| {
+        move |c, n| {
             for _ in 0..n {
                 loop {
-                    match c.pop() {
-                        Ok(v) => {
-                            black_box(v);
-                            break;
-                        }
-                        Err(_) => spin_loop(),
-                    }
-                }
-            }
-        },
-    )
-}
-
-pub fn single_rtrb<T: Item>(n: u64, slots: usize) -> Duration {
-    two_threads(
-        n,
-        rtrb::RingBuffer::<T>::new(slots),
-        |p, n| {
-            for i in 0..n {
-                while p.push(T::make(i)).is_err() {
-                    spin_loop();
-                }
-            }
-        },
-        |c, n| {
-            for _ in 0..n {
-                loop {
-                    match c.pop() {
-                        Ok(v) => {
-                            black_box(v);
-                            break;
-                        }
-                        Err(_) => spin_loop(),
-                    }
-                }
-            }
-        },
-    )
-}
-
-pub fn single_ringbuf<T: Item>(n: u64, slots: usize) -> Duration {
-    two_threads(
-        n,
-        HeapRb::<T>::new(slots).split(),
-        |p, n| {
-            for i in 0..n {
-                while p.try_push(T::make(i)).is_err() {
-                    spin_loop();
-                }
-            }
-        },
-        |c, n| {
-            for _ in 0..n {
-                loop {
-                    match c.try_pop() {
+                    match pop(c) {
                         Some(v) => {
                             black_box(v);
                             break;
@@ -197,35 +157,39 @@ pub fn single_ringbuf<T: Item>(n: u64, slots: usize) -> Duration {
                 }
             }
         },
+    )
+}
+
+pub fn single_pvchannel<T: Item + pvchannel::Slot>(n: u64, slots: usize) -> Duration {
+    single(
+        n,
+        pvchannel::owned::ring::<T>(slots as u32).unwrap(),
+        |p, v| p.push(v).is_ok(),
+        |c| c.pop().ok(),
+    )
+}
+
+pub fn single_rtrb<T: Item>(n: u64, slots: usize) -> Duration {
+    single(
+        n,
+        rtrb::RingBuffer::<T>::new(slots),
+        |p, v| p.push(v).is_ok(),
+        |c| c.pop().ok(),
+    )
+}
+
+pub fn single_ringbuf<T: Item>(n: u64, slots: usize) -> Duration {
+    single(
+        n,
+        HeapRb::<T>::new(slots).split(),
+        |p, v| p.try_push(v).is_ok(),
+        |c| c.try_pop(),
     )
 }
 
 pub fn single_arrayqueue<T: Item>(n: u64, slots: usize) -> Duration {
     let q = Arc::new(ArrayQueue::<T>::new(slots));
-    two_threads(
-        n,
-        (q.clone(), q),
-        |p, n| {
-            for i in 0..n {
-                while p.push(T::make(i)).is_err() {
-                    spin_loop();
-                }
-            }
-        },
-        |c, n| {
-            for _ in 0..n {
-                loop {
-                    match c.pop() {
-                        Some(v) => {
-                            black_box(v);
-                            break;
-                        }
-                        None => spin_loop(),
-                    }
-                }
-            }
-        },
-    )
+    single(n, (q.clone(), q), |p, v| p.push(v).is_ok(), |c| c.pop())
 }
 
 // ---- batches of 64 ------------------------------------------------------

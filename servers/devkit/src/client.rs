@@ -4,7 +4,13 @@
 //! and speaks the protocol of `proto` (servers/proto). Errors from the server
 //! (a negative completion status) come back as `ChannelError::Sys`.
 //!
+//! What every service answers alike (opening, counters, hanging up) is
+//! written once, in [`Service`]; each service's own requests are in an
+//! `impl` block of its own below.
+//!
 //! Context: a server's only thread, inside the executor.
+
+use core::marker::PhantomData;
 
 use alloc::vec::Vec;
 
@@ -15,19 +21,86 @@ fn check(c: Completion) -> Result<Completion, ChannelError> {
     c.result().map(|_| c).map_err(ChannelError::Sys)
 }
 
-/// The `console` service: line-interleaved output, line input.
-pub struct Console {
-    client: Client,
+/// What [`Service`] needs of a service's protocol.
+pub trait Protocol {
+    /// The service's name in the manifest.
+    const SERVICE: &'static str;
+    /// The request that reads one of its counters (`STAT_*`).
+    const OP_STATS: u32;
 }
 
-impl Console {
-    /// Open the manifest's channel to the console.
+/// A client of the service that `P` describes.
+pub struct Service<P: Protocol> {
+    client: Client,
+    protocol: PhantomData<P>,
+}
+
+impl<P: Protocol> Service<P> {
+    /// Open the manifest's channel to the service.
     pub fn open() -> Result<Self, ChannelError> {
         Ok(Self {
-            client: Channel::open(console::SERVICE)?,
+            client: Channel::open(P::SERVICE)?,
+            protocol: PhantomData,
         })
     }
 
+    /// Send `d` and wait for its completion, which must report success.
+    async fn ask(&mut self, d: Descriptor) -> Result<Completion, ChannelError> {
+        check(self.client.call(d).await?)
+    }
+
+    /// Hang up (the server may end once all its clients have).
+    pub async fn close(self) -> Result<(), ChannelError> {
+        self.client.close().await
+    }
+
+    /// One of the service's counters (`proto::SERVICE::STAT_*`).
+    pub async fn stat(&mut self, which: u64) -> Result<u64, ChannelError> {
+        let d = Descriptor::new(P::OP_STATS, 0).with_args([which]);
+        Ok(self.ask(d).await?.value())
+    }
+
+    /// The counters `which`, one request each, in that order.
+    pub async fn stats<const N: usize>(
+        &mut self,
+        which: [u64; N],
+    ) -> Result<[u64; N], ChannelError> {
+        let mut values = [0; N];
+        for (value, which) in values.iter_mut().zip(which) {
+            *value = self.stat(which).await?;
+        }
+        Ok(values)
+    }
+
+    /// The channel underneath (e.g. for the timer's pipelined sleeps:
+    /// `send` with distinct cookies, then `recv`).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// The three protocols, for [`Service`].
+pub struct ConsoleProtocol;
+pub struct TimerProtocol;
+pub struct ApicProtocol;
+
+impl Protocol for ConsoleProtocol {
+    const SERVICE: &'static str = console::SERVICE;
+    const OP_STATS: u32 = console::OP_STATS;
+}
+impl Protocol for TimerProtocol {
+    const SERVICE: &'static str = timer::SERVICE;
+    const OP_STATS: u32 = timer::OP_STATS;
+}
+impl Protocol for ApicProtocol {
+    const SERVICE: &'static str = apic::SERVICE;
+    const OP_STATS: u32 = apic::OP_STATS;
+}
+
+/// The `console` service: line-interleaved output, line input.
+pub type Console = Service<ConsoleProtocol>;
+
+impl Console {
     /// Queue `bytes` for output (no answer is awaited; a line is printed
     /// whole once its `\n` arrives, or on [`flush`](Self::flush)).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ChannelError> {
@@ -52,12 +125,9 @@ impl Console {
     /// Print the partial line too, and wait until everything written so far
     /// is on the wire.
     pub async fn flush(&mut self) -> Result<(), ChannelError> {
-        check(
-            self.client
-                .call(Descriptor::new(console::OP_FLUSH, 0))
-                .await?,
-        )
-        .map(drop)
+        self.ask(Descriptor::new(console::OP_FLUSH, 0))
+            .await
+            .map(drop)
     }
 
     /// Publish queued writes without waiting for them.
@@ -68,11 +138,7 @@ impl Console {
     /// The next input line (without its newline), appended to `out`.
     pub async fn read_line(&mut self, out: &mut Vec<u8>) -> Result<(), ChannelError> {
         loop {
-            let c = check(
-                self.client
-                    .call(Descriptor::new(console::OP_READ, 0))
-                    .await?,
-            )?;
+            let c = self.ask(Descriptor::new(console::OP_READ, 0)).await?;
             let (bytes, n, end) = console::unpack_read(c.value(), c.aux());
             out.extend_from_slice(&bytes[..n]);
             if end {
@@ -80,87 +146,36 @@ impl Console {
             }
         }
     }
-
-    /// Hang up (the server may end once all its clients have).
-    pub async fn close(self) -> Result<(), ChannelError> {
-        self.client.close().await
-    }
-
-    /// A console counter (`proto::console::STAT_*`).
-    pub async fn stat(&mut self, which: u64) -> Result<u64, ChannelError> {
-        let d = Descriptor::new(console::OP_STATS, 0).with_args([which]);
-        Ok(check(self.client.call(d).await?)?.value())
-    }
-
-    /// The channel underneath.
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
-    }
 }
 
 /// The `timer` service: the clock, sleeps, ticks.
-pub struct Timer {
-    client: Client,
-}
+pub type Timer = Service<TimerProtocol>;
 
 impl Timer {
-    /// Open the manifest's channel to the timer.
-    pub fn open() -> Result<Self, ChannelError> {
-        Ok(Self {
-            client: Channel::open(timer::SERVICE)?,
-        })
-    }
-
     /// The timer's clock, in ns.
     pub async fn now(&mut self) -> Result<u64, ChannelError> {
-        Ok(check(self.client.call(Descriptor::new(timer::OP_NOW, 0)).await?)?.value())
+        Ok(self.ask(Descriptor::new(timer::OP_NOW, 0)).await?.value())
     }
 
     /// Sleep for `ns`; returns the time the sleep ended.
     pub async fn sleep_for(&mut self, ns: u64) -> Result<u64, ChannelError> {
         let d = Descriptor::new(timer::OP_SLEEP_FOR, 0).with_args([ns]);
-        Ok(check(self.client.call(d).await?)?.value())
+        Ok(self.ask(d).await?.value())
     }
 
     /// Sleep until `ns` on the timer's clock; returns the time it ended.
     pub async fn sleep_until(&mut self, ns: u64) -> Result<u64, ChannelError> {
         let d = Descriptor::new(timer::OP_SLEEP_UNTIL, 0).with_args([ns]);
-        Ok(check(self.client.call(d).await?)?.value())
-    }
-
-    /// Hang up (the server may end once all its clients have).
-    pub async fn close(self) -> Result<(), ChannelError> {
-        self.client.close().await
-    }
-
-    /// A timer counter (`proto::timer::STAT_*`).
-    pub async fn stat(&mut self, which: u64) -> Result<u64, ChannelError> {
-        let d = Descriptor::new(timer::OP_STATS, 0).with_args([which]);
-        Ok(check(self.client.call(d).await?)?.value())
-    }
-
-    /// The channel underneath, for pipelined sleeps (`send` with distinct
-    /// cookies, then `recv`).
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+        Ok(self.ask(d).await?.value())
     }
 }
 
 /// The `apic` service: routing, masking, IPIs. A client touches only the
 /// lines its own manifest entry grants (`irqs`) and sends IPIs only to
 /// itself on those lines' vectors; anything else fails with `Denied`.
-pub struct Apic {
-    client: Client,
-}
+pub type Apic = Service<ApicProtocol>;
 
 impl Apic {
-    /// Open the manifest's channel to the apic server.
-    pub fn open() -> Result<Self, ChannelError> {
-        Ok(Self {
-            client: Channel::open(apic::SERVICE)?,
-        })
-    }
-
     /// Route ISA line `line` (granted to this server) to vector
     /// `0x20 + line` and unmask it; returns the I/O APIC pin (GSI) used.
     /// The line stays this server's until it hangs up or ends, when the
@@ -180,30 +195,19 @@ impl Apic {
     /// Mask `line` (routed by this server).
     pub async fn mask(&mut self, line: u32) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_MASK, 0).with_args([u64::from(line)]);
-        check(self.client.call(d).await?).map(drop)
+        self.ask(d).await.map(drop)
     }
 
     /// Unmask `line` (routed by this server).
     pub async fn unmask(&mut self, line: u32) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_UNMASK, 0).with_args([u64::from(line)]);
-        check(self.client.call(d).await?).map(drop)
+        self.ask(d).await.map(drop)
     }
 
     /// Send `vector` (`0x20 + line` of a line granted to this server) to
     /// this CPU.
     pub async fn ipi_self(&mut self, vector: u8) -> Result<(), ChannelError> {
         let d = Descriptor::new(apic::OP_IPI, 0).with_args([u64::from(vector), 0, apic::DEST_SELF]);
-        check(self.client.call(d).await?).map(drop)
-    }
-
-    /// Hang up (the server may end once all its clients have).
-    pub async fn close(self) -> Result<(), ChannelError> {
-        self.client.close().await
-    }
-
-    /// An apic counter (`proto::apic::STAT_*`).
-    pub async fn stat(&mut self, which: u64) -> Result<u64, ChannelError> {
-        let d = Descriptor::new(apic::OP_STATS, 0).with_args([which]);
-        Ok(check(self.client.call(d).await?)?.value())
+        self.ask(d).await.map(drop)
     }
 }

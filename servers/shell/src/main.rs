@@ -155,10 +155,8 @@ impl Shell {
             ))
             .await?;
         }
-        let mut console = [0u64; cproto::STAT_COUNT as usize];
-        for (k, v) in console.iter_mut().enumerate() {
-            *v = self.console.stat(k as u64).await?;
-        }
+        let every: [u64; cproto::STAT_COUNT as usize] = core::array::from_fn(|k| k as u64);
+        let console = self.console.stats(every).await?;
         self.say(&format!(
             "console: {} bytes out in {} lines, {} status reads, {} bursts; {} bytes in through {} rx interrupts",
             console[cproto::STAT_TX_BYTES as usize],
@@ -170,10 +168,8 @@ impl Shell {
         ))
         .await?;
         if let Some(timer) = self.timer.as_mut() {
-            let mut t = [0u64; tproto::STAT_COUNT as usize];
-            for (k, v) in t.iter_mut().enumerate() {
-                *v = timer.stat(k as u64).await?;
-            }
+            let every: [u64; tproto::STAT_COUNT as usize] = core::array::from_fn(|k| k as u64);
+            let t = timer.stats(every).await?;
             self.say(&format!(
                 "timer: {} requests, {} wake-ups, {} hardware programmings ({} port writes), {} interrupts",
                 t[tproto::STAT_REQUESTS as usize],

@@ -276,6 +276,14 @@ impl ResultLine {
         self
     }
 
+    /// Append how long the workload took: `cycles`, the TSC rate `tsc_hz`,
+    /// and the time in ns they make (what the harness reports).
+    pub fn elapsed(&mut self, cycles: u64, tsc_hz: u64) -> &mut Self {
+        self.field("cycles", cycles)
+            .field("tsc_hz", tsc_hz)
+            .field("ns", cycles_to_ns(cycles, tsc_hz))
+    }
+
     /// Append the kernel-counter deltas between `before` and `after`.
     pub fn counters(&mut self, before: &KernelCounters, after: &KernelCounters) -> &mut Self {
         let sum = |c: &KernelCounters| c.syscalls.iter().sum::<u64>() + c.bad_syscalls;
@@ -400,6 +408,11 @@ mod tests {
         let mut line = ResultLine::new();
         line.field("kind", "stream").field("messages", 10u64);
         assert_eq!(line.as_str(), "stress-result kind=stream messages=10");
+        line.elapsed(6_000, 3_000_000_000);
+        assert!(
+            line.as_str()
+                .ends_with(" cycles=6000 tsc_hz=3000000000 ns=2000")
+        );
         assert_eq!(cycles_to_ns(3_000, 3_000_000_000), 1_000);
     }
 }

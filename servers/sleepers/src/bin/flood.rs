@@ -22,18 +22,17 @@ use userland::{ChannelError, println, sys};
 
 userland::entry!(async run);
 
-async fn stats(c: &mut Console) -> Result<[u64; 3], ChannelError> {
-    Ok([
-        c.stat(proto::STAT_TX_BYTES).await?,
-        c.stat(proto::STAT_TX_STATUS_READS).await?,
-        c.stat(proto::STAT_BURSTS).await?,
-    ])
-}
+/// The console's counters the result reports, read before and after.
+const COUNTERS: [u64; 3] = [
+    proto::STAT_TX_BYTES,
+    proto::STAT_TX_STATUS_READS,
+    proto::STAT_BURSTS,
+];
 
 async fn flood(console: &mut Console, bytes: u64) -> Result<(), ChannelError> {
     // Whatever booting printed is out before the counters are read.
     console.flush().await?;
-    let before = stats(console).await?;
+    let before = console.stats(COUNTERS).await?;
     let k0 = sys::counters().unwrap_or_default();
     println!("stress-ready");
     pause(MARKER_PAUSE_NS);
@@ -56,7 +55,7 @@ async fn flood(console: &mut Console, bytes: u64) -> Result<(), ChannelError> {
     console.flush().await?;
     let ns = now_ns() - t0;
     let k1 = sys::counters().unwrap_or_default();
-    let after = stats(console).await?;
+    let after = console.stats(COUNTERS).await?;
     println!("stress-done");
     pause(MARKER_PAUSE_NS);
     println!(

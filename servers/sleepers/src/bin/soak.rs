@@ -67,6 +67,16 @@ fn outcome<T>(target: usize, result: &Result<T, ChannelError>, right: bool) {
     DONE[target].fetch_add(1, Relaxed);
 }
 
+/// The channel a loop for `target` opened; a loop that cannot open its
+/// channel is counted bad and says so.
+fn opened<T, E>(target: usize, channel: Result<T, E>) -> Option<T> {
+    if channel.is_err() {
+        println!("soak: FAIL no {} channel", TARGETS[target]);
+        BAD.fetch_add(1, Relaxed);
+    }
+    channel.ok()
+}
+
 /// Let the other loops and servers run (`yield`), cheaply.
 async fn pause() {
     let _ = sys::yield_now();
@@ -84,9 +94,7 @@ async fn pause() {
 }
 
 async fn apic_loop() {
-    let Ok(mut apic) = Apic::open() else {
-        println!("soak: FAIL no apic channel");
-        BAD.fetch_add(1, Relaxed);
+    let Some(mut apic) = opened(0, Apic::open()) else {
         return;
     };
     while !STOP.load(Relaxed) {
@@ -98,9 +106,7 @@ async fn apic_loop() {
 }
 
 async fn timer_loop() {
-    let Ok(mut timer) = Timer::open() else {
-        println!("soak: FAIL no timer channel");
-        BAD.fetch_add(1, Relaxed);
+    let Some(mut timer) = opened(1, Timer::open()) else {
         return;
     };
     while !STOP.load(Relaxed) {
@@ -111,9 +117,7 @@ async fn timer_loop() {
 }
 
 async fn console_loop() {
-    let Ok(mut console) = Console::open() else {
-        println!("soak: FAIL no console channel");
-        BAD.fetch_add(1, Relaxed);
+    let Some(mut console) = opened(CONSOLE, Console::open()) else {
         return;
     };
     let mut n = 0u64;
@@ -143,9 +147,7 @@ async fn console_loop() {
 }
 
 async fn echo_loop() {
-    let Ok(mut client) = Channel::open("echo") else {
-        println!("soak: FAIL no echo channel");
-        BAD.fetch_add(1, Relaxed);
+    let Some(mut client) = opened(3, Channel::open("echo")) else {
         return;
     };
     let mut value = 0u64;

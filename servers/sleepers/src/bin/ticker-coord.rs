@@ -22,14 +22,13 @@ use userland::{
 
 userland::entry!(async run);
 
-async fn stats(t: &mut Timer) -> Result<[u64; 4], ChannelError> {
-    Ok([
-        t.stat(proto::STAT_PROGRAMMINGS).await?,
-        t.stat(proto::STAT_PORT_WRITES).await?,
-        t.stat(proto::STAT_IRQS).await?,
-        t.stat(proto::STAT_WAKEUPS).await?,
-    ])
-}
+/// The timer's counters the result reports, read before and after.
+const COUNTERS: [u64; 4] = [
+    proto::STAT_PROGRAMMINGS,
+    proto::STAT_PORT_WRITES,
+    proto::STAT_IRQS,
+    proto::STAT_WAKEUPS,
+];
 
 /// Wait for one `op` request from every worker; returns their cookies and
 /// first arguments.
@@ -60,7 +59,7 @@ async fn release(workers: &mut [Provider], cookies: &[(u64, u64)]) -> Result<(),
 async fn bench(timer: &mut Timer, workers: &mut [Provider]) -> Result<(), ChannelError> {
     let sleeps = arg_u64("sleeps", 1000);
     let ready = gather(workers, ticks::OP_READY).await?;
-    let before = stats(timer).await?;
+    let before = timer.stats(COUNTERS).await?;
     let k0 = sys::counters().unwrap_or_default();
     println!("stress-ready");
     pause(MARKER_PAUSE_NS);
@@ -69,7 +68,7 @@ async fn bench(timer: &mut Timer, workers: &mut [Provider]) -> Result<(), Channe
     let done = gather(workers, ticks::OP_DONE).await?;
     let elapsed = now_ns() - t0;
     let k1 = sys::counters().unwrap_or_default();
-    let after = stats(timer).await?;
+    let after = timer.stats(COUNTERS).await?;
     println!("stress-done");
     pause(MARKER_PAUSE_NS);
     let latest = done.iter().map(|d| d.1).max().unwrap_or(0);

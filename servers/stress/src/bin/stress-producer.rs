@@ -24,7 +24,7 @@ use core::future::poll_fn;
 use stress::{
     DEFAULT_BATCH, DEFAULT_MESSAGES, DEFAULT_PAYLOAD, MARKER_PAUSE_NS, MAX_BATCH, MAX_PAYLOAD,
     OP_END, OP_VERDICT, ResultLine, STREAM_SERVICE, VERDICT_CHECKSUM_BAD, arg_u64, batching_word,
-    counters, cycles_to_ns, fold, message, pause, tsc,
+    counters, fold, message, pause, tsc,
 };
 use userland::channel::ChannelBell;
 use userland::pvchannel::{RingError, Sender};
@@ -144,9 +144,7 @@ async fn run() -> i32 {
         .field("payload", payload)
         .field("ring", capacity)
         .field("messages", messages)
-        .field("cycles", cycles)
-        .field("tsc_hz", tsc_hz)
-        .field("ns", cycles_to_ns(cycles, tsc_hz))
+        .elapsed(cycles, tsc_hz)
         .counters(&c0, &c1)
         .field("received", received)
         .field("lost", lost)

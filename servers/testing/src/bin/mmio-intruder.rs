@@ -15,6 +15,7 @@
 
 use testing::hazard;
 use userland::abi::Error;
+use userland::fail::must_refuse;
 use userland::{Failure, OrFail, println, sys};
 
 userland::entry!(run);
@@ -32,22 +33,18 @@ fn run() -> Result<(), Failure> {
     // SAFETY: `at` is the start of a mapped page of this server's; the
     // slice is only handed to the kernel, never read here.
     let device = unsafe { core::slice::from_raw_parts(at as *const u8, 16) };
-    match sys::log(device) {
-        Err(Error::BadAddress) => println!("mmio-intruder: log from device memory refused"),
-        other => {
-            return Err(Failure::new(format_args!(
-                "log from device memory returned {other:?}"
-            )));
-        }
-    }
-    match sys::mmio_map(FORBIDDEN, PAGE) {
-        Err(Error::Denied) => println!("mmio-intruder: mmio_map({FORBIDDEN:#x}) denied"),
-        other => {
-            return Err(Failure::new(format_args!(
-                "mmio_map({FORBIDDEN:#x}) returned {other:?}"
-            )));
-        }
-    }
+    must_refuse(
+        sys::log(device),
+        Error::BadAddress,
+        "log from device memory",
+    )?;
+    println!("mmio-intruder: log from device memory refused");
+    must_refuse(
+        sys::mmio_map(FORBIDDEN, PAGE),
+        Error::Denied,
+        format_args!("mmio_map({FORBIDDEN:#x})"),
+    )?;
+    println!("mmio-intruder: mmio_map({FORBIDDEN:#x}) denied");
     println!("mmio-intruder: about to fault (reading ungranted {FORBIDDEN:#x})");
     Err(hazard::read_must_fault(FORBIDDEN))
 }

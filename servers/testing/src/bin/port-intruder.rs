@@ -12,6 +12,7 @@
 
 use testing::hazard;
 use userland::abi::Error;
+use userland::fail::must_refuse;
 use userland::{Failure, OrFail, println, sys};
 
 userland::entry!(run);
@@ -30,14 +31,12 @@ fn run() -> Result<(), Failure> {
         "port-intruder: granted port {:#x} read {cmos:#x}",
         GRANTED + 1
     );
-    match sys::ioport_enable(FORBIDDEN, 1) {
-        Err(Error::Denied) => println!("port-intruder: ioport_enable({FORBIDDEN:#x}) denied"),
-        other => {
-            return Err(Failure::new(format_args!(
-                "ioport_enable({FORBIDDEN:#x}) returned {other:?}"
-            )));
-        }
-    }
+    must_refuse(
+        sys::ioport_enable(FORBIDDEN, 1),
+        Error::Denied,
+        format_args!("ioport_enable({FORBIDDEN:#x})"),
+    )?;
+    println!("port-intruder: ioport_enable({FORBIDDEN:#x}) denied");
     println!("port-intruder: about to fault (in from ungranted port {FORBIDDEN:#x})");
     Err(hazard::in_must_fault(FORBIDDEN))
 }
