@@ -436,11 +436,12 @@ mod tests {
 
     const SLICE: u64 = 1000;
 
-    /// `n` servers on CPU 0 of a `cpus`-CPU scheduler, all ready.
-    fn ready_on_cpu0(cpus: usize, n: usize, m: &HostMachine) -> Scheduler {
+    /// A `cpus`-CPU scheduler with a server on each CPU of `on` (server
+    /// `i` on `on[i]`), all made ready from CPU 0.
+    fn ready_on(cpus: usize, on: &[usize], m: &HostMachine) -> Scheduler {
         let mut s = Scheduler::new(cpus, SLICE, 0);
-        for _ in 0..n {
-            let i = s.add(0);
+        for &cpu in on {
+            let i = s.add(cpu);
             s.make_ready(i, 0, m);
         }
         s
@@ -449,7 +450,7 @@ mod tests {
     #[test]
     fn round_robin_with_slices() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 3, &m);
+        let mut s = ready_on(1, &[0; 3], &m);
         let first = s.pick(0, &m);
         assert_eq!(first.next, Some(0));
         assert_eq!(first.switched_from, Some(None), "from the idle loop");
@@ -479,7 +480,7 @@ mod tests {
     #[test]
     fn a_lone_server_preempted_gets_a_new_slice() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 1, &m);
+        let mut s = ready_on(1, &[0; 1], &m);
         s.pick(0, &m);
         m.now.set(SLICE + 5);
         s.timer_fired(0, &m, |_, _| {});
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn wait_blocks_and_a_raised_bit_wakes_with_the_bits_waited_for() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 2, &m);
+        let mut s = ready_on(1, &[0; 2], &m);
         assert_eq!(s.pick(0, &m).next, Some(0));
         assert!(s.block_current(0, 0b110, None), "first wait");
         assert_eq!(s.state(0), State::Blocked);
@@ -518,7 +519,7 @@ mod tests {
     #[test]
     fn an_ended_server_is_never_woken_nor_picked() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 2, &m);
+        let mut s = ready_on(1, &[0; 2], &m);
         s.end(1, State::Faulted);
         assert_eq!(s.raise(1, 1, 0, &m), None);
         assert_eq!(s.pick(0, &m).next, Some(0));
@@ -530,11 +531,8 @@ mod tests {
     #[test]
     fn timeouts_wake_with_timed_out_on_their_own_cpu_only() {
         let m = HostMachine::default();
-        let mut s = Scheduler::new(2, SLICE, 0);
-        let a = s.add(0);
-        let b = s.add(1);
-        s.make_ready(a, 0, &m);
-        s.make_ready(b, 0, &m);
+        let mut s = ready_on(2, &[0, 1], &m);
+        let (a, b) = (0, 1);
         assert_eq!(*m.kicks.borrow(), vec![1], "b's CPU is told");
         s.pick(0, &m);
         s.pick(1, &m);
@@ -552,7 +550,7 @@ mod tests {
     #[test]
     fn the_timer_is_only_moved_earlier() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 1, &m);
+        let mut s = ready_on(1, &[0; 1], &m);
         s.pick(0, &m);
         s.arm_timer(0, Some(900), &m);
         s.arm_timer(0, Some(950), &m);
@@ -568,7 +566,7 @@ mod tests {
     #[test]
     fn an_idle_cpu_takes_no_ticks() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 1, &m);
+        let mut s = ready_on(1, &[0; 1], &m);
         s.pick(0, &m);
         s.block_current(0, 1, None);
         assert_eq!(s.pick(0, &m).next, None);
@@ -596,12 +594,12 @@ mod tests {
     #[test]
     fn a_remote_cpu_is_kicked_only_when_its_queue_was_empty() {
         let m = HostMachine::default();
-        let mut s = Scheduler::new(2, SLICE, 0);
-        let a = s.add(1);
-        let b = s.add(1);
-        s.make_ready(a, 0, &m);
-        s.make_ready(b, 0, &m);
-        assert_eq!(*m.kicks.borrow(), vec![1]);
+        let mut s = ready_on(2, &[1, 1], &m);
+        assert_eq!(
+            *m.kicks.borrow(),
+            vec![1],
+            "once: the second found it queued"
+        );
         // Its own CPU needs no IPI.
         let c = s.add(1);
         s.make_ready(c, 1, &m);
@@ -611,7 +609,7 @@ mod tests {
     #[test]
     fn a_renewed_server_starts_clean_on_its_cpu() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 1, &m);
+        let mut s = ready_on(1, &[0; 1], &m);
         s.pick(0, &m);
         s.raise(0, 0b100, 0, &m);
         s.block_current(0, 1, Some(7));
@@ -628,7 +626,7 @@ mod tests {
     #[test]
     fn all_started_waits_for_every_live_server() {
         let m = HostMachine::default();
-        let mut s = ready_on_cpu0(1, 2, &m);
+        let mut s = ready_on(1, &[0; 2], &m);
         s.pick(0, &m);
         s.block_current(0, 1, None);
         assert!(!s.all_started());
