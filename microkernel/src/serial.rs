@@ -15,7 +15,7 @@ use uart_16550::backend::PioBackend;
 
 use crate::hv;
 
-const COM1: u16 = 0x3F8;
+const COM1: u16 = pc_ports::com1::BASE;
 
 static SERIAL: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 

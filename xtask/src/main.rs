@@ -196,6 +196,7 @@ const HOST_TEST_PACKAGES: &[&str] = &[
     "abi",
     "manifest",
     "apic-regs",
+    "pc-ports",
     "pvchannel",
     "proto",
     "boot",

@@ -20,6 +20,7 @@ use apic_regs::xapic::{
     ICR_HIGH, ICR_LOW, ID, LVT_ERROR, LVT_LINT0, LVT_LINT1, LVT_MASKED, LVT_TIMER,
     LVT_TSC_DEADLINE, SVR, SVR_ENABLE, TIMER_CURRENT, TIMER_DIVIDE, TIMER_INITIAL, TPR,
 };
+use pc_ports::pit;
 use x86_64::instructions::port::Port;
 
 use super::exits::count;
@@ -217,7 +218,6 @@ pub fn end_of_interrupt() {
 /// when there is one. Boot only, before any server owns the PIT; the PIT's
 /// interrupt reaches nothing (the I/O APIC and LINT0 are masked).
 pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
-    const PIT_HZ: u64 = 1_193_182;
     USE_TSC_DEADLINE.store(tsc_deadline, Ordering::Relaxed);
     if let (Some(hz), true) = (tsc_hz_from_cpuid, tsc_deadline) {
         // Nothing to measure: the deadline is in TSC cycles and the rate is
@@ -232,8 +232,8 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
         count(HvOp::PortIo);
         count(HvOp::PortIo);
         count(HvOp::PortIo);
-        let mut command = Port::<u8>::new(0x43);
-        let mut channel0 = Port::<u8>::new(0x40);
+        let mut command = Port::<u8>::new(pit::COMMAND);
+        let mut channel0 = Port::<u8>::new(pit::CHANNEL0);
         // SAFETY: PIT command and channel-0 data ports; latching changes
         // nothing but what the next two reads return.
         unsafe {
@@ -243,8 +243,8 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
     };
     write(TIMER_DIVIDE, DIVIDE_BY_16);
     write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    let mut command = Port::<u8>::new(0x43);
-    let mut channel0 = Port::<u8>::new(0x40);
+    let mut command = Port::<u8>::new(pit::COMMAND);
+    let mut channel0 = Port::<u8>::new(pit::CHANNEL0);
     // SAFETY: as above; mode 0 from 0xFFFF counts down once, undisturbed.
     unsafe {
         command.write(0b0011_0000); // channel 0, lo/hi byte, mode 0, binary
@@ -269,7 +269,7 @@ pub fn calibrate(tsc_hz_from_cpuid: Option<u64>, tsc_deadline: bool) {
     let tsc1 = rdtsc();
     let apic_left = read(TIMER_CURRENT);
     write(TIMER_INITIAL, 0);
-    let elapsed_ns = (u64::from(elapsed).max(1) * 1_000_000_000 / PIT_HZ).max(1);
+    let elapsed_ns = (u64::from(elapsed).max(1) * 1_000_000_000 / pc_ports::pit::HZ).max(1);
     let measured_tsc = (tsc1 - tsc0) * 1_000_000_000 / elapsed_ns;
     let apic_ticks = u64::from(u32::MAX - apic_left);
     TSC_HZ.store(

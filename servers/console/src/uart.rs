@@ -25,9 +25,9 @@ use userland::abi::Error;
 use userland::sys;
 use x86_64::instructions::port::Port;
 
-pub const COM1: u16 = 0x3F8;
+pub const COM1: u16 = pc_ports::com1::BASE;
 /// The UART's IRQ line.
-pub const IRQ: u32 = 4;
+pub const IRQ: u32 = pc_ports::com1::IRQ as u32;
 /// Bytes the transmit FIFO holds.
 pub const FIFO: usize = 16;
 

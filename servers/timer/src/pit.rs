@@ -16,12 +16,12 @@ use userland::sys;
 use x86_64::instructions::port::Port;
 
 /// The PIT's input clock.
-pub const PIT_HZ: u64 = 1_193_182;
+pub const PIT_HZ: u64 = pc_ports::pit::HZ;
 /// The longest one-shot count.
-pub const MAX_TICKS: u64 = 0xFFFF;
+pub const MAX_TICKS: u64 = pc_ports::pit::MAX_COUNT;
 
-const CHANNEL0: u16 = 0x40;
-const COMMAND: u16 = 0x43;
+const CHANNEL0: u16 = pc_ports::pit::CHANNEL0;
+const COMMAND: u16 = pc_ports::pit::COMMAND;
 
 pub struct Pit {
     mode_set: bool,
