@@ -79,7 +79,7 @@ pub fn emulate(system: &mut System, frame: &mut TrapFrame) -> bool {
         frame.rax = insn.merge_read(frame.rax, value);
     }
     frame.rip += insn.len as u64;
-    system.counters.emulated_port_io += 1;
+    system.count_emulated_port_io();
     true
 }
 

@@ -110,7 +110,7 @@ pub struct Server {
     pub kernel_stack: KernelStack,
     /// An injected fault waits for the server's CPU to resume it
     /// (`supervisor::inject_fault` from another CPU).
-    pub fault_pending: bool,
+    fault_pending: bool,
     pub fpu: Box<FpuState>,
     /// Notification bits handed out so far (channels, then IRQs).
     pub bits_used: u32,
@@ -200,6 +200,40 @@ impl Server {
             self.bits_used += 1;
             self.bits_used - 1
         })
+    }
+
+    /// The frame to resume this server from, with a fault injected from
+    /// another CPU applied first (`aim_at_fault`). Only its own CPU calls
+    /// this.
+    pub fn resume(&mut self) -> *mut TrapFrame {
+        let frame = self.frame();
+        if core::mem::take(&mut self.fault_pending) {
+            // SAFETY: its saved frame, which this CPU is about to resume.
+            unsafe { (*frame).rip = 0 };
+        }
+        frame
+    }
+
+    /// A system call of this server's.
+    pub fn count_syscall(&mut self) {
+        self.syscalls += 1;
+    }
+
+    /// Aim this server at address 0 (`inject_fault`), so that its next
+    /// instruction takes a real page fault, reported as injected. `now`
+    /// when it is the caller, whose saved frame this trap returns through;
+    /// otherwise its own CPU applies it when it next resumes it
+    /// (`fault_pending`): one running on another CPU has its registers
+    /// there, not saved.
+    pub fn aim_at_fault(&mut self, now: bool) {
+        self.injected = true;
+        if now {
+            // SAFETY: the caller's saved frame, at the top of its own
+            // kernel stack, which this trap returns through.
+            unsafe { (*self.frame()).rip = 0 };
+        } else {
+            self.fault_pending = true;
+        }
     }
 
     /// The notification bit IRQ `line` raises in this server: the one it

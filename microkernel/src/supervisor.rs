@@ -235,16 +235,10 @@ pub fn inject_fault(system: &mut System, caller: usize, target: u64) -> Result<u
     if target >= system.servers.len() || !system.is_alive(target) {
         return Err(Error::BadHandle);
     }
-    let server = &mut system.servers[target];
-    server.injected = true;
+    system.servers[target].aim_at_fault(target == caller);
     if target == caller {
-        // SAFETY: the caller's saved frame, which this call returns through.
-        unsafe { (*server.frame()).rip = 0 };
         return Ok(0);
     }
-    // Applied by the target's own CPU when it next resumes it (`schedule`):
-    // a target running on another CPU has its registers there, not saved.
-    server.fault_pending = true;
     let cpu = system.cpu_of(target);
     match system.state(target) {
         State::Blocked => system.wake(target, 0),

@@ -27,11 +27,9 @@ use zerocopy::IntoBytes;
 /// Handle the system call in `frame` (made by the current server).
 pub fn handle(system: &mut System, frame: &mut TrapFrame) {
     let number = Syscall::from_raw(frame.rax);
-    system.count_syscall(number);
-    let Some(index) = system.current() else {
+    let Some(index) = system.count_syscall(number) else {
         return;
     };
-    system.servers[index].syscalls += 1;
     let args = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
@@ -134,15 +132,7 @@ fn channel_end(system: &System, index: usize, handle: u64) -> Result<ChannelEnd,
 
 fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> {
     let end = channel_end(system, index, handle)?;
-    system.counters.doorbells += 1;
-    system.channels[end.channel].count_doorbell(end.provider);
-    // A doorbell towards the kernel's own log channel needs no wakeup: the
-    // kernel never waits on it.
-    if let Some(peer) = end.peer
-        && system.raise(peer, 1 << end.peer_bit)
-    {
-        system.counters.wakeups += 1;
-    }
+    system.ring(&end);
     Ok(0)
 }
 

@@ -28,8 +28,8 @@ use crate::hv::trap::TrapFrame;
 use crate::hv::{self, lapic};
 use crate::kprintln;
 use crate::memory::paging::kernel_space;
-use crate::process::Server;
 use crate::process::Spec;
+use crate::process::{ChannelEnd, Server};
 
 /// How long a server runs before another ready one gets the CPU.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
@@ -357,10 +357,13 @@ impl System {
         counters
     }
 
-    /// Server `index` ended in `state`: out of the scheduler, its IRQ
-    /// lines released (and the ends of interrupt they owed issued), its
+    /// Server `index` ended in `state` (a fault is counted): out of the
+    /// scheduler, its IRQ lines released (and the ends of interrupt they owed issued), its
     /// I/O bitmap unloaded. The rest is the supervisor's.
     pub fn retire(&mut self, index: usize, state: State) {
+        if state == State::Faulted {
+            self.counters.faults += 1;
+        }
         self.sched.end(index, state);
         self.report_ready();
         let eois = self.irqs.release(index);
@@ -429,15 +432,7 @@ impl System {
             self.switch(previous, pick.next);
         }
         match pick.next {
-            Some(index) => {
-                let server = &mut self.servers[index];
-                let frame = server.frame();
-                if core::mem::take(&mut server.fault_pending) {
-                    // SAFETY: its saved frame, which this CPU is about to resume.
-                    unsafe { (*frame).rip = 0 };
-                }
-                frame
-            }
+            Some(index) => self.servers[index].resume(),
             None => self.cpus[self.here].idle_frame,
         }
     }
@@ -493,11 +488,34 @@ impl System {
         self.sched.arm_timer(self.here, reap, &Hv);
     }
 
-    pub fn count_syscall(&mut self, number: Option<Syscall>) {
+    /// Count a system call, by number and for the server making it (this
+    /// CPU's current one), which it returns.
+    pub fn count_syscall(&mut self, number: Option<Syscall>) -> Option<usize> {
         match number {
             Some(call) => self.counters.syscalls[call as usize] += 1,
             None => self.counters.bad_syscalls += 1,
         }
+        let index = self.current()?;
+        self.servers[index].count_syscall();
+        Some(index)
+    }
+
+    /// Ring the doorbell of channel end `end`: count it, and set the peer's
+    /// bit (waking it if it waits for it). The kernel's own log end has no
+    /// peer to wake: the kernel never waits on it.
+    pub fn ring(&mut self, end: &ChannelEnd) {
+        self.counters.doorbells += 1;
+        self.channels[end.channel].count_doorbell(end.provider);
+        if let Some(peer) = end.peer
+            && self.raise(peer, 1 << end.peer_bit)
+        {
+            self.counters.wakeups += 1;
+        }
+    }
+
+    /// A port access of a server was emulated (`ports`).
+    pub fn count_emulated_port_io(&mut self) {
+        self.counters.emulated_port_io += 1;
     }
 }
 

@@ -188,7 +188,6 @@ fn fault_on_demand(system: &mut System, frame: &TrapFrame) -> bool {
                 "kernel: server {} stopped: out of memory for a page of its {kind} at {address:#x}",
                 server.name
             );
-            system.counters.faults += 1;
             supervisor::end_server(system, index, State::Faulted);
             true
         }
@@ -216,7 +215,6 @@ fn fault_current(system: &mut System, frame: &TrapFrame) {
         frame.error_code,
         if server.injected { " (injected)" } else { "" }
     );
-    system.counters.faults += 1;
     supervisor::end_server(system, index, State::Faulted);
 }
 
