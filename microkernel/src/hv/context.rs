@@ -14,7 +14,7 @@ use abi::HvOp;
 
 use super::cpu::{self, KERNEL_CODE, USER_DATA};
 use super::exits::count;
-use super::fixup::read_edx_eax_guarded;
+use super::fixup::{fixup_entry_2_to_3, read_edx_eax_guarded};
 use super::msr;
 use super::smp::{MAX_CPUS, this_cpu};
 use super::trap::{EntryFlavour, TrapFrame};
@@ -200,10 +200,7 @@ unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> usize {
         asm!(
             "2: rep movsb",
             "3:",
-            ".pushsection .fixup_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 3b",
-            ".popsection",
+            fixup_entry_2_to_3!(),
             inout("rdi") dst => _,
             inout("rsi") src => _,
             inout("rcx") len => left,

@@ -9,6 +9,21 @@
 
 use super::trap::TrapFrame;
 
+/// The fixup entry for the instruction at local label `2:`, resuming at
+/// local label `3:`: a piece of inline-assembly template, written once
+/// here beside [`Entry`], whose layout (two quads) it must match.
+macro_rules! fixup_entry_2_to_3 {
+    () => {
+        concat!(
+            ".pushsection .fixup_table, \"a\"\n",
+            ".balign 8\n",
+            ".quad 2b, 3b\n",
+            ".popsection",
+        )
+    };
+}
+pub(crate) use fixup_entry_2_to_3;
+
 /// Run `$insn`, an instruction that takes ECX and returns EDX:EAX (RDMSR,
 /// XGETBV), with a fixup entry beside it: `Some(EDX:EAX)`, or `None` if it
 /// faulted and [`recover`] resumed after it. The probes that need this
@@ -24,10 +39,7 @@ macro_rules! read_edx_eax_guarded {
             concat!("2: ", $insn),
             "mov {ok:e}, 1",
             "3:",
-            ".pushsection .fixup_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 3b",
-            ".popsection",
+            $crate::hv::fixup::fixup_entry_2_to_3!(),
             ok = out(reg) ok,
             in("ecx") $ecx,
             out("eax") lo,

@@ -20,6 +20,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::exits::count;
+use super::fixup::fixup_entry_2_to_3;
 use super::smp::MAX_CPUS;
 use abi::HvOp;
 
@@ -53,10 +54,7 @@ fn hypercall4(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Option<i64> {
             "mov {ok:e}, 1",
             "3:",
             "xchg {a0}, rbx",
-            ".pushsection .fixup_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 3b",
-            ".popsection",
+            fixup_entry_2_to_3!(),
             a0 = inout(reg) a0 => _,
             ok = out(reg) ok,
             inout("rax") nr => ret,
