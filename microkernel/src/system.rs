@@ -358,8 +358,8 @@ impl System {
     }
 
     /// Server `index` ended in `state` (a fault is counted): out of the
-    /// scheduler, its IRQ lines released (and the ends of interrupt they owed issued), its
-    /// I/O bitmap unloaded. The rest is the supervisor's.
+    /// scheduler, its IRQ lines released (and the ends of interrupt they
+    /// owed issued), its I/O bitmap unloaded. The rest is the supervisor's.
     pub fn retire(&mut self, index: usize, state: State) {
         if state == State::Faulted {
             self.counters.faults += 1;
@@ -368,6 +368,12 @@ impl System {
         self.report_ready();
         let eois = self.irqs.release(index);
         self.end_interrupts(eois);
+        self.unload_io_bitmap(index);
+    }
+
+    /// If this CPU's TSS holds server `index`'s I/O bitmap, deny every
+    /// port instead.
+    fn unload_io_bitmap(&mut self, index: usize) {
         if self.cpus[self.here].io_loaded == Some(index) {
             hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
             self.cpus[self.here].io_loaded = None;
@@ -398,10 +404,7 @@ impl System {
     fn reap(&mut self) {
         let here = self.here;
         for old in core::mem::take(&mut self.cpus[here].graveyard) {
-            if hv::paging::current_address_space() == old.space.root() {
-                // SAFETY: the kernel's tables map the kernel half the same way.
-                unsafe { hv::paging::switch_address_space(kernel_space().root()) };
-            }
+            leave_space(&old);
             drop(old);
         }
         let running_on = self.current();
@@ -411,14 +414,8 @@ impl System {
                 kept.push(index);
                 continue;
             }
-            if hv::paging::current_address_space() == self.servers[index].space.root() {
-                // SAFETY: the kernel's tables map the kernel half the same way.
-                unsafe { hv::paging::switch_address_space(kernel_space().root()) };
-            }
-            if self.cpus[here].io_loaded == Some(index) {
-                hv::backend().set_io_bitmap(&DENY_ALL_PORTS);
-                self.cpus[here].io_loaded = None;
-            }
+            leave_space(&self.servers[index]);
+            self.unload_io_bitmap(index);
             self.servers[index].release_memory();
         }
         self.cpus[here].zombies = kept;
@@ -516,6 +513,15 @@ impl System {
     /// A port access of a server was emulated (`ports`).
     pub fn count_emulated_port_io(&mut self) {
         self.counters.emulated_port_io += 1;
+    }
+}
+
+/// If this CPU runs in `server`'s address space, move to the kernel's,
+/// so that the server's tables can be freed.
+fn leave_space(server: &Server) {
+    if hv::paging::current_address_space() == server.space.root() {
+        // SAFETY: the kernel's tables map the kernel half the same way.
+        unsafe { hv::paging::switch_address_space(kernel_space().root()) };
     }
 }
 
