@@ -13,9 +13,7 @@
 
 use alloc::vec::Vec;
 
-use abi::layout;
-
-const PAGE_SIZE: u64 = 4096;
+use abi::layout::{self, PAGE_SIZE};
 
 /// Where channel `index` (a system-wide index) is mapped.
 pub fn channel_base(index: usize) -> u64 {

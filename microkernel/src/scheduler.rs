@@ -361,13 +361,6 @@ impl Scheduler {
         }
     }
 
-    /// The CPU `here` left the server it ran without saving it (that
-    /// instance is gone: a restart replaced it).
-    #[inline]
-    pub fn forget_current(&mut self, here: usize) {
-        self.cpus[here].current = None;
-    }
-
     /// Arm `here`'s timer for its slice's end if another of its servers is
     /// ready, for its servers' earliest `wait` timeout, and for `also` (a
     /// deadline of the kernel's own), whichever is first.

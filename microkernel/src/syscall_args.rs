@@ -86,8 +86,8 @@ pub fn allow_ports(bitmap: &mut [u8], first: u16, last: u16) {
 /// `mmio_map`'s request: whole pages, at least one, not wrapping.
 /// Returns the end of the range.
 pub fn mmio_request(phys: u64, len: u64) -> Result<u64, Error> {
-    const PAGE: u64 = 4096;
-    if len == 0 || !phys.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+    use abi::layout::PAGE_SIZE;
+    if len == 0 || !phys.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
         return Err(Error::BadSize);
     }
     phys.checked_add(len).ok_or(Error::BadSize)

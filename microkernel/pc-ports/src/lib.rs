@@ -21,8 +21,6 @@ pub mod pit {
 pub mod com1 {
     /// Its first port; the UART takes eight.
     pub const BASE: u16 = 0x3F8;
-    /// The ports it takes, for grants.
-    pub const PORTS: u16 = 8;
     /// Its ISA IRQ line.
     pub const IRQ: u8 = 4;
 }
@@ -36,10 +34,5 @@ mod tests {
         // 0xFFFF ticks is the PIT's well-known ~54.9 ms.
         let ns = pit::MAX_COUNT * 1_000_000_000 / pit::HZ;
         assert_eq!(ns / 100_000, 549);
-    }
-
-    #[test]
-    fn com1_is_where_every_pc_has_it() {
-        assert_eq!((com1::BASE, com1::BASE + com1::PORTS - 1), (0x3F8, 0x3FF));
     }
 }
