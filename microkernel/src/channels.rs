@@ -63,8 +63,15 @@ pub fn new_region(
     }
 }
 
+/// Record which generation the `provider` (or client) end of `channel`
+/// now maps, or nothing ([`Channel::set_mapped`]), and give back the
+/// frames of every region that leaves unused.
+pub fn set_mapped(channel: &mut Channel, provider: bool, generation: Option<u32>) {
+    channel.set_mapped(provider, generation, free_region);
+}
+
 /// Give `region`'s frames back (a generation no end maps any more).
-pub fn free_region(region: &Region) {
+fn free_region(region: &Region) {
     for page in 0..region.pages {
         frames::free(region.phys + page * PAGE_SIZE);
     }

@@ -137,7 +137,7 @@ fn restart(system: &mut System, index: usize, state: State) -> bool {
             // The channels renewed so far drop the new instance's mapping
             // with it; `leave_down` tells every peer.
             for end in &new.channels[..handle] {
-                system.channels[end.channel].set_mapped(end.provider, None, channels::free_region);
+                channels::set_mapped(&mut system.channels[end.channel], end.provider, None);
             }
             return false;
         }
@@ -163,7 +163,7 @@ fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result
     let (region, duplex) = channels::new_region(channel.ring_slots, generation)?;
     channel.push_generation(region);
     channels::map_region(&mut new.space, channel.base, &region)?;
-    channel.set_mapped(end.provider, Some(generation), channels::free_region);
+    channels::set_mapped(channel, end.provider, Some(generation));
     let peer_alive = match end.peer {
         Some(peer) => system.is_alive(peer),
         None => {
@@ -171,7 +171,7 @@ fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result
             // new ring at once, carrying over what the old one held (`klog::attach`).
             let (slots, console) = (channel.ring_slots, channel.provider);
             crate::startup::attach_log_ring(duplex, &region, slots, console, end.own_bit)?;
-            system.channels[end.channel].set_mapped(false, Some(generation), channels::free_region);
+            channels::set_mapped(&mut system.channels[end.channel], false, Some(generation));
             true
         }
     };
@@ -186,10 +186,10 @@ fn renew_channel(system: &mut System, new: &mut Server, handle: usize) -> Result
 fn leave_down(system: &mut System, index: usize) {
     for end in system.servers[index].channels.clone() {
         let channel = &mut system.channels[end.channel];
-        channel.set_mapped(end.provider, None, channels::free_region);
+        channels::set_mapped(channel, end.provider, None);
         if end.peer.is_none() {
             // The kernel's log end: detached already (`klog::detach_if`).
-            channel.set_mapped(false, None, channels::free_region);
+            channels::set_mapped(channel, false, None);
         }
         let generation = channel.generation;
         tell_peer(system, &end, generation, PEER_DEAD);
@@ -215,10 +215,10 @@ pub fn reconnect(system: &mut System, index: usize, handle: usize) -> Result<u32
         let base = channel.base;
         channels::map_region(&mut system.servers[index].space, base, &region)
             .map_err(|_| Error::OutOfMemory)?;
-        system.channels[end.channel].set_mapped(
+        channels::set_mapped(
+            &mut system.channels[end.channel],
             end.provider,
             Some(generation),
-            channels::free_region,
         );
     }
     Ok(generation)
