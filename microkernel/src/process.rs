@@ -214,6 +214,12 @@ impl Server {
         frame
     }
 
+    /// Its channel end `handle` (a system call's argument, checked).
+    pub fn channel_end(&self, handle: u64) -> Result<ChannelEnd, abi::Error> {
+        let index = microkernel::syscall_args::handle(handle, self.channels.len())?;
+        Ok(self.channels[index])
+    }
+
     /// A system call of this server's.
     pub fn count_syscall(&mut self) {
         self.syscalls += 1;

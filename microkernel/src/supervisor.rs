@@ -198,11 +198,8 @@ fn leave_down(system: &mut System, index: usize) {
 
 /// `channel_reconnect`: map channel `handle`'s current generation for
 /// server `index` in place of the one it has. Returns the generation.
-pub fn reconnect(system: &mut System, index: usize, handle: usize) -> Result<u32, Error> {
-    let end = *system.servers[index]
-        .channels
-        .get(handle)
-        .ok_or(Error::BadHandle)?;
+pub fn reconnect(system: &mut System, index: usize, handle: u64) -> Result<u32, Error> {
+    let end = system.servers[index].channel_end(handle)?;
     if let Some(peer) = end.peer
         && !system.is_alive(peer)
     {

@@ -17,7 +17,6 @@ use pvchannel::layout::PRODUCER_INDEX_OFFSET;
 
 use crate::hv;
 use crate::hv::trap::TrapFrame;
-use crate::process::ChannelEnd;
 use crate::system::System;
 use crate::usermem::UserRange;
 use microkernel::scheduler::State;
@@ -77,7 +76,7 @@ fn dispatch(
         Syscall::ChannelStats => channel_stats(system, index, a[0], a[1]).map(Some),
         Syscall::IoPortWritePaced => crate::ports::write_paced(system, index, a).map(Some),
         Syscall::ChannelReconnect => {
-            let generation = crate::supervisor::reconnect(system, index, a[0] as usize)?;
+            let generation = crate::supervisor::reconnect(system, index, a[0])?;
             channel_info(system, index, a[0], a[1])?;
             Ok(Some(u64::from(generation)))
         }
@@ -124,20 +123,14 @@ fn ring_all(system: &mut System, index: usize, handles: u64) -> Result<(), Error
     Ok(())
 }
 
-/// The channel end `handle` of server `index`.
-fn channel_end(system: &System, index: usize, handle: u64) -> Result<ChannelEnd, Error> {
-    let ends = &system.servers[index].channels;
-    Ok(ends[check::handle(handle, ends.len())?])
-}
-
 fn notify(system: &mut System, index: usize, handle: u64) -> Result<u64, Error> {
-    let end = channel_end(system, index, handle)?;
+    let end = system.servers[index].channel_end(handle)?;
     system.ring(&end);
     Ok(0)
 }
 
 fn channel_info(system: &mut System, index: usize, handle: u64, out: u64) -> Result<u64, Error> {
-    let end = channel_end(system, index, handle)?;
+    let end = system.servers[index].channel_end(handle)?;
     let channel = &system.channels[end.channel];
     let peer = name_bytes(end.peer.map_or(KERNEL_NAME, |p| &system.servers[p].name));
     let info = ChannelInfo {
