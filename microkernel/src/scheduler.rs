@@ -254,11 +254,13 @@ impl Scheduler {
             return None;
         }
         task.pending |= bits;
-        if task.state != State::Blocked || task.pending & task.wait_mask == 0 {
+        if task.state != State::Blocked {
             return None;
         }
-        let got = task.pending & task.wait_mask;
-        task.pending &= !got;
+        let got = self.take_pending(index, self.tasks[index].wait_mask);
+        if got == 0 {
+            return None;
+        }
         self.wake(index, here, machine);
         Some(got)
     }
