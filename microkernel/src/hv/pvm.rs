@@ -247,8 +247,9 @@ impl Backend for Pvm {
     fn other_cpus(&self) -> Result<(), &'static str> {
         Err(
             "the pvm backend runs on one CPU: a CPU started here cannot run the kernel in \
-             PVM's native mode (a halted one misses the IPIs sent to it), nor the pvm \
-             backend interpreted (no `int 0x80`, no XSAVE); boot with hv=native for SMP",
+             PVM's native mode (a halted vCPU is woken by its own timer only, not by an \
+             IPI), nor the pvm backend interpreted (no `int 0x80`, no XSAVE); boot with \
+             hv=native for SMP",
         )
     }
 
