@@ -259,6 +259,12 @@ pub fn server_info(index: u32) -> Result<ServerInfo, Error> {
     describe(Syscall::ServerInfo, index)
 }
 
+/// Every server, with its index, in index order: `server_info` from 0
+/// until it says `BadHandle`.
+pub fn servers() -> impl Iterator<Item = (u32, ServerInfo)> {
+    (0u32..).map_while(|i| server_info(i).ok().map(|info| (i, info)))
+}
+
 /// Traffic on channel `index` (system-wide); `BadHandle` past the last.
 pub fn channel_stats(index: u32) -> Result<ChannelStats, Error> {
     describe(Syscall::ChannelStats, index)

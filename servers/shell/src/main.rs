@@ -30,7 +30,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use devkit::clock::now_ns;
-use devkit::sysinfo::{channel_stats, server_info};
+use devkit::sysinfo::channel_stats;
 use devkit::{Console, Timer};
 use proto::echo::OP_ECHO;
 use proto::{console as cproto, timer as tproto};
@@ -69,8 +69,7 @@ impl Shell {
     async fn ps(&mut self) -> Result<(), ChannelError> {
         self.say("server           state     restarts  syscalls")
             .await?;
-        for i in 0.. {
-            let Ok(info) = server_info(i) else { break };
+        for (_, info) in sys::servers() {
             let state = ServerState::from_raw(info.state)
                 .map(ServerState::name)
                 .unwrap_or("?");
@@ -237,10 +236,7 @@ impl Shell {
 
     async fn fault(&mut self, arg: &str) -> Result<(), ChannelError> {
         let name = arg.trim();
-        let index = (0..).map_while(|i| server_info(i).ok().map(|info| (i, info)));
-        let Some((index, _)) = index
-            .into_iter()
-            .find(|(_, info)| abi::name_str(&info.name) == name)
+        let Some((index, _)) = sys::servers().find(|(_, info)| abi::name_str(&info.name) == name)
         else {
             return self.say(&format!("fault: no server {name:?}")).await;
         };

@@ -167,8 +167,7 @@ async fn echo_loop() {
 fn target_indices() -> Option<[u32; 4]> {
     let mut out = [0u32; 4];
     for (slot, name) in out.iter_mut().zip(TARGETS) {
-        *slot = (0..)
-            .map_while(|i| server_info(i).ok().map(|s| (i, s)))
+        *slot = sys::servers()
             .find_map(|(i, s)| (userland::abi::name_str(&s.name) == name).then_some(i))?;
     }
     Some(out)

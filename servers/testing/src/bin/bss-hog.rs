@@ -52,38 +52,27 @@ fn run() -> i32 {
     println!("{name}: touched {} pages", SIZE / PAGE);
     let mut held = 0;
     while held < HOLD_MAX_NS && others_alive() {
-        if let Err(e) = hold(LOOK_NS) {
-            println!("{name}: FAIL wait on an idle bit returned {e:?}");
-            return 1;
+        match sys::wait(IDLE_BIT, LOOK_NS) {
+            Err(Error::TimedOut) => held += LOOK_NS,
+            other => {
+                println!("{name}: FAIL wait on an idle bit returned {other:?}");
+                return 1;
+            }
         }
-        held += LOOK_NS;
     }
     0
-}
-
-/// Sleep `ns` on a bit nothing raises.
-fn hold(ns: u64) -> Result<(), Option<Error>> {
-    match sys::wait(IDLE_BIT, ns) {
-        Err(Error::TimedOut) => Ok(()),
-        Err(e) => Err(Some(e)),
-        Ok(_) => Err(None),
-    }
 }
 
 /// Whether another server is still loaded and not ended.
 fn others_alive() -> bool {
     let me = userland::server_index();
-    (0u32..)
-        .map_while(|i| sys::server_info(i).ok().map(|info| (i, info.state)))
-        .any(|(i, state)| {
-            i != me
-                && matches!(
-                    abi::ServerState::from_raw(state),
-                    Some(
-                        abi::ServerState::Ready
-                            | abi::ServerState::Running
-                            | abi::ServerState::Blocked
-                    )
+    sys::servers().any(|(i, info)| {
+        i != me
+            && matches!(
+                abi::ServerState::from_raw(info.state),
+                Some(
+                    abi::ServerState::Ready | abi::ServerState::Running | abi::ServerState::Blocked
                 )
-        })
+            )
+    })
 }

@@ -28,11 +28,7 @@ fn console_routed() -> bool {
 }
 
 fn run() -> i32 {
-    let console = (0..).map_while(|i| sys::server_info(i).ok().map(|s| (i, s)));
-    let Some((index, _)) = console
-        .into_iter()
-        .find(|(_, s)| name_str(&s.name) == "console")
-    else {
+    let Some((index, _)) = sys::servers().find(|(_, s)| name_str(&s.name) == "console") else {
         println!("irq-storm: FAIL no console server");
         return 1;
     };
