@@ -45,6 +45,7 @@
 //! Context: [`probe`] and [`enter_native_mode`] at boot, before servers; the
 //! rest in trap context.
 
+use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::{SYSCALL_INT_VECTOR, SyscallEntry};
@@ -148,6 +149,62 @@ static INTERRUPTS_ENABLED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(fal
 static DEFERRED: [[AtomicU64; 4]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS];
 
+// The idle loop's way into the kernel with several CPUs (see `poll_once`):
+// UD2 at a known address, an exception, which the hypervisor delivers
+// whatever became of the interrupts. `Pvm::trap_entered` recognises it and
+// resumes at the RET after it.
+global_asm!(
+    ".pushsection .text.pvm_idle_trap, \"ax\"",
+    ".global pvm_idle_trap",
+    "pvm_idle_trap:",
+    "ud2",
+    "ret",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    /// Trap into the kernel from the idle loop, and return.
+    fn pvm_idle_trap();
+}
+
+/// The length of the UD2 that `pvm_idle_trap` starts with.
+const IDLE_TRAP_LEN: u64 = 2;
+
+/// Whether `frame` is the idle loop's UD2.
+fn is_idle_trap(frame: &TrapFrame) -> bool {
+    const INVALID_OPCODE: u64 = 6;
+    frame.vector == INVALID_OPCODE
+        && !frame.came_from_user()
+        && frame.rip == pvm_idle_trap as *const () as u64
+}
+
+/// One round of the idle loop when several CPUs run: look in memory for
+/// what would have interrupted it, and trap into the kernel when something
+/// did.
+///
+/// Measured here (`docs/ARCHITECTURE.md`, "The pvm backend on several
+/// CPUs"): with two vCPUs in PVM's native mode, an idle loop that arms its
+/// timer and halts, or spins until the timer fires, ends up with neither
+/// vCPU taking any interrupt again, in most runs and within a second;
+/// and a halted vCPU is not woken by an IPI. A synchronous exception is
+/// always delivered. So an idle CPU here never waits for an interrupt:
+/// it polls its armed deadline, its deferred interrupts and its wake-up
+/// flag (`smp::kick`), and enters the kernel by [`pvm_idle_trap`]. The
+/// price is a host core kept busy while the CPU is idle.
+fn poll_once(cpu: usize) {
+    let due = DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0)
+        || super::smp::wake_pending(cpu)
+        || lapic::deadline_passed(super::rdtsc());
+    if due {
+        super::exits::count(abi::HvOp::Other);
+        // SAFETY: the UD2 is recognised by `trap_entered`, which resumes
+        // after it; the trap schedules as any other and returns here.
+        unsafe { pvm_idle_trap() };
+    } else {
+        core::hint::spin_loop();
+    }
+}
+
 /// Vectors a deferral ends at once (see `defer_interrupt`).
 fn ends_at_once(vector: u8) -> bool {
     vector == lapic::TIMER_VECTOR || vector == super::smp::IPI_VECTOR
@@ -175,11 +232,12 @@ impl Backend for Pvm {
     }
 
     unsafe fn halt_until_interrupt(&self) {
-        INTERRUPTS_ENABLED[this_cpu()].store(true, Ordering::Relaxed);
-        if DEFERRED[this_cpu()]
-            .iter()
-            .any(|w| w.load(Ordering::Relaxed) != 0)
-        {
+        let cpu = this_cpu();
+        INTERRUPTS_ENABLED[cpu].store(true, Ordering::Relaxed);
+        if super::smp::online() > 1 {
+            return poll_once(cpu);
+        }
+        if DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0) {
             // Interrupts deferred outside any trap (boot, or this loop
             // between two halts) are handled by a trap: make one come now.
             lapic::set_deadline(Some(super::rdtsc()));
@@ -224,8 +282,22 @@ impl Backend for Pvm {
         None
     }
 
-    fn trap_entered(&self, _frame: &mut TrapFrame) {
-        INTERRUPTS_ENABLED[this_cpu()].store(false, Ordering::Relaxed);
+    fn trap_entered(&self, frame: &mut TrapFrame) {
+        let cpu = this_cpu();
+        INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
+        if is_idle_trap(frame) {
+            frame.rip += IDLE_TRAP_LEN;
+            // Handled as the interrupts it stands for: the timer if this
+            // CPU's deadline has passed (already ended: nothing is in
+            // service), else nothing but the schedule every trap ends with.
+            frame.vector = u64::from(lapic::SPURIOUS_VECTOR);
+            if lapic::take_passed_deadline(super::rdtsc()).is_some() {
+                let timer = usize::from(lapic::TIMER_VECTOR);
+                DEFERRED[cpu][timer / 64].fetch_or(1 << (timer % 64), Ordering::Relaxed);
+            }
+        }
+        // This trap schedules: the wake-ups asked before it are served.
+        super::smp::take_wake(cpu);
     }
 
     fn trap_leaving(&self, frame: &TrapFrame) {
@@ -244,13 +316,13 @@ impl Backend for Pvm {
         }
     }
 
-    fn other_cpus(&self) -> Result<(), &'static str> {
-        Err(
-            "the pvm backend runs on one CPU: a CPU started here cannot run the kernel in \
-             PVM's native mode (a halted vCPU is woken by its own timer only, not by an \
-             IPI), nor the pvm backend interpreted (no `int 0x80`, no XSAVE); boot with \
-             hv=native for SMP",
-        )
+    unsafe fn start_cpu(&self) {
+        // SAFETY: the interface exists (the boot CPU's probe found it, and
+        // it is the machine's); the caller guarantees the IDT with the pvm
+        // stubs and the kernel's tables with the pvm flags; SMEP is off
+        // (`protection`, the same on every CPU).
+        unsafe { enter_native_mode() };
+        self.extended_state();
     }
 
     fn kernel_page_flags(&self) -> PageTableFlags {
