@@ -132,21 +132,32 @@ pub enum HvChoice {
     Auto,
     Native,
     Pvm,
+    /// The pvm backend on every vCPU (`pvm_smp=on`), experimental on these
+    /// machines: fit for streams, not for preemption (docs/ARCHITECTURE.md,
+    /// "Several CPUs").
+    PvmSmp,
 }
 
 impl HvChoice {
+    /// The kernel command-line options that ask for it.
     pub fn option(self) -> &'static str {
         match self {
             HvChoice::Auto => "hv=auto",
             HvChoice::Native => "hv=native",
             HvChoice::Pvm => "hv=pvm",
+            HvChoice::PvmSmp => "hv=pvm pvm_smp=on",
         }
     }
 }
 
 impl std::fmt::Display for HvChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.option()[3..])
+        f.write_str(match self {
+            HvChoice::Auto => "auto",
+            HvChoice::Native => "native",
+            HvChoice::Pvm => "pvm",
+            HvChoice::PvmSmp => "pvm-smp",
+        })
     }
 }
 

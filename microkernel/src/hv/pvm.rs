@@ -42,6 +42,13 @@
 //!   backend proves at boot that an interrupt arrives before it is chosen
 //!   (`hv::init`), and leaves native mode again if none does.
 //!
+//! - Measured with two vCPUs: a vCPU running code that makes no exit
+//!   misses its interrupts (timer, IPIs) in about half the boots, halted
+//!   or not, while exceptions always arrive. So the backend keeps to one
+//!   CPU unless `pvm_smp=on` asks for every CPU ([`Backend::other_cpus`]),
+//!   and then the idle loop polls memory and enters the kernel by an
+//!   exception ([`poll_once`]).
+//!
 //! Context: [`probe`] and [`enter_native_mode`] at boot, before servers; the
 //! rest in trap context.
 
@@ -178,19 +185,18 @@ fn is_idle_trap(frame: &TrapFrame) -> bool {
         && frame.rip == pvm_idle_trap as *const () as u64
 }
 
-/// One round of the idle loop when several CPUs run: look in memory for
-/// what would have interrupted it, and trap into the kernel when something
-/// did.
+/// One round of the idle loop when several CPUs run (`pvm_smp=on`): look
+/// in memory for what would have interrupted it, and trap into the kernel
+/// when something did.
 ///
 /// Measured here (`docs/ARCHITECTURE.md`, "The pvm backend on several
 /// CPUs"): with two vCPUs in PVM's native mode, an idle loop that arms its
-/// timer and halts, or spins until the timer fires, ends up with neither
-/// vCPU taking any interrupt again, in most runs and within a second;
-/// and a halted vCPU is not woken by an IPI. A synchronous exception is
-/// always delivered. So an idle CPU here never waits for an interrupt:
-/// it polls its armed deadline, its deferred interrupts and its wake-up
-/// flag (`smp::kick`), and enters the kernel by [`pvm_idle_trap`]. The
-/// price is a host core kept busy while the CPU is idle.
+/// timer and halts, or spins until the timer fires, soon stops taking
+/// interrupts in most runs, and a halted vCPU is not woken by an IPI; a
+/// synchronous exception is always delivered. So an idle CPU here never
+/// waits for an interrupt: it polls its armed deadline, its deferred
+/// interrupts and its wake-up flag (`smp::kick`), and enters the kernel by
+/// [`pvm_idle_trap`]. The price is a host core kept busy while it idles.
 fn poll_once(cpu: usize) {
     let due = DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0)
         || super::smp::wake_pending(cpu)
@@ -314,6 +320,21 @@ impl Backend for Pvm {
             let after_return = lapic::tsc_hz() / 50_000;
             lapic::set_deadline(Some(super::rdtsc() + after_return));
         }
+    }
+
+    fn other_cpus(&self, pvm_smp: bool) -> Result<(), &'static str> {
+        if pvm_smp {
+            log::warn!(
+                "pvm_smp=on: the pvm backend on every CPU, experimental here: a CPU running a \
+                 server that makes no system call may miss its timer and IPIs (no preemption, \
+                 late wake-ups); idle CPUs poll instead of halting"
+            );
+            return Ok(());
+        }
+        Err("the pvm backend runs on one CPU: with two vCPUs in PVM's native mode, a vCPU \
+             running code that makes no exit misses its interrupts in about half the boots \
+             (measured), so neither preemption nor a halted CPU's wake-up can be relied on; \
+             boot with hv=native for SMP, or pvm_smp=on for streams (experimental)")
     }
 
     unsafe fn start_cpu(&self) {
