@@ -250,7 +250,11 @@ mod tests {
         let (c, w) = parse_all("pvm_smp=yes");
         assert!(!c.pvm_smp);
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("'pvm_smp'") && w[0].contains("on or off"), "{}", w[0]);
+        assert!(
+            w[0].contains("'pvm_smp'") && w[0].contains("on or off"),
+            "{}",
+            w[0]
+        );
     }
 
     #[test]

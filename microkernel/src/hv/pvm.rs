@@ -331,10 +331,12 @@ impl Backend for Pvm {
             );
             return Ok(());
         }
-        Err("the pvm backend runs on one CPU: with two vCPUs in PVM's native mode, a vCPU \
+        Err(
+            "the pvm backend runs on one CPU: with two vCPUs in PVM's native mode, a vCPU \
              running code that makes no exit misses its interrupts in about half the boots \
              (measured), so neither preemption nor a halted CPU's wake-up can be relied on; \
-             boot with hv=native for SMP, or pvm_smp=on for streams (experimental)")
+             boot with hv=native for SMP, or pvm_smp=on for streams (experimental)",
+        )
     }
 
     unsafe fn start_cpu(&self) {
