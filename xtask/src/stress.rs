@@ -151,13 +151,10 @@ impl HvChoice {
 }
 
 impl std::fmt::Display for HvChoice {
+    /// Its name on the command line (`--hv`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            HvChoice::Auto => "auto",
-            HvChoice::Native => "native",
-            HvChoice::Pvm => "pvm",
-            HvChoice::PvmSmp => "pvm-smp",
-        })
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
     }
 }
 
@@ -1211,6 +1208,21 @@ mod tests {
             t.starts_with("1 vCPU per boot; stream: test=stress (both ends on CPU 0)\n\n| accel |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn backends_print_as_they_are_asked_for() {
+        let names: Vec<String> = [
+            HvChoice::Auto,
+            HvChoice::Native,
+            HvChoice::Pvm,
+            HvChoice::PvmSmp,
+        ]
+        .iter()
+        .map(|hv| hv.to_string())
+        .collect();
+        assert_eq!(names, ["auto", "native", "pvm", "pvm-smp"]);
+        assert_eq!(HvChoice::PvmSmp.option(), "hv=pvm pvm_smp=on");
     }
 
     #[test]

@@ -302,22 +302,20 @@ pub fn uses_tsc_deadline() -> bool {
 /// which with several CPUs never waits for the interrupt itself).
 static ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// This CPU's armed deadline, if one is armed and `now` has reached it;
-/// it counts as spent from here on (the interrupt, if it still comes,
-/// finds nothing more to do).
-pub fn take_passed_deadline(now: u64) -> Option<u64> {
-    let armed = &ARMED[this_cpu()];
-    let deadline = armed.load(Ordering::Relaxed);
-    (deadline != 0 && deadline <= now).then(|| {
-        armed.store(0, Ordering::Relaxed);
-        deadline
-    })
-}
-
 /// Whether this CPU's armed deadline has passed by `now` (it stays armed).
 pub fn deadline_passed(now: u64) -> bool {
     let deadline = ARMED[this_cpu()].load(Ordering::Relaxed);
     deadline != 0 && deadline <= now
+}
+
+/// [`deadline_passed`], and if so the deadline counts as spent from here
+/// on (the interrupt, if it still comes, finds nothing more to do).
+pub fn take_passed_deadline(now: u64) -> bool {
+    let passed = deadline_passed(now);
+    if passed {
+        ARMED[this_cpu()].store(0, Ordering::Relaxed);
+    }
+    passed
 }
 
 /// Fire `TIMER_VECTOR` once, when the TSC reaches `deadline`; `None` stops

@@ -156,6 +156,11 @@ static INTERRUPTS_ENABLED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(fal
 static DEFERRED: [[AtomicU64; 4]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS];
 
+/// Whether CPU `cpu` has interrupts deferred and not yet handled.
+fn any_deferred(cpu: usize) -> bool {
+    DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0)
+}
+
 // The idle loop's way into the kernel with several CPUs (see `poll_once`):
 // UD2 at a known address, an exception, which the hypervisor delivers
 // whatever became of the interrupts. `Pvm::trap_entered` recognises it and
@@ -198,7 +203,7 @@ fn is_idle_trap(frame: &TrapFrame) -> bool {
 /// interrupts and its wake-up flag (`smp::kick`), and enters the kernel by
 /// [`pvm_idle_trap`]. The price is a host core kept busy while it idles.
 fn poll_once(cpu: usize) {
-    let due = DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0)
+    let due = any_deferred(cpu)
         || super::smp::wake_pending(cpu)
         || lapic::deadline_passed(super::rdtsc());
     if due {
@@ -243,7 +248,7 @@ impl Backend for Pvm {
         if super::smp::online() > 1 {
             return poll_once(cpu);
         }
-        if DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+        if any_deferred(cpu) {
             // Interrupts deferred outside any trap (boot, or this loop
             // between two halts) are handled by a trap: make one come now.
             lapic::set_deadline(Some(super::rdtsc()));
@@ -297,7 +302,7 @@ impl Backend for Pvm {
             // CPU's deadline has passed (already ended: nothing is in
             // service), else nothing but the schedule every trap ends with.
             frame.vector = u64::from(lapic::SPURIOUS_VECTOR);
-            if lapic::take_passed_deadline(super::rdtsc()).is_some() {
+            if lapic::take_passed_deadline(super::rdtsc()) {
                 let timer = usize::from(lapic::TIMER_VECTOR);
                 DEFERRED[cpu][timer / 64].fetch_or(1 << (timer % 64), Ordering::Relaxed);
             }
@@ -316,7 +321,7 @@ impl Backend for Pvm {
         // the timer brings one just after the return (armed for "now" it
         // would fire on the way out, in the kernel, and be deferred too).
         // One deferred after this point still waits for the next trap.
-        if frame.came_from_user() && DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+        if frame.came_from_user() && any_deferred(cpu) {
             let after_return = lapic::tsc_hz() / 50_000;
             lapic::set_deadline(Some(super::rdtsc() + after_return));
         }
