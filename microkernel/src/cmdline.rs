@@ -105,6 +105,30 @@ pub enum Warning<'a> {
     },
 }
 
+impl<'a> Warning<'a> {
+    /// `option=value` (or `option` alone: `value` None) where the option
+    /// takes `expected`.
+    fn bad_value(option: &'a str, value: Option<&'a str>, expected: &'static str) -> Self {
+        Warning::BadValue {
+            option,
+            value: value.unwrap_or(""),
+            expected,
+        }
+    }
+}
+
+/// What an on/off option takes.
+const ON_OR_OFF: &str = "on or off";
+
+/// An on/off option's value.
+fn on_off(value: &str) -> Option<bool> {
+    match value {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
+}
+
 impl core::fmt::Display for Warning<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -133,36 +157,26 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
             None => (word, None),
         };
         match (option, value) {
-            ("batching", Some("on")) => config.batching = true,
-            ("batching", Some("off")) => config.batching = false,
-            ("batching", v) => warn(Warning::BadValue {
-                option,
-                value: v.unwrap_or(""),
-                expected: "on or off",
-            }),
+            ("batching", v) => match v.and_then(on_off) {
+                Some(on) => config.batching = on,
+                None => warn(Warning::bad_value(option, v, ON_OR_OFF)),
+            },
             ("log", v) => match v.and_then(LogLevel::parse) {
                 Some(level) => config.log_level = level,
-                None => warn(Warning::BadValue {
+                None => warn(Warning::bad_value(
                     option,
-                    value: v.unwrap_or(""),
-                    expected: "error, warn, info, debug or trace",
-                }),
+                    v,
+                    "error, warn, info, debug or trace",
+                )),
             },
             ("hv", v) => match v.and_then(HvRequest::parse) {
                 Some(request) => config.hv = request,
-                None => warn(Warning::BadValue {
-                    option,
-                    value: v.unwrap_or(""),
-                    expected: "auto, native or pvm",
-                }),
+                None => warn(Warning::bad_value(option, v, "auto, native or pvm")),
             },
-            ("pvm_smp", Some("on")) => config.pvm_smp = true,
-            ("pvm_smp", Some("off")) => config.pvm_smp = false,
-            ("pvm_smp", v) => warn(Warning::BadValue {
-                option,
-                value: v.unwrap_or(""),
-                expected: "on or off",
-            }),
+            ("pvm_smp", v) => match v.and_then(on_off) {
+                Some(on) => config.pvm_smp = on,
+                None => warn(Warning::bad_value(option, v, ON_OR_OFF)),
+            },
             ("test", Some(name))
                 if !name.is_empty()
                     && name.len() <= MAX_TEST_NAME
@@ -173,11 +187,11 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
                 config.test[..name.len()].copy_from_slice(name.as_bytes());
                 config.test_len = name.len();
             }
-            ("test", v) => warn(Warning::BadValue {
+            ("test", v) => warn(Warning::bad_value(
                 option,
-                value: v.unwrap_or(""),
-                expected: "a name of at most 32 letters, digits, '_' or '-'",
-            }),
+                v,
+                "a name of at most 32 letters, digits, '_' or '-'",
+            )),
             (option, Some(_)) if server_option(option).is_some() => {}
             _ => warn(Warning::UnknownOption(word)),
         }
