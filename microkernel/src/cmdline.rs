@@ -61,9 +61,6 @@ pub struct Config {
     pub batching: bool,
     pub log_level: LogLevel,
     pub hv: HvRequest,
-    /// `pvm_smp=on`: the pvm backend runs on every CPU, not on the boot
-    /// CPU alone (experimental on these machines: see `Pvm::other_cpus`).
-    pub pvm_smp: bool,
     test: [u8; MAX_TEST_NAME],
     test_len: usize,
 }
@@ -74,7 +71,6 @@ impl Default for Config {
             batching: true,
             log_level: LogLevel::Info,
             hv: HvRequest::Auto,
-            pvm_smp: false,
             test: [0; MAX_TEST_NAME],
             test_len: 0,
         }
@@ -173,10 +169,6 @@ pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Config 
                 Some(request) => config.hv = request,
                 None => warn(Warning::bad_value(option, v, "auto, native or pvm")),
             },
-            ("pvm_smp", v) => match v.and_then(on_off) {
-                Some(on) => config.pvm_smp = on,
-                None => warn(Warning::bad_value(option, v, ON_OR_OFF)),
-            },
             ("test", Some(name))
                 if !name.is_empty()
                     && name.len() <= MAX_TEST_NAME
@@ -251,21 +243,6 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(
             w[0].contains("'hv'") && w[0].contains("'xen'") && w[0].contains("auto, native or pvm"),
-            "{}",
-            w[0]
-        );
-    }
-
-    #[test]
-    fn pvm_smp_is_off_unless_asked() {
-        assert!(!parse_all("").0.pvm_smp);
-        assert!(parse_all("pvm_smp=on").0.pvm_smp);
-        assert!(!parse_all("pvm_smp=on pvm_smp=off").0.pvm_smp);
-        let (c, w) = parse_all("pvm_smp=yes");
-        assert!(!c.pvm_smp);
-        assert_eq!(w.len(), 1);
-        assert!(
-            w[0].contains("'pvm_smp'") && w[0].contains("on or off"),
             "{}",
             w[0]
         );

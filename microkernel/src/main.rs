@@ -202,13 +202,7 @@ mod kernel {
         }
         lapic::calibrate(features.tsc_hz, features.tsc_deadline);
         bootmarks::mark("heap, control registers, local APIC");
-        let mut apic_ids = crate::cpus::apic_ids(info.rsdp_phys, lapic::local_apic_id());
-        if apic_ids.len() > 1
-            && let Err(why) = backend.other_cpus(config.pvm_smp)
-        {
-            log::warn!("{} CPUs, {why}", apic_ids.len());
-            apic_ids.truncate(1);
-        }
+        let apic_ids = crate::cpus::apic_ids(info.rsdp_phys, lapic::local_apic_id());
         let cpu_count = crate::cpus::start(&apic_ids, protection);
         bootmarks::mark("other CPUs started");
 

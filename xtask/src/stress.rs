@@ -132,10 +132,6 @@ pub enum HvChoice {
     Auto,
     Native,
     Pvm,
-    /// The pvm backend on every vCPU (`pvm_smp=on`), experimental on these
-    /// machines: fit for streams, not for preemption (docs/ARCHITECTURE.md,
-    /// "Several CPUs").
-    PvmSmp,
 }
 
 impl HvChoice {
@@ -145,7 +141,6 @@ impl HvChoice {
             HvChoice::Auto => "hv=auto",
             HvChoice::Native => "hv=native",
             HvChoice::Pvm => "hv=pvm",
-            HvChoice::PvmSmp => "hv=pvm pvm_smp=on",
         }
     }
 }
@@ -1212,17 +1207,12 @@ mod tests {
 
     #[test]
     fn backends_print_as_they_are_asked_for() {
-        let names: Vec<String> = [
-            HvChoice::Auto,
-            HvChoice::Native,
-            HvChoice::Pvm,
-            HvChoice::PvmSmp,
-        ]
-        .iter()
-        .map(|hv| hv.to_string())
-        .collect();
-        assert_eq!(names, ["auto", "native", "pvm", "pvm-smp"]);
-        assert_eq!(HvChoice::PvmSmp.option(), "hv=pvm pvm_smp=on");
+        let names: Vec<String> = [HvChoice::Auto, HvChoice::Native, HvChoice::Pvm]
+            .iter()
+            .map(|hv| hv.to_string())
+            .collect();
+        assert_eq!(names, ["auto", "native", "pvm"]);
+        assert_eq!(HvChoice::Pvm.option(), "hv=pvm");
     }
 
     #[test]

@@ -164,13 +164,6 @@ pub trait Backend: Sync {
         lapic::set_deadline(deadline);
     }
 
-    /// Whether the kernel can run on the other CPUs with this backend
-    /// (`pvm_smp`: the command line's `pvm_smp=on`); `Err` says why not
-    /// (they are then left halted).
-    fn other_cpus(&self, _pvm_smp: bool) -> Result<(), &'static str> {
-        Ok(())
-    }
-
     /// Send interrupt `vector` to the CPU whose local APIC ID is `apic_id`.
     fn send_ipi(&self, apic_id: u32, vector: u8) {
         lapic::send_ipi(apic_id, vector);

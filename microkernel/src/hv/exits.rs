@@ -3,7 +3,7 @@
 //! counted where it is executed, so `stats`, `cargo xtask run --stats` and
 //! the benchmarks can say what each backend spent on a hot path.
 //!
-//! Context: any. A relaxed add on one CPU; no lock.
+//! Context: any. One relaxed atomic add; no lock.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,11 +13,8 @@ static COUNTS: [AtomicU64; HvOp::COUNT] = [const { AtomicU64::new(0) }; HvOp::CO
 
 #[inline(always)]
 pub fn count(op: HvOp) {
-    let counter = &COUNTS[op as usize];
-    // Load and store rather than a locked add: one CPU, and an interrupt
-    // cannot run between them (every caller has interrupts masked or is
-    // the idle loop's halt, whose own count is not raced).
-    counter.fetch_add(1, Ordering::Relaxed);
+    // Atomic: every CPU counts into the same counters.
+    COUNTS[op as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Every counter, by `HvOp as usize`.

@@ -297,31 +297,9 @@ pub fn uses_tsc_deadline() -> bool {
     USE_TSC_DEADLINE.load(Ordering::Relaxed)
 }
 
-/// Each CPU's deadline as [`set_deadline`] last armed it (0: none), so that
-/// an idle loop can see in memory that it has passed (the pvm backend's,
-/// which with several CPUs never waits for the interrupt itself).
-static ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-
-/// Whether this CPU's armed deadline has passed by `now` (it stays armed).
-pub fn deadline_passed(now: u64) -> bool {
-    let deadline = ARMED[this_cpu()].load(Ordering::Relaxed);
-    deadline != 0 && deadline <= now
-}
-
-/// [`deadline_passed`], and if so the deadline counts as spent from here
-/// on (the interrupt, if it still comes, finds nothing more to do).
-pub fn take_passed_deadline(now: u64) -> bool {
-    let passed = deadline_passed(now);
-    if passed {
-        ARMED[this_cpu()].store(0, Ordering::Relaxed);
-    }
-    passed
-}
-
 /// Fire `TIMER_VECTOR` once, when the TSC reaches `deadline`; `None` stops
 /// the timer.
 pub fn set_deadline(deadline: Option<u64>) {
-    ARMED[this_cpu()].store(deadline.map_or(0, |d| d.max(1)), Ordering::Relaxed);
     let Some(deadline) = deadline else {
         if uses_tsc_deadline() {
             // SAFETY: TSC-deadline mode is on; 0 disarms it.

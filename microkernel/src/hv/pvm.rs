@@ -1,10 +1,26 @@
 //! The pvm backend: the native mode of the PVM-type KVM these machines run
-//! (`../shared/PLATFORM.md`). A guest that sets bit 12 of MSR 0x4b564d10
-//! stops being interpreted: its kernel runs on the hardware at CPL 3, and
-//! every privileged instruction becomes one exit. Nothing public documents
-//! this interface; what follows is what a guest observes here, and what the
-//! backend does about each point:
+//! (`../shared/PLATFORM.md`). A guest that writes the physical address of
+//! a page to MSR 0x4b564d10 stops being interpreted: its kernel runs on the
+//! hardware at CPL 3, and every privileged instruction becomes one exit.
+//! Nothing public documents this interface; what follows is what a guest
+//! observes here (and, for the interrupt flag, what the host kernel's own
+//! type information and log say: `docs/ARCHITECTURE.md`, "KVM here is
+//! PVM"), and what the backend does about each point:
 //!
+//! - The page is the vCPU's virtual interrupt flag ([`VifPage`]): byte 0
+//!   says whether the vCPU takes interrupts. The hypervisor clears it when
+//!   it delivers anything to kernel mode and sets it on a return to ring 3;
+//!   the kernel sets it in its idle loop and clears it when the loop is
+//!   left. The CPU's own IF no longer counts: PUSHF always shows IF = 1,
+//!   POPF cannot change it, and CLI and STI only cost an exit. Each CPU
+//!   registers a page of its own: two vCPUs on one page (the constant 0x1000
+//!   this backend used to write, "bit 12") mask each other, so that a vCPU
+//!   running a server missed its interrupts whenever the other was in its
+//!   kernel.
+//! - The kernel keeps its own flag too ([`Backend::interrupts_enabled`]):
+//!   an interrupt that still arrives in kernel mode while it is clear is
+//!   recorded and returned from at once ([`Backend::defer_interrupt`]), and
+//!   the trap that is running handles it before it ends.
 //! - An access to a supervisor-only page from the kernel livelocks the
 //!   vCPU, so every kernel mapping is user-accessible at every level
 //!   ([`Backend::kernel_page_flags`]) and SMEP is off. User mode still
@@ -12,48 +28,27 @@
 //!   view (a server's read faults with error code 0x4; tested).
 //! - PML4 slot 256 takes reserved-bit faults: the kernel layout leaves it
 //!   empty on every backend.
-//! - PUSHF always shows IF = 1, POPF cannot change it, and CLI does not
-//!   stop an interrupt from arriving (measured: after CLI, a timer deadline
-//!   interrupts a loop with no exit in it). So the kernel's interrupt flag
-//!   is its own, in memory, and never an instruction: an interrupt that
-//!   arrives in kernel mode while that flag is clear is recorded and
-//!   returned from at once ([`Backend::defer_interrupt`]), and the trap
-//!   that is running handles it before it ends; the idle loop, the one
-//!   place the flag is set, handles any left over before it halts.
-//! - Since an interrupt can arrive at any kernel instruction, the kernel
-//!   may never run on a stack it does not own. SYSCALL does not switch
-//!   stacks, so it is off here (EFER.SCE clear: a server's `syscall` is
-//!   #UD) and servers enter through `int 0x80`. The hypervisor's own IDT
-//!   does not let ring 3 call that vector, so it arrives as a #GP whose
-//!   error code names IDT vector 0x80 ([`Backend::trap_vector`] turns it
-//!   back into the system call): an exception from ring 3, which switches
-//!   to the kernel stack before the first kernel instruction. Every return
-//!   is IRETQ.
+//! - SYSCALL does not switch stacks, so it is off here (EFER.SCE clear: a
+//!   server's `syscall` is #UD) and servers enter through `int 0x80`. The
+//!   hypervisor's own IDT does not let ring 3 call that vector, so it
+//!   arrives as a #GP whose error code names IDT vector 0x80
+//!   ([`Backend::trap_vector`] turns it back into the system call): an
+//!   exception from ring 3, which switches to the kernel stack before the
+//!   first kernel instruction. Every return is IRETQ.
 //! - Exceptions and interrupts from ring 3 do not swap GS, while the
 //!   emulated IRETQ does: the kernel never runs SWAPGS here and keeps both
 //!   GS bases 0.
 //! - The TSS I/O permission bitmap is ignored: a server's granted IN/OUT
 //!   raises #GP, which the kernel emulates against the grant, and bursts go
 //!   through `ioport_write_paced`, one kernel entry each.
+//! - The backend proves at boot that an interrupt arrives in native mode
+//!   before it is chosen (`hv::init`), and leaves native mode again if none
+//!   does.
 //!
-//! - Measured too: a VM booted through firmware (`-M q35`, SeaBIOS) gets
-//!   no external interrupt at all in native mode (the timer's vector stays
-//!   in the IRR; exceptions still arrive), while `-M microvm` does. So the
-//!   backend proves at boot that an interrupt arrives before it is chosen
-//!   (`hv::init`), and leaves native mode again if none does.
-//!
-//! - Measured with two vCPUs: a vCPU running code that makes no exit
-//!   misses its interrupts (timer, IPIs) in about half the boots, halted
-//!   or not, while exceptions always arrive. So the backend keeps to one
-//!   CPU unless `pvm_smp=on` asks for every CPU ([`Backend::other_cpus`]),
-//!   and then the idle loop polls memory and enters the kernel by an
-//!   exception ([`poll_once`]).
-//!
-//! Context: [`probe`] and [`enter_native_mode`] at boot, before servers; the
-//! rest in trap context.
+//! Context: [`probe`] and [`enter_native_mode`] at boot (each CPU's), before
+//! servers; the rest in trap context.
 
-use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use abi::{SYSCALL_INT_VECTOR, SyscallEntry};
 
@@ -65,14 +60,39 @@ use super::smp::{MAX_CPUS, this_cpu};
 use super::trap::{EntryFlavour, TrapFrame};
 use super::{CpuFeatures, KvmFeatures, interrupts, lapic, msr};
 
-/// The control word; bit 12 selects native mode.
+/// The control word: its page-aligned part is the physical address of the
+/// vCPU's interrupt-flag page ([`VifPage`]); a non-zero address selects
+/// native mode. Bits 0 to 11 are options the backend leaves clear.
 const MSR_CONTROL: u32 = 0x4b56_4d10;
 /// Reads "PVM" (0x4d5650) where the interface exists.
 const MSR_SIGNATURE: u32 = 0x4b56_4d11;
 /// The TSC rate in kHz.
 const MSR_TSC_KHZ: u32 = 0x4b56_4d13;
 const SIGNATURE: u64 = 0x004d_5650;
-const NATIVE_MODE: u64 = 1 << 12;
+
+/// A vCPU's virtual interrupt flag, shared with the hypervisor: byte 0 is
+/// 1 while the vCPU takes interrupts, 0 while it does not. The hypervisor
+/// reads it whenever it has an interrupt to deliver, clears it when it
+/// delivers any event to kernel mode (as an interrupt gate clears IF), and
+/// sets it on a return to ring 3; the kernel sets and clears it with plain
+/// stores, no exit. It is read at the vCPU's exits, which come at any
+/// instruction (the host's own interrupts make them too), so an interrupt
+/// can arrive anywhere the flag is set, and one that came while it was
+/// clear waits for the next exit after it is set. One page per CPU: a vCPU
+/// that registered another's page would be masked and unmasked by the
+/// other's kernel entries and returns.
+#[repr(C, align(4096))]
+struct VifPage([AtomicU8; 4096]);
+
+static VIF_PAGES: [VifPage; MAX_CPUS] =
+    [const { VifPage([const { AtomicU8::new(0) }; 4096]) }; MAX_CPUS];
+
+/// Let the hypervisor deliver interrupts to CPU `cpu` (at its next exit), or not.
+fn set_virtual_interrupt_flag(cpu: usize, enabled: bool) {
+    // Relaxed: only this vCPU's own exits read it, and an exit comes
+    // between two of this CPU's instructions, after the store or before.
+    VIF_PAGES[cpu].0[0].store(u8::from(enabled), Ordering::Relaxed);
+}
 
 /// What the probe found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,15 +142,19 @@ pub fn probe() -> Probe {
 /// boot tables are, and the kernel's own tables are built with
 /// [`Backend::kernel_page_flags`]); SMEP is off.
 pub unsafe fn enter_native_mode() {
+    let cpu = this_cpu();
+    set_virtual_interrupt_flag(cpu, false);
+    let page = crate::memory::image_virt_to_phys(&VIF_PAGES[cpu] as *const VifPage as u64);
     // SAFETY: the interface exists (the probe read its signature) and the
-    // caller guarantees what native mode requires.
-    unsafe {
-        let control = msr::read(MSR_CONTROL);
-        msr::write(MSR_CONTROL, control | NATIVE_MODE);
-        // The hypervisor's own copy of IF is left set, once, so that HLT
-        // always wakes for an interrupt; masking is the kernel's flag.
-        interrupts::raw_enable();
-    }
+    // caller guarantees what native mode requires; the page is this CPU's
+    // for good.
+    unsafe { msr::write(MSR_CONTROL, page) };
+}
+
+/// Unmask this CPU for the boot's self-test of native mode (`hv::init`),
+/// before any backend is active, or mask it again.
+pub fn unmask_for_self_test(on: bool) {
+    set_virtual_interrupt_flag(this_cpu(), on);
 }
 
 /// Go back to interpretation (after [`enter_native_mode`] found that
@@ -140,11 +164,8 @@ pub unsafe fn enter_native_mode() {
 /// Native mode was entered; the kernel is ready to run interpreted again
 /// (the native backend's trap stubs and SYSCALL entry installed next).
 pub unsafe fn leave_native_mode() {
-    // SAFETY: the interface exists; clearing the bit is the way back.
-    unsafe {
-        let control = msr::read(MSR_CONTROL);
-        msr::write(MSR_CONTROL, control & !NATIVE_MODE);
-    }
+    // SAFETY: the interface exists; no page is the way back.
+    unsafe { msr::write(MSR_CONTROL, 0) };
     // Interpreted, the CPU's flag counts again: masked, as boot runs.
     interrupts::raw_disable();
 }
@@ -159,61 +180,6 @@ static DEFERRED: [[AtomicU64; 4]; MAX_CPUS] =
 /// Whether CPU `cpu` has interrupts deferred and not yet handled.
 fn any_deferred(cpu: usize) -> bool {
     DEFERRED[cpu].iter().any(|w| w.load(Ordering::Relaxed) != 0)
-}
-
-// The idle loop's way into the kernel with several CPUs (see `poll_once`):
-// UD2 at a known address, an exception, which the hypervisor delivers
-// whatever became of the interrupts. `Pvm::trap_entered` recognises it and
-// resumes at the RET after it.
-global_asm!(
-    ".pushsection .text.pvm_idle_trap, \"ax\"",
-    ".global pvm_idle_trap",
-    "pvm_idle_trap:",
-    "ud2",
-    "ret",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    /// Trap into the kernel from the idle loop, and return.
-    fn pvm_idle_trap();
-}
-
-/// The length of the UD2 that `pvm_idle_trap` starts with.
-const IDLE_TRAP_LEN: u64 = 2;
-
-/// Whether `frame` is the idle loop's UD2.
-fn is_idle_trap(frame: &TrapFrame) -> bool {
-    const INVALID_OPCODE: u64 = 6;
-    frame.vector == INVALID_OPCODE
-        && !frame.came_from_user()
-        && frame.rip == pvm_idle_trap as *const () as u64
-}
-
-/// One round of the idle loop when several CPUs run (`pvm_smp=on`): look
-/// in memory for what would have interrupted it, and trap into the kernel
-/// when something did.
-///
-/// Measured here (`docs/ARCHITECTURE.md`, "The pvm backend on several
-/// CPUs"): with two vCPUs in PVM's native mode, an idle loop that arms its
-/// timer and halts, or spins until the timer fires, soon stops taking
-/// interrupts in most runs, and a halted vCPU is not woken by an IPI; a
-/// synchronous exception is always delivered. So an idle CPU here never
-/// waits for an interrupt: it polls its armed deadline, its deferred
-/// interrupts and its wake-up flag (`smp::kick`), and enters the kernel by
-/// [`pvm_idle_trap`]. The price is a host core kept busy while it idles.
-fn poll_once(cpu: usize) {
-    let due = any_deferred(cpu)
-        || super::smp::wake_pending(cpu)
-        || lapic::deadline_passed(super::rdtsc());
-    if due {
-        super::exits::count(abi::HvOp::Other);
-        // SAFETY: the UD2 is recognised by `trap_entered`, which resumes
-        // after it; the trap schedules as any other and returns here.
-        unsafe { pvm_idle_trap() };
-    } else {
-        core::hint::spin_loop();
-    }
 }
 
 /// Vectors a deferral ends at once (see `defer_interrupt`).
@@ -234,20 +200,24 @@ impl Backend for Pvm {
         INTERRUPTS_ENABLED[this_cpu()].load(Ordering::Relaxed)
     }
 
+    // The hypervisor's flag is cleared first and set last, so that an
+    // interrupt it delivers always finds the kernel's flag set.
     fn disable_interrupts(&self) {
-        INTERRUPTS_ENABLED[this_cpu()].store(false, Ordering::Relaxed);
+        let cpu = this_cpu();
+        set_virtual_interrupt_flag(cpu, false);
+        INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
     }
 
     unsafe fn enable_interrupts(&self) {
-        INTERRUPTS_ENABLED[this_cpu()].store(true, Ordering::Relaxed);
+        let cpu = this_cpu();
+        INTERRUPTS_ENABLED[cpu].store(true, Ordering::Relaxed);
+        set_virtual_interrupt_flag(cpu, true);
     }
 
     unsafe fn halt_until_interrupt(&self) {
         let cpu = this_cpu();
         INTERRUPTS_ENABLED[cpu].store(true, Ordering::Relaxed);
-        if super::smp::online() > 1 {
-            return poll_once(cpu);
-        }
+        set_virtual_interrupt_flag(cpu, true);
         if any_deferred(cpu) {
             // Interrupts deferred outside any trap (boot, or this loop
             // between two halts) are handled by a trap: make one come now.
@@ -293,27 +263,16 @@ impl Backend for Pvm {
         None
     }
 
-    fn trap_entered(&self, frame: &mut TrapFrame) {
-        let cpu = this_cpu();
-        INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
-        if is_idle_trap(frame) {
-            frame.rip += IDLE_TRAP_LEN;
-            // Handled as the interrupts it stands for: the timer if this
-            // CPU's deadline has passed (already ended: nothing is in
-            // service), else nothing but the schedule every trap ends with.
-            frame.vector = u64::from(lapic::SPURIOUS_VECTOR);
-            if lapic::take_passed_deadline(super::rdtsc()) {
-                let timer = usize::from(lapic::TIMER_VECTOR);
-                DEFERRED[cpu][timer / 64].fetch_or(1 << (timer % 64), Ordering::Relaxed);
-            }
-        }
-        // This trap schedules: the wake-ups asked before it are served.
-        super::smp::take_wake(cpu);
+    fn trap_entered(&self, _frame: &mut TrapFrame) {
+        // The hypervisor cleared the page's flag as it delivered the trap.
+        INTERRUPTS_ENABLED[this_cpu()].store(false, Ordering::Relaxed);
     }
 
     fn trap_leaving(&self, frame: &TrapFrame) {
         let cpu = this_cpu();
-        // Set again only by the idle loop, just before it halts.
+        // Set again only by the idle loop, just before it halts (a return
+        // to ring 3 sets the hypervisor's copy itself).
+        set_virtual_interrupt_flag(cpu, false);
         INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
         // An interrupt deferred after this trap's last look at them (one
         // that arrives once the system's lock is given up) would wait for
@@ -325,23 +284,6 @@ impl Backend for Pvm {
             let after_return = lapic::tsc_hz() / 50_000;
             lapic::set_deadline(Some(super::rdtsc() + after_return));
         }
-    }
-
-    fn other_cpus(&self, pvm_smp: bool) -> Result<(), &'static str> {
-        if pvm_smp {
-            log::warn!(
-                "pvm_smp=on: the pvm backend on every CPU, experimental here: a CPU running a \
-                 server that makes no system call may miss its timer and IPIs (no preemption, \
-                 late wake-ups); idle CPUs poll instead of halting"
-            );
-            return Ok(());
-        }
-        Err(
-            "the pvm backend runs on one CPU: with two vCPUs in PVM's native mode, a vCPU \
-             running code that makes no exit misses its interrupts in about half the boots \
-             (measured), so neither preemption nor a halted CPU's wake-up can be relied on; \
-             boot with hv=native for SMP, or pvm_smp=on for streams (experimental)",
-        )
     }
 
     unsafe fn start_cpu(&self) {

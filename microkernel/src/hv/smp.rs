@@ -83,31 +83,10 @@ pub fn apic_id(cpu: usize) -> u32 {
 /// may offer a cheaper way than the ICR).
 pub fn kick(cpu: usize) {
     IPIS_SENT.fetch_add(1, Ordering::Relaxed);
-    WAKE_ASKED[cpu].store(true, Ordering::Release);
     super::backend().send_ipi(apic_id(cpu), IPI_VECTOR);
 }
 
 static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
-
-/// Set by [`kick`] before its IPI, cleared by the CPU's next trap: the
-/// wake-up in memory, for an idle loop that polls instead of waiting for
-/// the interrupt (the pvm backend's with several CPUs).
-static WAKE_ASKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-
-/// Whether another CPU asked `cpu` to look at its queue or its mailbox
-/// (a [`kick`], or a TLB shootdown it has not served) since its last trap.
-#[inline]
-pub fn wake_pending(cpu: usize) -> bool {
-    WAKE_ASKED[cpu].load(Ordering::Acquire)
-        || SHOOTDOWN.waiting.load(Ordering::Acquire) & (1 << cpu) != 0
-}
-
-/// `cpu` is in a trap, which schedules: the wake-ups asked before now are
-/// served by it.
-#[inline]
-pub fn take_wake(cpu: usize) {
-    WAKE_ASKED[cpu].store(false, Ordering::Relaxed);
-}
 
 /// How many IPIs [`kick`] sent.
 pub fn ipis_sent() -> u64 {
