@@ -104,7 +104,7 @@ impl Channel {
         self.mapped[side(provider)]
     }
 
-    /// Start a new generation with `region` (made by [`new_region`] with
+    /// Start a new generation with `region` (made by the kernel's `channels::new_region` with
     /// `self.generation + 1`); no end has it mapped yet.
     pub fn push_generation(&mut self, region: Region) {
         self.generation = region.generation;

@@ -155,7 +155,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameMap<S> {
         })
     }
 
-    /// The ranges the map covers, as [`normalize`] left them.
+    /// The ranges the map covers, as `normalize` left them.
     pub fn ranges(&self) -> &[PhysRange] {
         &self.ranges[..self.count]
     }

@@ -17,10 +17,12 @@
 //!   this backend used to write, "bit 12") mask each other, so that a vCPU
 //!   running a server missed its interrupts whenever the other was in its
 //!   kernel.
-//! - The kernel keeps its own flag too ([`Backend::interrupts_enabled`]):
-//!   an interrupt that still arrives in kernel mode while it is clear is
-//!   recorded and returned from at once ([`Backend::defer_interrupt`]), and
-//!   the trap that is running handles it before it ends.
+//! - The kernel keeps its own flag too ([`Backend::interrupts_enabled`]),
+//!   since an IRETQ back into kernel code restores the hypervisor's from
+//!   the frame: an interrupt that still arrives in kernel mode while the
+//!   kernel's flag is clear is recorded and returned from at once
+//!   ([`Backend::defer_interrupt`]), and the trap that is running handles
+//!   it before it ends.
 //! - An access to a supervisor-only page from the kernel livelocks the
 //!   vCPU, so every kernel mapping is user-accessible at every level
 //!   ([`Backend::kernel_page_flags`]) and SMEP is off. User mode still
@@ -170,7 +172,11 @@ pub unsafe fn leave_native_mode() {
     interrupts::raw_disable();
 }
 
-/// The kernel's own interrupt flag: the CPU's neither shows nor masks.
+/// The kernel's own interrupt flag, beside the hypervisor's ([`VifPage`]),
+/// which an IRETQ back into kernel code sets again from the frame it
+/// resumes (seen: the idle loop, interrupted with the flag set, resumes
+/// with it set after `trap_leaving` cleared it, and an interrupt then
+/// arrives with this one clear, to be deferred).
 static INTERRUPTS_ENABLED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Vectors that arrived while the flag was clear, one bit each, per CPU.
