@@ -121,8 +121,9 @@ fn dispatch(system: &mut System, frame: &mut TrapFrame) -> *mut TrapFrame {
         }
         v => interrupt(system, v, false),
     }
-    // Interrupts that arrived during this trap, where the backend had to
-    // let them in (pvm): handled now, before anyone is resumed.
+    // Interrupts that arrived during this trap while the kernel's flag was
+    // clear (pvm, where an IRETQ into kernel code can let them in): handled
+    // now, before anyone is resumed.
     while let Some((vector, ended)) = backend.take_deferred() {
         interrupt(system, u64::from(vector), ended);
     }

@@ -306,8 +306,9 @@ unsafe extern "C" {
 // stacks, and masks IF. The stub switches to the thread's kernel stack and
 // builds the same TrapFrame an interrupt from ring 3 would, then joins the
 // common trap path, so that blocking, preemption and return are one code.
-// Only the swapgs flavour has one: on pvm an interrupt can arrive at any
-// instruction, and the first two here still run on the caller's stack.
+// Only the swapgs flavour has one: it finds the kernel stack through GS,
+// which pvm does not swap on entry, and its first two instructions run on
+// the caller's stack.
 global_asm!(
     concat!(
         super::trap::save_registers_and_dispatch!(),

@@ -1,8 +1,9 @@
 //! Family 1, interrupt masking: disable, enable, save/restore, halt until an
 //! interrupt. The kernel calls the functions here; they ask the active
 //! backend ([`super::backend`]), which decides how: plain CLI/STI on the
-//! native backend, a kernel-kept interrupt flag on pvm (where PUSHF cannot
-//! see IF and every CLI or STI is an exit).
+//! native backend; on pvm a flag byte in memory that the hypervisor reads
+//! (each CPU's own page) and the kernel's own flag beside it, where PUSHF
+//! cannot see IF and every CLI or STI would be an exit.
 //!
 //! Context: any. The raw instructions at the bottom are the only places the
 //! kernel changes IF. They are not `nomem`: the compiler must not move a
@@ -72,9 +73,11 @@ pub fn without<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Enable interrupts and halt until one arrives, atomically (an interrupt
-/// between the two cannot be missed: STI's shadow covers HLT). Returns with
-/// interrupts enabled, after the handler ran.
+/// Enable interrupts and halt until one arrives, with no interrupt missed
+/// between the two: on the native backend STI's shadow covers HLT; on pvm
+/// one that comes between them is taken there, before the HLT, and the
+/// HLT waits for the next (the idle loop's caller loops). Returns after a
+/// handler ran.
 ///
 /// # Safety
 /// As for [`enable`].

@@ -234,9 +234,11 @@ fn enter_native_mode_if_it_takes_interrupts(tsc_hz: Option<u64>) -> bool {
     // `boot::entry`) and SMEP is not on yet.
     unsafe { pvm::enter_native_mode() };
     let hz = tsc_hz.unwrap_or(3_000_000_000);
-    pvm::unmask_for_self_test(true);
+    // SAFETY: native mode was just entered; the early gates take the test's
+    // interrupt (see above).
+    unsafe { pvm::unmask_for_self_test() };
     let arrived = lapic::interrupt_arrives(hz / 1000 * SELF_TEST_MS);
-    pvm::unmask_for_self_test(false);
+    pvm::mask_after_self_test();
     if arrived {
         return true;
     }

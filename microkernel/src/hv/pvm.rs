@@ -50,7 +50,7 @@
 //! Context: [`probe`] and [`enter_native_mode`] at boot (each CPU's), before
 //! servers; the rest in trap context.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, compiler_fence};
 
 use abi::{SYSCALL_INT_VECTOR, SyscallEntry};
 
@@ -75,9 +75,10 @@ const SIGNATURE: u64 = 0x004d_5650;
 /// A vCPU's virtual interrupt flag, shared with the hypervisor: byte 0 is
 /// 1 while the vCPU takes interrupts, 0 while it does not. The hypervisor
 /// reads it whenever it has an interrupt to deliver, clears it when it
-/// delivers any event to kernel mode (as an interrupt gate clears IF), and
-/// sets it on a return to ring 3; the kernel sets and clears it with plain
-/// stores, no exit. It is read at the vCPU's exits, which come at any
+/// delivers any event to kernel mode (as an interrupt gate clears IF), sets
+/// it on a return to ring 3, and restores it from the frame on an IRETQ
+/// into kernel code; the kernel sets and clears it with plain stores, no
+/// exit. It is read at the vCPU's exits, which come at any
 /// instruction (the host's own interrupts make them too), so an interrupt
 /// can arrive anywhere the flag is set, and one that came while it was
 /// clear waits for the next exit after it is set. One page per CPU: a vCPU
@@ -93,7 +94,15 @@ static VIF_PAGES: [VifPage; MAX_CPUS] =
 fn set_virtual_interrupt_flag(cpu: usize, enabled: bool) {
     // Relaxed: only this vCPU's own exits read it, and an exit comes
     // between two of this CPU's instructions, after the store or before.
+    // The fences keep the compiler from moving the kernel's memory accesses
+    // out of the masked window it opens or closes.
+    if !enabled {
+        compiler_fence(Ordering::SeqCst);
+    }
     VIF_PAGES[cpu].0[0].store(u8::from(enabled), Ordering::Relaxed);
+    if enabled {
+        compiler_fence(Ordering::SeqCst);
+    }
 }
 
 /// What the probe found.
@@ -142,7 +151,8 @@ pub fn probe() -> Probe {
 /// [`probe`] found the interface; the pvm trap stubs are installed; every
 /// kernel page the CPU will touch is user-accessible at every level (the
 /// boot tables are, and the kernel's own tables are built with
-/// [`Backend::kernel_page_flags`]); SMEP is off.
+/// [`Backend::kernel_page_flags`]); SMEP is off. Returns with the CPU
+/// masked (its page's flag clear) until the kernel unmasks it.
 pub unsafe fn enter_native_mode() {
     let cpu = this_cpu();
     set_virtual_interrupt_flag(cpu, false);
@@ -154,9 +164,18 @@ pub unsafe fn enter_native_mode() {
 }
 
 /// Unmask this CPU for the boot's self-test of native mode (`hv::init`),
-/// before any backend is active, or mask it again.
-pub fn unmask_for_self_test(on: bool) {
-    set_virtual_interrupt_flag(this_cpu(), on);
+/// before any backend is active.
+///
+/// # Safety
+/// Native mode was entered and the IDT takes the test's interrupt (as for
+/// [`Backend::enable_interrupts`]).
+pub unsafe fn unmask_for_self_test() {
+    set_virtual_interrupt_flag(this_cpu(), true);
+}
+
+/// Mask this CPU again after the self-test.
+pub fn mask_after_self_test() {
+    set_virtual_interrupt_flag(this_cpu(), false);
 }
 
 /// Go back to interpretation (after [`enter_native_mode`] found that
@@ -206,8 +225,9 @@ impl Backend for Pvm {
         INTERRUPTS_ENABLED[this_cpu()].load(Ordering::Relaxed)
     }
 
-    // The hypervisor's flag is cleared first and set last, so that an
-    // interrupt it delivers always finds the kernel's flag set.
+    // The hypervisor's flag is cleared first and set last: inside these
+    // functions there is no window where it is set and the kernel's clear
+    // (an IRETQ into kernel code can still make one: `defer_interrupt`).
     fn disable_interrupts(&self) {
         let cpu = this_cpu();
         set_virtual_interrupt_flag(cpu, false);
@@ -281,11 +301,11 @@ impl Backend for Pvm {
         set_virtual_interrupt_flag(cpu, false);
         INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
         // An interrupt deferred after this trap's last look at them (one
-        // that arrives once the system's lock is given up) would wait for
-        // the next trap, which a server in ring 3 may not take for a while:
-        // the timer brings one just after the return (armed for "now" it
-        // would fire on the way out, in the kernel, and be deferred too).
-        // One deferred after this point still waits for the next trap.
+        // that arrives once the system's lock is given up, through a flag
+        // an IRETQ into kernel code set again) would wait for the next
+        // trap, which a server in ring 3 may not take for a while: the
+        // timer brings one shortly after the return. One deferred after
+        // this point still waits for the next trap.
         if frame.came_from_user() && any_deferred(cpu) {
             let after_return = lapic::tsc_hz() / 50_000;
             lapic::set_deadline(Some(super::rdtsc() + after_return));
