@@ -170,6 +170,24 @@ fn enable_masked() {
     write(TPR, 0);
 }
 
+/// Whether the timer's interrupt stays pending while this CPU is masked:
+/// the timer, in TSC-deadline mode, is armed for "now", and after `wait`
+/// TSC cycles, spent in exits (each a chance for the hypervisor to deliver
+/// it), its vector must still be in the IRR. After [`prepare_early`];
+/// leaves the timer armed and pending for [`interrupt_arrives`].
+pub fn interrupt_held_back(wait: u64) -> bool {
+    let (irr_timer, timer_bit) = apic_regs::xapic::irr(TIMER_VECTOR);
+    write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    let start = rdtsc();
+    // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
+    unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
+    while rdtsc().wrapping_sub(start) < wait {
+        // SAFETY: reading the deadline MSR has no side effect.
+        unsafe { msr::read(msr::TSC_DEADLINE) };
+    }
+    read(irr_timer) & timer_bit != 0
+}
+
 /// Whether an interrupt reaches this CPU: the timer, in TSC-deadline mode,
 /// is armed for "now", and the kernel waits up to `patience` TSC cycles for
 /// the interrupt to leave the IRR, which the trap path's end of interrupt

@@ -43,9 +43,9 @@
 //! - The TSS I/O permission bitmap is ignored: a server's granted IN/OUT
 //!   raises #GP, which the kernel emulates against the grant, and bursts go
 //!   through `ioport_write_paced`, one kernel entry each.
-//! - The backend proves at boot that an interrupt arrives in native mode
-//!   before it is chosen (`hv::init`), and leaves native mode again if none
-//!   does.
+//! - The backend proves at boot, before it is chosen (`hv::init`), that in
+//!   native mode the page holds an interrupt back while it says masked and
+//!   lets it in once it says unmasked, and leaves native mode again if not.
 //!
 //! Context: [`probe`] and [`enter_native_mode`] at boot (each CPU's), before
 //! servers; the rest in trap context.
