@@ -176,15 +176,27 @@ fn enable_masked() {
 /// it), its vector must still be in the IRR. After [`prepare_early`];
 /// leaves the timer armed and pending for [`interrupt_arrives`].
 pub fn interrupt_held_back(wait: u64) -> bool {
-    let (irr_timer, timer_bit) = apic_regs::xapic::irr(TIMER_VECTOR);
-    write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-    let start = rdtsc();
-    // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
-    unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
+    let start = fire_timer_now();
     while rdtsc().wrapping_sub(start) < wait {
         // SAFETY: reading the deadline MSR has no side effect.
         unsafe { msr::read(msr::TSC_DEADLINE) };
     }
+    timer_pending()
+}
+
+/// The boot self-test's timer: TSC-deadline mode, armed for "now" (a past
+/// deadline fires at once). Returns when it was armed.
+fn fire_timer_now() -> u64 {
+    write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    let start = rdtsc();
+    // SAFETY: TSC-deadline mode is on.
+    unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
+    start
+}
+
+/// Whether the timer's vector is in the IRR: requested, not yet delivered.
+fn timer_pending() -> bool {
+    let (irr_timer, timer_bit) = apic_regs::xapic::irr(TIMER_VECTOR);
     read(irr_timer) & timer_bit != 0
 }
 
@@ -193,16 +205,12 @@ pub fn interrupt_held_back(wait: u64) -> bool {
 /// the interrupt to leave the IRR, which the trap path's end of interrupt
 /// does. After [`prepare_early`]; leaves the timer masked.
 pub fn interrupt_arrives(patience: u64) -> bool {
-    let (irr_timer, timer_bit) = apic_regs::xapic::irr(TIMER_VECTOR);
-    write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-    let start = rdtsc();
-    // SAFETY: TSC-deadline mode is on; a past deadline fires at once.
-    unsafe { msr::write(msr::TSC_DEADLINE, start.max(1)) };
+    let start = fire_timer_now();
     let mut arrived = false;
     while rdtsc().wrapping_sub(start) < patience {
         // SAFETY: reading the deadline MSR has no side effect; 0 = fired.
         let fired = unsafe { msr::read(msr::TSC_DEADLINE) } == 0;
-        if fired && read(irr_timer) & timer_bit == 0 {
+        if fired && !timer_pending() {
             arrived = true;
             break;
         }
