@@ -3,23 +3,44 @@
 //! (workload, ring) pair once, moving `--items` items through a ring of
 //! `--slots` slots with the producer pinned to CPU 0 and the consumer to
 //! CPU 1; the rings' order rotates from round to round, so that a burst of
-//! load from elsewhere hits every ring alike. The result is the median
-//! over the rounds, with the minimum and maximum, and the median of the
-//! per-round ratios (pvchannel over the best peer of the same round).
+//! load from elsewhere hits every ring alike.
+//!
+//! The machine this was written on switches, minutes at a time, between a
+//! state where a cache line crosses between the two CPUs in about 40 ns and
+//! one where it takes about 235 ns (presumably the host moving a vCPU to
+//! another socket); every ring's rate differs about fourfold between them,
+//! so a median over rounds that mix them lands wherever the mix puts it.
+//! Each round is therefore bracketed by a *probe*, a ping-pong of one cache
+//! line between the two pinned threads, and the rounds are reported all
+//! together and then per state ("near", "far"): a round is near when both
+//! its probes take less than `--near-ns` (200 ns by default: about 75 ns
+//! in the near state here, 400 to 800 in the far one), far when both take
+//! more, and counts in neither otherwise.
+//!
+//! Each table gives every ring's median rate with the minimum and maximum,
+//! pvchannel's median over the best peer's median, and the median over the
+//! rounds of pvchannel's rate over that same peer's rate in the same round
+//! (a paired ratio; the best of several noisy peers in each round would be
+//! biased upwards). `--candidate` adds a design candidate
+//! ([`common::stamped`]) as a column of its own, never counted as a peer.
 //!
 //! ```text
 //! cargo bench -p pvchannel --bench rounds -- [--items 20000000] [--slots 1024]
 //!     [--rounds 9] [--only u64_single,desc64_single,u64_batch64]
-//!     [--rings pvchannel,rtrb,ringbuf,arrayqueue] [--quiet]
+//!     [--rings pvchannel,rtrb,ringbuf,arrayqueue] [--candidate] [--near-ns 200]
+//!     [--quiet]
 //! ```
 //!
 //! Results in docs/BENCHMARKS.md ("pvchannel rings").
 
 mod common;
 
+use std::hint::{black_box, spin_loop};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{WORKLOADS, cpus};
+use common::{CANDIDATE, Run, WORKLOADS, cpus, two_threads};
 
 struct Options {
     items: u64,
@@ -27,6 +48,8 @@ struct Options {
     rounds: usize,
     only: Option<Vec<String>>,
     rings: Option<Vec<String>>,
+    candidate: bool,
+    near_ns: f64,
     quiet: bool,
 }
 
@@ -37,6 +60,8 @@ fn options() -> Options {
         rounds: 9,
         only: None,
         rings: None,
+        candidate: false,
+        near_ns: 200.0,
         quiet: false,
     };
     let list = |s: String| Some(s.split(',').map(str::to_owned).collect());
@@ -49,6 +74,8 @@ fn options() -> Options {
             "--rounds" => o.rounds = value().parse().expect("--rounds N"),
             "--only" => o.only = list(value()),
             "--rings" => o.rings = list(value()),
+            "--candidate" => o.candidate = true,
+            "--near-ns" => o.near_ns = value().parse().expect("--near-ns NANOSECONDS"),
             "--quiet" => o.quiet = true,
             // `cargo bench` passes `--bench`; ignore it and anything else.
             _ => {}
@@ -65,7 +92,9 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
@@ -76,58 +105,61 @@ fn mps(items: u64, t: Duration) -> f64 {
     items as f64 / t.as_secs_f64() / 1e6
 }
 
-fn main() {
-    let o = options();
-    assert!(cpus().len() >= 2, "the benchmark needs two CPUs");
-    let workloads: Vec<_> = WORKLOADS
-        .iter()
-        .filter(|(w, _)| chosen(&o.only, w))
-        .map(|(w, rings)| {
-            let rings: Vec<_> = rings.iter().filter(|(r, _)| chosen(&o.rings, r)).collect();
-            (w, rings)
-        })
-        .collect();
-    println!(
-        "{} items per run, {} slots, {} rounds, producer on CPU 0, consumer on CPU 1",
-        o.items, o.slots, o.rounds
-    );
-    // results[workload][ring][round]: M items/s.
-    let mut results: Vec<Vec<Vec<f64>>> = workloads
-        .iter()
-        .map(|(_, rings)| vec![Vec::new(); rings.len()])
-        .collect();
-    for round in 0..o.rounds {
-        let mut line = format!("round {:>2}:", round + 1);
-        for (wi, (w, rings)) in workloads.iter().enumerate() {
-            for k in 0..rings.len() {
-                let ri = (k + round) % rings.len();
-                let (_, run) = rings[ri];
-                results[wi][ri].push(mps(o.items, run(o.items, o.slots)));
+/// Nanoseconds for one cache line to go from CPU 0 to CPU 1 and back:
+/// the two pinned threads take turns bumping a counter alone on its line.
+fn probe() -> f64 {
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    const TRIPS: u64 = 20_000;
+    let ball = Arc::new(Line(AtomicU64::new(0)));
+    let t = two_threads(
+        TRIPS,
+        (ball.clone(), ball),
+        |b, n| {
+            for i in 0..n {
+                b.0.store(2 * i + 1, Ordering::Release);
+                while b.0.load(Ordering::Acquire) != 2 * i + 2 {
+                    spin_loop();
+                }
             }
-            let cells: Vec<_> = results[wi]
-                .iter()
-                .map(|r| format!("{:.1}", r[round]))
-                .collect();
-            line += &format!("  {w} {}", cells.join("/"));
-        }
-        if !o.quiet {
-            println!("{line}");
-        }
-    }
-    println!();
-    let names: Vec<&str> = workloads
-        .first()
-        .map(|(_, rings)| rings.iter().map(|(r, _)| *r).collect())
-        .unwrap_or_default();
-    println!(
-        "| workload | {} | pvchannel / best peer | per-round ratio |",
-        names.join(" | ")
+        },
+        |b, n| {
+            for i in 0..n {
+                while b.0.load(Ordering::Acquire) != 2 * i + 1 {
+                    spin_loop();
+                }
+                b.0.store(2 * i + 2, Ordering::Release);
+            }
+        },
     );
-    println!("| --- |{} ---: | ---: |", " ---: |".repeat(names.len()));
-    for (wi, (w, _)) in workloads.iter().enumerate() {
-        let r = &results[wi];
-        let medians: Vec<f64> = r.iter().map(|v| median(v)).collect();
-        let cells: Vec<String> = r
+    black_box(t.as_nanos() as f64 / TRIPS as f64)
+}
+
+/// One workload's rates: `rates[ring][round]`, M items/s.
+struct Workload<'a> {
+    name: &'a str,
+    rates: Vec<Vec<f64>>,
+}
+
+/// Print one table over the rounds in `rounds`.
+fn table(rings: &[&str], workloads: &[Workload<'_>], rounds: &[usize]) {
+    println!(
+        "| workload | {} | pvchannel / best peer | paired ratio |",
+        rings.join(" | ")
+    );
+    println!("| --- |{} ---: | ---: |", " ---: |".repeat(rings.len()));
+    // Peers: every ring but pvchannel (first, when chosen) and the candidate.
+    let peers: Vec<usize> = (1..rings.len())
+        .filter(|&i| rings[i] != CANDIDATE.0)
+        .collect();
+    for w in workloads {
+        let picked: Vec<Vec<f64>> = w
+            .rates
+            .iter()
+            .map(|r| rounds.iter().map(|&k| r[k]).collect())
+            .collect();
+        let medians: Vec<f64> = picked.iter().map(|v| median(v)).collect();
+        let cells: Vec<String> = picked
             .iter()
             .zip(&medians)
             .map(|(v, m)| {
@@ -136,24 +168,128 @@ fn main() {
                 format!("{m:.1} ({lo:.1} to {hi:.1})")
             })
             .collect();
-        // pvchannel is the first ring when chosen; the ratios compare it
-        // with the best of the others.
-        let (ratio, per_round) = if names.first() == Some(&"pvchannel") && r.len() > 1 {
-            let best = medians[1..].iter().copied().fold(0.0, f64::max);
-            // The median of each round's own ratio cancels slow drifts in
-            // the load from elsewhere.
-            let per: Vec<f64> = (0..o.rounds)
-                .map(|k| r[0][k] / r[1..].iter().map(|v| v[k]).fold(0.0, f64::max))
-                .collect();
-            (
-                format!("{:.2}", medians[0] / best),
-                format!("{:.2}", median(&per)),
-            )
-        } else {
-            ("-".into(), "-".into())
+        let best = peers
+            .iter()
+            .copied()
+            .max_by(|&a, &b| medians[a].total_cmp(&medians[b]));
+        let (ratio, paired) = match best {
+            Some(b) if rings.first() == Some(&"pvchannel") => {
+                let per: Vec<f64> = (0..rounds.len())
+                    .map(|k| picked[0][k] / picked[b][k])
+                    .collect();
+                (
+                    format!("{:.2} ({})", medians[0] / medians[b], rings[b]),
+                    format!("{:.2}", median(&per)),
+                )
+            }
+            _ => ("-".into(), "-".into()),
         };
-        println!("| {w} | {} | {ratio} | {per_round} |", cells.join(" | "));
+        println!(
+            "| {} | {} | {ratio} | {paired} |",
+            w.name,
+            cells.join(" | ")
+        );
     }
     println!();
-    println!("M items/s: median (min to max) of {} rounds", o.rounds);
+}
+
+fn main() {
+    let o = options();
+    assert!(cpus().len() >= 2, "the benchmark needs two CPUs");
+    let chosen_workloads: Vec<(&str, Vec<(&str, Run)>)> = WORKLOADS
+        .iter()
+        .zip(CANDIDATE.1)
+        .filter(|((w, _), _)| chosen(&o.only, w))
+        .map(|((w, rings), candidate)| {
+            let mut rings: Vec<_> = rings
+                .iter()
+                .copied()
+                .filter(|(r, _)| chosen(&o.rings, r))
+                .collect();
+            if o.candidate {
+                rings.push((CANDIDATE.0, candidate));
+            }
+            (*w, rings)
+        })
+        .collect();
+    println!(
+        "{} items per run, {} slots, {} rounds, producer on CPU 0, consumer on CPU 1",
+        o.items, o.slots, o.rounds
+    );
+    let mut workloads: Vec<Workload<'_>> = chosen_workloads
+        .iter()
+        .map(|(w, rings)| Workload {
+            name: w,
+            rates: vec![Vec::new(); rings.len()],
+        })
+        .collect();
+    let mut probes = Vec::new();
+    for round in 0..o.rounds {
+        let before = probe();
+        let mut line = format!("round {:>2}: probe {before:.0} ns", round + 1);
+        for ((w, rings), results) in chosen_workloads.iter().zip(&mut workloads) {
+            for k in 0..rings.len() {
+                let ri = (k + round) % rings.len();
+                let (_, run) = rings[ri];
+                results.rates[ri].push(mps(o.items, run(o.items, o.slots)));
+            }
+            let cells: Vec<_> = results
+                .rates
+                .iter()
+                .map(|r| format!("{:.1}", r[round]))
+                .collect();
+            line += &format!("  {w} {}", cells.join("/"));
+        }
+        let after = probe();
+        probes.push((before, after));
+        if !o.quiet {
+            println!("{line}  probe {after:.0} ns");
+        }
+    }
+    println!();
+    let rings: Vec<&str> = chosen_workloads
+        .first()
+        .map(|(_, rings)| rings.iter().map(|(r, _)| *r).collect())
+        .unwrap_or_default();
+    let all: Vec<usize> = (0..o.rounds).collect();
+    println!("All {} rounds:", o.rounds);
+    println!();
+    table(&rings, &workloads, &all);
+    let threshold = o.near_ns;
+    for (state, near) in [("near", true), ("far", false)] {
+        let rounds: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&k| {
+                let (a, b) = probes[k];
+                (a < threshold) == near && (b < threshold) == near
+            })
+            .collect();
+        let times: Vec<f64> = rounds
+            .iter()
+            .flat_map(|&k| [probes[k].0, probes[k].1])
+            .collect();
+        if rounds.is_empty() {
+            println!("The {state} state: no rounds.");
+            println!();
+            continue;
+        }
+        println!(
+            "The {state} state ({} rounds, line round trip median {:.0} ns):",
+            rounds.len(),
+            median(&times)
+        );
+        println!();
+        table(&rings, &workloads, &rounds);
+    }
+    let mixed = all
+        .iter()
+        .filter(|&&k| (probes[k].0 < threshold) != (probes[k].1 < threshold))
+        .count();
+    println!(
+        "Near: both probes below {threshold:.0} ns (--near-ns); far: both above; \
+         rounds that changed state midway, left out of both: {mixed}"
+    );
+    println!();
+    println!("M items/s: median (min to max) over the rounds of each table");
 }

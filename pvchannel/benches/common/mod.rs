@@ -5,8 +5,11 @@
 //! is driven the same way: single items with `push`/`pop` (each item
 //! published and released on its own), spinning with `spin_loop()` while
 //! full or empty; batches of 64 with each ring's own batch operations.
+//! `stamped` is a design candidate measured beside them, not a peer.
 
 #![allow(dead_code)]
+
+pub mod stamped;
 
 use std::hint::{black_box, spin_loop};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,31 +195,41 @@ pub fn single_arrayqueue<T: Item>(n: u64, slots: usize) -> Duration {
     single(n, (q.clone(), q), |p, v| p.push(v).is_ok(), |c| c.pop())
 }
 
+pub fn single_stamped<T: Item + Default>(n: u64, slots: usize) -> Duration {
+    single(n, stamped::ring::<T>(slots), |p, v| p.push(v), |c| c.pop())
+}
+
 // ---- batches of 64 ------------------------------------------------------
 
 fn batch_source() -> [u64; BATCH] {
     core::array::from_fn(|i| i as u64)
 }
 
-pub fn batch_pvchannel(n: u64, slots: usize) -> Duration {
-    let ends = pvchannel::owned::ring::<u64>(slots as u32).unwrap();
+/// The batch workload on a ring whose producer writes a whole batch or
+/// nothing (`push_all`: false when it does not fit) and whose consumer
+/// takes up to a batch (`pop_slice`: how many).
+fn batch_whole<P: Send + 'static, C: Send + 'static>(
+    n: u64,
+    ends: (P, C),
+    push_all: impl Fn(&mut P, &[u64]) -> bool + Send + 'static,
+    pop_slice: impl Fn(&mut C, &mut [u64]) -> usize + Send + 'static,
+) -> Duration {
     two_threads(
         n,
         ends,
-        |p, n| {
+        move |p, n| {
             let src = batch_source();
             for _ in 0..n / BATCH as u64 {
-                // All 64 or nothing, like rtrb's `write_chunk_uninit(64)`.
-                while p.push_all(black_box(&src)).is_err() {
+                while !push_all(p, black_box(&src)) {
                     spin_loop();
                 }
             }
         },
-        |c, n| {
+        move |c, n| {
             let mut out = [0u64; BATCH];
             let mut got = 0u64;
             while got < n {
-                let k = c.pop_slice(&mut out).unwrap();
+                let k = pop_slice(c, &mut out);
                 if k == 0 {
                     spin_loop();
                 }
@@ -224,6 +237,16 @@ pub fn batch_pvchannel(n: u64, slots: usize) -> Duration {
                 got += k as u64;
             }
         },
+    )
+}
+
+pub fn batch_pvchannel(n: u64, slots: usize) -> Duration {
+    batch_whole(
+        n,
+        pvchannel::owned::ring::<u64>(slots as u32).unwrap(),
+        // All 64 or nothing, like rtrb's `write_chunk_uninit(64)`.
+        |p, src| p.push_all(src).is_ok(),
+        |c, out| c.pop_slice(out).unwrap(),
     )
 }
 
@@ -334,6 +357,26 @@ pub fn batch_arrayqueue(n: u64, slots: usize) -> Duration {
         },
     )
 }
+
+pub fn batch_stamped(n: u64, slots: usize) -> Duration {
+    batch_whole(
+        n,
+        stamped::ring::<u64>(slots),
+        |p, src| p.push_all(src),
+        |c, out| c.pop_slice(out),
+    )
+}
+
+/// The design candidate ([`stamped`]) on the three workloads, in the order
+/// of [`WORKLOADS`]; not a peer (`rounds -- --candidate`).
+pub const CANDIDATE: (&str, [Run; 3]) = (
+    "stamped",
+    [
+        single_stamped::<u64>,
+        single_stamped::<Descriptor>,
+        batch_stamped,
+    ],
+);
 
 /// The three workloads, each with its four rings (pvchannel first).
 pub const WORKLOADS: [(&str, [(&str, Run); 4]); 3] = [
