@@ -1,6 +1,7 @@
 //! The atomics the ring uses: `core`'s in every build, loom's under
 //! `cfg(loom)` so that the model checker can explore the orderings; and the
-//! one cache hint it gives, [`prefetch_write`] (none under loom).
+//! two cache hints it gives, [`prefetch_write`] and [`prefetch_read`] (none
+//! under loom).
 //!
 //! Only the index lines of the shared region go through this shim. Slot
 //! contents are plain memory ordered by the indices' release/acquire pairs.
@@ -33,6 +34,26 @@ pub(crate) fn prefetch_write<T>(p: *const T) {
     unsafe {
         core::arch::asm!(
             "prefetchw [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// Ask for the cache line holding `p` for reading (PREFETCHT0, SSE, in
+/// every x86-64 processor), so that a later load from it finds it here
+/// rather than waiting for it to come from the other core. A hint only, as
+/// [`prefetch_write`].
+#[inline(always)]
+pub(crate) fn prefetch_read<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: PREFETCHT0 has no architectural effect (no memory access that
+    // can fault, no register or flag written, no stack use), as declared.
+    unsafe {
+        core::arch::asm!(
+            "prefetcht0 [{p}]",
             p = in(reg) p,
             options(nostack, preserves_flags, readonly)
         );
