@@ -62,14 +62,27 @@ pub(crate) fn prefetch_read<T>(p: *const T) {
     let _ = p;
 }
 
-/// [`prefetch_write`] every 64-byte line of `bytes` bytes from `p`.
+/// What a prefetch asks for a line for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// [`prefetch_read`].
+    Read,
+    /// [`prefetch_write`].
+    Write,
+}
+
+/// Prefetch every 64-byte line of `bytes` bytes from `p`, for `intent`.
 #[inline(always)]
-pub(crate) fn prefetch_write_bytes(p: *const u8, bytes: usize) {
+pub(crate) fn prefetch_lines(p: *const u8, bytes: usize, intent: Intent) {
     let mut off = 0;
     while off < bytes {
         // `wrapping_add`: the hint needs no valid pointer (nor does the
         // arithmetic), although every caller stays inside the slots.
-        prefetch_write(p.wrapping_add(off));
+        let line = p.wrapping_add(off);
+        match intent {
+            Intent::Read => prefetch_read(line),
+            Intent::Write => prefetch_write(line),
+        }
         off += 64;
     }
 }
