@@ -731,11 +731,11 @@ impl<T: Slot> Consumer<T> {
     /// lines for items of 16 bytes or less, none for larger ones; and
     /// whether [`pop_slice`](Self::pop_slice) prefetches the next batch.
     /// Measured per machine state (docs/BENCHMARKS.md): for single `u64`
-    /// items it was worth 1.35 times where a line takes about 230 ns to
-    /// cross between the CPUs and nothing where it takes 40, for batches of
-    /// 64 `u64`s 1.1 times where far and 1.03 where near; for single 64-byte
-    /// items it cost 3 to 5 per cent in both states (32-byte items, and
-    /// batches of larger items, were not measured).
+    /// items it was worth 1.34 to 1.45 times where a line takes about 230
+    /// ns to cross between the CPUs and nothing where it takes 40, for
+    /// batches of 64 `u64`s 1.1 times where far and 1.03 where near; for
+    /// single 64-byte items it cost 3 to 5 per cent in both states (32-byte
+    /// items, and batches of larger items, were not measured).
     const READ_AHEAD: u32 = if Self::LINE_ITEMS >= 4 {
         4 * Self::LINE_ITEMS
     } else {
