@@ -241,10 +241,9 @@ impl Backend for Pvm {
     }
 
     unsafe fn halt_until_interrupt(&self) {
-        let cpu = this_cpu();
-        INTERRUPTS_ENABLED[cpu].store(true, Ordering::Relaxed);
-        set_virtual_interrupt_flag(cpu, true);
-        if any_deferred(cpu) {
+        // SAFETY: the caller's contract is `enable_interrupts`'s.
+        unsafe { self.enable_interrupts() };
+        if any_deferred(this_cpu()) {
             // Interrupts deferred outside any trap (boot, or this loop
             // between two halts) are handled by a trap: make one come now.
             lapic::set_deadline(Some(super::rdtsc()));
@@ -298,8 +297,7 @@ impl Backend for Pvm {
         let cpu = this_cpu();
         // Set again only by the idle loop, just before it halts (a return
         // to ring 3 sets the hypervisor's copy itself).
-        set_virtual_interrupt_flag(cpu, false);
-        INTERRUPTS_ENABLED[cpu].store(false, Ordering::Relaxed);
+        self.disable_interrupts();
         // An interrupt deferred after this trap's last look at them (one
         // that arrives once the system's lock is given up, through a flag
         // an IRETQ into kernel code set again) would wait for the next
