@@ -12,21 +12,27 @@
 //!
 //! A ring lives in a region of whole 4096-byte pages ([`ring_bytes`]) that
 //! both sides map, perhaps at different virtual addresses: it holds no
-//! pointers, only indices. Every index sits alone on its own 64-byte line.
+//! pointers, only indices. Every index sits alone on its own 64-byte line,
+//! followed by an empty one: `IndexLine` in `layout.rs` says why.
 //!
 //! ```text
 //! offset  0  +-----------------------------------------------------------+
 //!            | RingHeader: magic "PVRG", version, features, capacity,    |
 //!            |             slot_size, slots_offset, reserved (64 bytes)  |
-//!        64  +-----------------------------------------------------------+
-//!            | producer index   u32   written by the producer only       |
+//!            |  (empty line)                                             |
 //!       128  +-----------------------------------------------------------+
-//!            | consumer index   u32   written by the consumer only       |
-//!       192  +-----------------------------------------------------------+
-//!            | consumer event   u32   written by the consumer only       |
+//!            | producer index   u32   written by the producer only       |
+//!            |  (empty line)                                             |
 //!       256  +-----------------------------------------------------------+
+//!            | consumer index   u32   written by the consumer only       |
+//!            |  (empty line)                                             |
+//!       384  +-----------------------------------------------------------+
+//!            | consumer event   u32   written by the consumer only       |
+//!            |  (empty line)                                             |
+//!       512  +-----------------------------------------------------------+
 //!            | producer event   u32   written by the producer only       |
-//!       320  +-----------------------------------------------------------+
+//!            |  (empty line)                                             |
+//!       640  +-----------------------------------------------------------+
 //!            | slot 0 | slot 1 | ...            | slot capacity-1        |
 //!            +-----------------------------------------------------------+
 //!            | padding to a whole page                                   |

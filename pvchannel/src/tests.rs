@@ -32,8 +32,8 @@ fn word(region: &HeapRegion, offset: usize) -> &AtomicU32 {
 #[test]
 fn sizes_are_whole_pages() {
     assert_eq!(ring_bytes::<u64>(1), Some(4096));
-    assert_eq!(ring_bytes::<u64>(256), Some(4096)); // 320 + 2048
-    assert_eq!(ring_bytes::<u64>(512), Some(8192)); // 320 + 4096
+    assert_eq!(ring_bytes::<u64>(256), Some(4096)); // 640 + 2048
+    assert_eq!(ring_bytes::<u64>(512), Some(8192)); // 640 + 4096
     assert_eq!(ring_bytes::<Descriptor>(64), Some(8192));
     assert_eq!(ring_bytes::<Descriptor>(0), None);
     assert_eq!(ring_bytes::<Descriptor>(3), None);

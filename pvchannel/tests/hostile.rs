@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 
 use pvchannel::layout::{
-    CONSUMER_EVENT_OFFSET, CONSUMER_INDEX_OFFSET, PRODUCER_EVENT_OFFSET, PRODUCER_INDEX_OFFSET,
-    SLOTS_OFFSET,
+    CONSUMER_EVENT_OFFSET, CONSUMER_INDEX_OFFSET, MAGIC, PRODUCER_EVENT_OFFSET,
+    PRODUCER_INDEX_OFFSET, SLOTS_OFFSET, VERSION,
 };
 use pvchannel::owned::HeapRegion;
 use pvchannel::{Completion, Descriptor, PeerIndex, RingError, attach, init, ring_bytes};
@@ -182,7 +182,7 @@ fn attach_survives_a_scribbled_header() {
             let v = rng.next_u64();
             let field = (v % 6) as usize;
             // Sometimes the right value, sometimes garbage.
-            let good = [pvchannel::layout::MAGIC, 1, 1, 256, 8, SLOTS_OFFSET as u32][field];
+            let good = [MAGIC, VERSION, 1, 256, 8, SLOTS_OFFSET as u32][field];
             let value = if v & 64 == 0 { good } else { (v >> 32) as u32 };
             word(r, field * 4).store(value, Ordering::Relaxed);
         },
