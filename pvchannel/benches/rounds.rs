@@ -5,17 +5,18 @@
 //! CPU 1; the rings' order rotates from round to round, so that a burst of
 //! load from elsewhere hits every ring alike.
 //!
-//! The machine this was written on switches, minutes at a time, between a
-//! state where a cache line crosses between the two CPUs in about 40 ns and
-//! one where it takes about 235 ns (presumably the host moving a vCPU to
-//! another socket); every ring's rate differs about fourfold between them,
-//! so a median over rounds that mix them lands wherever the mix puts it.
-//! Each round is therefore bracketed by a *probe*, a ping-pong of one cache
-//! line between the two pinned threads, and the rounds are reported all
-//! together and then per state ("near", "far"): a round is near when both
-//! its probes take less than `--near-ns` (200 ns by default: about 75 ns
-//! in the near state here, 400 to 800 in the far one), far when both take
-//! more, and counts in neither otherwise.
+//! The development VMs this was written on switch, minutes at a time,
+//! between a state where a cache line goes from one CPU to the other and
+//! back in 60 to 80 ns and one where that takes 300 to 800 ns (presumably
+//! the host moving a vCPU to another socket); every ring's rate differs
+//! about fourfold between them, so a median over rounds that mix them lands
+//! wherever the mix puts it. Each round is therefore bracketed by a
+//! *probe*, a ping-pong of one cache line between the two pinned threads,
+//! and the rounds are reported all together and then per state ("near",
+//! "far"): a round is near when both its probes take less than `--near-ns`
+//! (200 ns by default), far when both take more but less than `--busy-ns`
+//! (2,000 ns by default; a probe that slow means a vCPU lost its CPU to
+//! something else meanwhile), and counts in neither otherwise.
 //!
 //! Each table gives every ring's median rate with the minimum and maximum,
 //! pvchannel's median over the best peer's median, and the median over the
@@ -26,9 +27,9 @@
 //!
 //! ```text
 //! cargo bench -p pvchannel --bench rounds -- [--items 20000000] [--slots 1024]
-//!     [--rounds 9] [--only u64_single,desc64_single,u64_batch64]
+//!     [--rounds 9] [--only u64_single,desc64_single,u64_batch64,desc64_batch64]
 //!     [--rings pvchannel,rtrb,ringbuf,arrayqueue] [--candidate] [--near-ns 200]
-//!     [--quiet]
+//!     [--busy-ns 2000] [--quiet]
 //! ```
 //!
 //! Results in docs/BENCHMARKS.md ("pvchannel rings").
@@ -50,6 +51,7 @@ struct Options {
     rings: Option<Vec<String>>,
     candidate: bool,
     near_ns: f64,
+    busy_ns: f64,
     quiet: bool,
 }
 
@@ -62,6 +64,7 @@ fn options() -> Options {
         rings: None,
         candidate: false,
         near_ns: 200.0,
+        busy_ns: 2000.0,
         quiet: false,
     };
     let list = |s: String| Some(s.split(',').map(str::to_owned).collect());
@@ -76,6 +79,7 @@ fn options() -> Options {
             "--rings" => o.rings = list(value()),
             "--candidate" => o.candidate = true,
             "--near-ns" => o.near_ns = value().parse().expect("--near-ns NANOSECONDS"),
+            "--busy-ns" => o.busy_ns = value().parse().expect("--busy-ns NANOSECONDS"),
             "--quiet" => o.quiet = true,
             // `cargo bench` passes `--bench`; ignore it and anything else.
             _ => {}
@@ -255,15 +259,25 @@ fn main() {
     println!("All {} rounds:", o.rounds);
     println!();
     table(&rings, &workloads, &all);
-    let threshold = o.near_ns;
-    for (state, near) in [("near", true), ("far", false)] {
+    // Which state a probe saw: near, far, or neither (a busy machine).
+    let state_of = |ns: f64| {
+        if ns < o.near_ns {
+            Some("near")
+        } else if ns < o.busy_ns {
+            Some("far")
+        } else {
+            None
+        }
+    };
+    let state_of_round = |k: usize| {
+        let (a, b) = probes[k];
+        state_of(a).filter(|&s| state_of(b) == Some(s))
+    };
+    for state in ["near", "far"] {
         let rounds: Vec<usize> = all
             .iter()
             .copied()
-            .filter(|&k| {
-                let (a, b) = probes[k];
-                (a < threshold) == near && (b < threshold) == near
-            })
+            .filter(|&k| state_of_round(k) == Some(state))
             .collect();
         let times: Vec<f64> = rounds
             .iter()
@@ -282,13 +296,12 @@ fn main() {
         println!();
         table(&rings, &workloads, &rounds);
     }
-    let mixed = all
-        .iter()
-        .filter(|&&k| (probes[k].0 < threshold) != (probes[k].1 < threshold))
-        .count();
+    let neither = all.iter().filter(|&&k| state_of_round(k).is_none()).count();
     println!(
-        "Near: both probes below {threshold:.0} ns (--near-ns); far: both above; \
-         rounds that changed state midway, left out of both: {mixed}"
+        "Near: both probes below {:.0} ns (--near-ns); far: both between that and {:.0} ns \
+         (--busy-ns); rounds that changed state midway or had a slower probe, left out of \
+         both: {neither}",
+        o.near_ns, o.busy_ns
     );
     println!();
     println!("M items/s: median (min to max) over the rounds of each table");

@@ -201,102 +201,103 @@ pub fn single_stamped<T: Item + Default>(n: u64, slots: usize) -> Duration {
 
 // ---- batches of 64 ------------------------------------------------------
 
-fn batch_source() -> [u64; BATCH] {
-    core::array::from_fn(|i| i as u64)
+fn batch_source<T: Item>() -> [T; BATCH] {
+    core::array::from_fn(|i| T::make(i as u64))
+}
+
+/// The consumer's loop of the batch workload: take up to a batch at a time
+/// with `take` (how many it took) until `n` items have come.
+fn drain_batches<T: Item, C>(c: &mut C, n: u64, take: impl Fn(&mut C, &mut [T]) -> usize) {
+    let mut out = [T::make(0); BATCH];
+    let mut got = 0u64;
+    while got < n {
+        let k = take(c, &mut out);
+        if k == 0 {
+            spin_loop();
+        }
+        black_box(&out);
+        got += k as u64;
+    }
 }
 
 /// The batch workload on a ring whose producer writes a whole batch or
 /// nothing (`push_all`: false when it does not fit) and whose consumer
 /// takes up to a batch (`pop_slice`: how many).
-fn batch_whole<P: Send + 'static, C: Send + 'static>(
+fn batch_whole<T: Item, P: Send + 'static, C: Send + 'static>(
     n: u64,
     ends: (P, C),
-    push_all: impl Fn(&mut P, &[u64]) -> bool + Send + 'static,
-    pop_slice: impl Fn(&mut C, &mut [u64]) -> usize + Send + 'static,
+    push_all: impl Fn(&mut P, &[T]) -> bool + Send + 'static,
+    pop_slice: impl Fn(&mut C, &mut [T]) -> usize + Send + 'static,
 ) -> Duration {
     two_threads(
         n,
         ends,
         move |p, n| {
-            let src = batch_source();
+            let src = batch_source::<T>();
             for _ in 0..n / BATCH as u64 {
                 while !push_all(p, black_box(&src)) {
                     spin_loop();
                 }
             }
         },
-        move |c, n| {
-            let mut out = [0u64; BATCH];
-            let mut got = 0u64;
-            while got < n {
-                let k = pop_slice(c, &mut out);
-                if k == 0 {
-                    spin_loop();
-                }
-                black_box(&out);
-                got += k as u64;
-            }
-        },
+        move |c, n| drain_batches(c, n, pop_slice),
     )
 }
 
-pub fn batch_pvchannel(n: u64, slots: usize) -> Duration {
+pub fn batch_pvchannel<T: Item + pvchannel::Slot>(n: u64, slots: usize) -> Duration {
     batch_whole(
         n,
-        pvchannel::owned::ring::<u64>(slots as u32).unwrap(),
+        pvchannel::owned::ring::<T>(slots as u32).unwrap(),
         // All 64 or nothing, like rtrb's `write_chunk_uninit(64)`.
-        |p, src| p.push_all(src).is_ok(),
-        |c, out| c.pop_slice(out).unwrap(),
+        |p, src: &[T]| p.push_all(src).is_ok(),
+        |c, out: &mut [T]| c.pop_slice(out).unwrap(),
     )
 }
 
-pub fn batch_rtrb(n: u64, slots: usize) -> Duration {
-    two_threads(
+pub fn batch_rtrb<T: Item>(n: u64, slots: usize) -> Duration {
+    batch_whole(
         n,
-        rtrb::RingBuffer::<u64>::new(slots),
-        |p, n| {
-            let src = batch_source();
-            for _ in 0..n / BATCH as u64 {
-                loop {
-                    if let Ok(chunk) = p.write_chunk_uninit(BATCH) {
-                        chunk.fill_from_iter(black_box(&src).iter().copied());
-                        break;
-                    }
-                    spin_loop();
-                }
+        rtrb::RingBuffer::<T>::new(slots),
+        |p, src: &[T]| match p.write_chunk_uninit(src.len()) {
+            Ok(chunk) => {
+                chunk.fill_from_iter(src.iter().copied());
+                true
             }
+            Err(_) => false,
         },
-        |c, n| {
-            let mut out = [0u64; BATCH];
-            let mut got = 0u64;
-            while got < n {
-                let k = c.slots().min(BATCH);
-                if k == 0 {
-                    spin_loop();
-                    continue;
-                }
-                let chunk = c.read_chunk(k).unwrap();
-                let (a, b) = chunk.as_slices();
-                out[..a.len()].copy_from_slice(a);
-                out[a.len()..a.len() + b.len()].copy_from_slice(b);
-                chunk.commit_all();
-                black_box(&out);
-                got += k as u64;
+        |c, out: &mut [T]| {
+            let k = c.slots().min(out.len());
+            if k == 0 {
+                return 0;
             }
+            let chunk = c.read_chunk(k).unwrap();
+            let (a, b) = chunk.as_slices();
+            out[..a.len()].copy_from_slice(a);
+            out[a.len()..a.len() + b.len()].copy_from_slice(b);
+            chunk.commit_all();
+            k
         },
     )
 }
 
-pub fn batch_ringbuf(n: u64, slots: usize) -> Duration {
+/// The batch workload on a ring whose producer writes as much of a batch
+/// as fits (`push_slice`: how many) and whose consumer takes up to a batch
+/// (`pop_slice`: how many).
+fn batch_partial<T: Item, P: Send + 'static, C: Send + 'static>(
+    n: u64,
+    ends: (P, C),
+    push_slice: impl Fn(&mut P, &[T]) -> usize + Send + 'static,
+    pop_slice: impl Fn(&mut C, &mut [T]) -> usize + Send + 'static,
+) -> Duration {
     two_threads(
         n,
-        HeapRb::<u64>::new(slots).split(),
-        |p, n| {
-            let src = batch_source();
+        ends,
+        move |p, n| {
+            let src = batch_source::<T>();
             for _ in 0..n / BATCH as u64 {
                 let mut sent = 0;
                 while sent < BATCH {
-                    let k = p.push_slice(black_box(&src[sent..]));
+                    let k = push_slice(p, black_box(&src[sent..]));
                     if k == 0 {
                         spin_loop();
                     }
@@ -304,28 +305,26 @@ pub fn batch_ringbuf(n: u64, slots: usize) -> Duration {
                 }
             }
         },
-        |c, n| {
-            let mut out = [0u64; BATCH];
-            let mut got = 0u64;
-            while got < n {
-                let k = c.pop_slice(&mut out);
-                if k == 0 {
-                    spin_loop();
-                }
-                black_box(&out);
-                got += k as u64;
-            }
-        },
+        move |c, n| drain_batches(c, n, pop_slice),
     )
 }
 
-pub fn batch_arrayqueue(n: u64, slots: usize) -> Duration {
-    let q = Arc::new(ArrayQueue::<u64>::new(slots));
+pub fn batch_ringbuf<T: Item>(n: u64, slots: usize) -> Duration {
+    batch_partial(
+        n,
+        HeapRb::<T>::new(slots).split(),
+        |p, src: &[T]| p.push_slice(src),
+        |c, out: &mut [T]| c.pop_slice(out),
+    )
+}
+
+pub fn batch_arrayqueue<T: Item>(n: u64, slots: usize) -> Duration {
+    let q = Arc::new(ArrayQueue::<T>::new(slots));
     two_threads(
         n,
         (q.clone(), q),
         |p, n| {
-            let src = batch_source();
+            let src = batch_source::<T>();
             for _ in 0..n / BATCH as u64 {
                 for &v in black_box(&src) {
                     while p.push(v).is_err() {
@@ -335,11 +334,9 @@ pub fn batch_arrayqueue(n: u64, slots: usize) -> Duration {
             }
         },
         |c, n| {
-            let mut out = [0u64; BATCH];
-            let mut got = 0u64;
-            while got < n {
+            drain_batches(c, n, |c, out: &mut [T]| {
                 let mut k = 0;
-                while k < BATCH {
+                while k < out.len() {
                     match c.pop() {
                         Some(v) => {
                             out[k] = v;
@@ -348,38 +345,35 @@ pub fn batch_arrayqueue(n: u64, slots: usize) -> Duration {
                         None => break,
                     }
                 }
-                if k == 0 {
-                    spin_loop();
-                }
-                black_box(&out);
-                got += k as u64;
-            }
+                k
+            })
         },
     )
 }
 
-pub fn batch_stamped(n: u64, slots: usize) -> Duration {
+pub fn batch_stamped<T: Item + Default>(n: u64, slots: usize) -> Duration {
     batch_whole(
         n,
-        stamped::ring::<u64>(slots),
-        |p, src| p.push_all(src),
-        |c, out| c.pop_slice(out),
+        stamped::ring::<T>(slots),
+        |p, src: &[T]| p.push_all(src),
+        |c, out: &mut [T]| c.pop_slice(out),
     )
 }
 
-/// The design candidate ([`stamped`]) on the three workloads, in the order
+/// The design candidate ([`stamped`]) on the four workloads, in the order
 /// of [`WORKLOADS`]; not a peer (`rounds -- --candidate`).
-pub const CANDIDATE: (&str, [Run; 3]) = (
+pub const CANDIDATE: (&str, [Run; 4]) = (
     "stamped",
     [
         single_stamped::<u64>,
         single_stamped::<Descriptor>,
-        batch_stamped,
+        batch_stamped::<u64>,
+        batch_stamped::<Descriptor>,
     ],
 );
 
-/// The three workloads, each with its four rings (pvchannel first).
-pub const WORKLOADS: [(&str, [(&str, Run); 4]); 3] = [
+/// The four workloads, each with its four rings (pvchannel first).
+pub const WORKLOADS: [(&str, [(&str, Run); 4]); 4] = [
     (
         "u64_single",
         [
@@ -401,10 +395,21 @@ pub const WORKLOADS: [(&str, [(&str, Run); 4]); 3] = [
     (
         "u64_batch64",
         [
-            ("pvchannel", batch_pvchannel),
-            ("rtrb", batch_rtrb),
-            ("ringbuf", batch_ringbuf),
-            ("arrayqueue", batch_arrayqueue),
+            ("pvchannel", batch_pvchannel::<u64>),
+            ("rtrb", batch_rtrb::<u64>),
+            ("ringbuf", batch_ringbuf::<u64>),
+            ("arrayqueue", batch_arrayqueue::<u64>),
+        ],
+    ),
+    (
+        // The shape of the system's own stream (`cargo xtask stress`):
+        // 64-byte descriptors, taken up to a batch at a time.
+        "desc64_batch64",
+        [
+            ("pvchannel", batch_pvchannel::<Descriptor>),
+            ("rtrb", batch_rtrb::<Descriptor>),
+            ("ringbuf", batch_ringbuf::<Descriptor>),
+            ("arrayqueue", batch_arrayqueue::<Descriptor>),
         ],
     ),
 ];
