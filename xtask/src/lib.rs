@@ -3,6 +3,7 @@
 //! binary is its command line; the `tests/` crate uses it to boot images.
 
 pub mod build;
+pub mod hostprobe;
 pub mod manifest;
 pub mod new_server;
 pub mod qemu;

@@ -5,7 +5,10 @@
 //! With `--smp N` every boot has N vCPUs, and for N >= 2 the stream runs
 //! `stress-smp.toml` instead: the same servers with the producer on CPU 1
 //! and the consumer on CPU 0 (ping-pong's two ends stay where the kernel
-//! places them).
+//! places them). With 2 vCPUs or more each stream boot is also bracketed
+//! by a probe of how far apart the host's CPUs are ([`crate::hostprobe`]):
+//! the stream runs about four times faster in one of the development VMs'
+//! two states than in the other, and the table says which one it ran in.
 //!
 //! The guest times its workload with the TSC and prints one
 //! `stress-result key=value ...` line with the kernel's counter deltas;
@@ -29,6 +32,7 @@ use serde::Serialize;
 use wait_timeout::ChildExt;
 
 use crate::build::{self, Image};
+use crate::hostprobe;
 use crate::qemu::{self, Accel, Config};
 use crate::qmp::{self, Stats};
 
@@ -352,6 +356,10 @@ pub struct Row {
     pub reordered: u64,
     /// KVM's counters over the workload (KVM only).
     pub kvm: Option<Stats>,
+    /// With 2 vCPUs or more: a cache line's round trip between the host's
+    /// CPUs, in ns, just before and just after the boot
+    /// ([`crate::hostprobe`]).
+    pub host_line_ns: Option<[f64; 2]>,
     pub result: Fields,
 }
 
@@ -417,6 +425,7 @@ impl Row {
             duplicates: f.need("duplicates")?,
             reordered: f.need("reordered")?,
             kvm: o.kvm.clone(),
+            host_line_ns: None,
             result: f.clone(),
         })
     }
@@ -587,6 +596,18 @@ fn fmt_ratio(x: f64) -> String {
     }
 }
 
+/// "near (64 / 66)": the state both probes saw ("mixed" if they differ),
+/// and their round trips; "-" where the host was not probed.
+fn host_cell(probes: Option<[f64; 2]>) -> String {
+    match probes {
+        Some([before, after]) => format!(
+            "{} ({before:.0} / {after:.0})",
+            hostprobe::run_state(before, after)
+        ),
+        None => "-".into(),
+    }
+}
+
 /// The table, as Markdown (it reads as a table on a terminal too), under
 /// a line that says how many vCPUs every boot had and where the stream's
 /// ends ran.
@@ -605,8 +626,16 @@ pub fn table(report: &Report) -> String {
         vcpus_label(report.vcpus),
         report.stream_test
     );
-    s.push_str("| accel | batching | batch | payload B | messages | msgs/s | MB/s | kernel entries/msg | switches/msg | VM exits/msg | RTT p50 ns (cycles) | RTT p99 ns (cycles) | lost |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    // The host's state, where it was probed (2 vCPUs or more).
+    let probed = report.stream.iter().any(|r| r.host_line_ns.is_some());
+    s.push_str("| accel | batching | batch | payload B | messages | msgs/s | MB/s | kernel entries/msg | switches/msg | VM exits/msg | RTT p50 ns (cycles) | RTT p99 ns (cycles) | lost |");
+    s.push_str(if probed {
+        " host CPUs (line round trip ns, before / after) |\n"
+    } else {
+        "\n"
+    });
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    s.push_str(if probed { "---|\n" } else { "\n" });
     for r in &report.stream {
         let ping = report
             .pingpong
@@ -619,7 +648,7 @@ pub fn table(report: &Report) -> String {
             })
             .unwrap_or_else(|| "-".into())
         };
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
             r.accel,
@@ -636,6 +665,10 @@ pub fn table(report: &Report) -> String {
             rtt(|p| (p.p99_ns, p.p99_cycles)),
             r.lost + r.duplicates + r.reordered,
         );
+        if probed {
+            let _ = write!(s, " {} |", host_cell(r.host_line_ns));
+        }
+        s.push('\n');
     }
     if !report.boots.is_empty() {
         s.push_str("\n| accel | boots | QEMU start to all servers ready, host wall ms (median) | the kernel's line, ms (median) |\n");
@@ -927,21 +960,34 @@ pub fn main(args: &StressArgs) -> Result<ExitCode> {
             );
             let _ = std::io::stderr().flush();
         };
+        // A stream across vCPUs runs as fast as lines cross between the
+        // host's CPUs: say how fast that was, before and after.
+        let probe = || {
+            (batch.is_some() && args.smp >= 2)
+                .then(hostprobe::line_round_trip_ns)
+                .flatten()
+        };
+        let before = probe();
         show("booting");
         let outcome = run_one(&config, &image, Duration::from_secs(args.timeout), show);
+        let after = probe();
         eprintln!();
         let outcome = outcome.with_context(|| label.clone())?;
         match batch {
             Some(_) => {
-                let row = Row::from_outcome(accel, &outcome)?;
+                let mut row = Row::from_outcome(accel, &outcome)?;
+                row.host_line_ns = before.zip(after).map(|(b, a)| [b, a]);
                 eprintln!(
-                    "xtask:   {} msgs/s, {} kernel entries/msg, {} VM exits/msg, lost {}",
+                    "xtask:   {} msgs/s, {} kernel entries/msg, {} VM exits/msg, lost {}{}",
                     fmt_rate(row.msgs_per_s),
                     fmt_ratio(row.entries_per_msg),
                     row.exits_per_msg
                         .map(fmt_ratio)
                         .unwrap_or_else(|| "-".into()),
-                    row.lost
+                    row.lost,
+                    row.host_line_ns
+                        .map(|p| format!(", host CPUs {}", host_cell(Some(p))))
+                        .unwrap_or_default()
                 );
                 report.stream.push(row);
             }
@@ -1203,6 +1249,48 @@ mod tests {
             t.starts_with("1 vCPU per boot; stream: test=stress (both ends on CPU 0)\n\n| accel |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn the_host_state_gets_a_column_only_where_it_was_probed() {
+        let outcome = Outcome {
+            fields: parse_result_line(STREAM).unwrap(),
+            kvm: None,
+            output: String::new(),
+        };
+        let row = Row::from_outcome(Accel::Kvm, &outcome).unwrap();
+        assert_eq!(row.host_line_ns, None);
+        let mut near = row.clone();
+        near.host_line_ns = Some([64.4, 66.0]);
+        let mut mixed = row.clone();
+        mixed.host_line_ns = Some([70.0, 455.0]);
+        let unprobed = table(&Report {
+            stream: vec![row.clone()],
+            ..Report::default()
+        });
+        assert!(!unprobed.contains("host CPUs"), "{unprobed}");
+        assert!(unprobed.contains("| lost |\n|---|"), "{unprobed}");
+        let probed = table(&Report {
+            stream: vec![near, mixed, row],
+            ..Report::default()
+        });
+        assert!(
+            probed.contains("| lost | host CPUs (line round trip ns, before / after) |\n"),
+            "{probed}"
+        );
+        assert!(probed.contains("---:|---|\n"), "{probed}");
+        assert!(probed.contains(" | 0 | near (64 / 66) |\n"), "{probed}");
+        assert!(probed.contains(" | 0 | mixed (70 / 455) |\n"), "{probed}");
+        assert!(probed.contains(" | 0 | - |\n"), "{probed}");
+        let json = serde_json::to_value(Report {
+            stream: vec![Row {
+                host_line_ns: Some([64.0, 66.0]),
+                ..Row::from_outcome(Accel::Kvm, &outcome).unwrap()
+            }],
+            ..Report::default()
+        })
+        .unwrap();
+        assert_eq!(json["stream"][0]["host_line_ns"][1], 66.0);
     }
 
     #[test]
