@@ -95,12 +95,14 @@ pub struct RingHeader {
 ///
 /// The second line is for the processors' adjacent-line prefetchers: on a
 /// miss, Intel's spatial prefetcher fetches the other line of the aligned
-/// 128-byte pair and AMD's fetches the line above or below. With the
-/// indices on consecutive lines (layout version 1), each side's misses on
-/// the other's index or on the slots pulled its neighbour's line along, and
-/// on the 2-core AMD EPYC development VM single `u64` items moved at 0.57
-/// to 0.67 times rtrb's rate, and at 1.0 to 1.2 times with the empty lines
-/// (docs/BENCHMARKS.md, "pvchannel rings").
+/// 128-byte pair, and AMD's optimization guides describe an L2 prefetcher
+/// that fetches the next or the previous line. With the indices on
+/// consecutive lines (layout version 1) single `u64` items moved at 0.57 to
+/// 0.67 times rtrb's rate on the 2-core AMD EPYC development VM, and at 1.0
+/// to 1.2 times with the empty lines (docs/BENCHMARKS.md, "pvchannel
+/// rings"): each side's misses on the other's index presumably pulled along
+/// a line the other side writes on every item (the VM cannot switch the
+/// prefetchers off to tell which one).
 #[repr(C, align(128))]
 pub(crate) struct IndexLine {
     pub(crate) value: AtomicU32,

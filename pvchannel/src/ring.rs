@@ -290,18 +290,17 @@ impl<T: Slot> Producer<T> {
 
     const LINE_ITEMS: u32 = items_per_line::<T>();
 
-    /// How far ahead of the next slot [`stage`](Self::stage) prefetches:
-    /// at least 8 items and at least 4 lines (8 lines of 64-byte
-    /// descriptors, 4 lines or 32 items of `u64`s). Measured on the 2-core
-    /// development VM per machine state (docs/BENCHMARKS.md): for 64-byte
-    /// items 8 lines beat 2 and 4 and matched 16; for `u64` items one line
-    /// ahead, the next one, left the prefetch no time where a line takes
-    /// 230 ns to cross between the CPUs (1.35 times rtrb against 1.65 to
-    /// 2.1 with 2 to 8 lines), and 4 lines were the best.
-    const AHEAD: u32 = {
-        let lines = 8u32.div_ceil(Self::LINE_ITEMS);
-        (if lines > 4 { lines } else { 4 }) * Self::LINE_ITEMS
-    };
+    /// How far ahead of the next slot [`stage`](Self::stage) prefetches: 8
+    /// lines' worth of items (64 `u64`s, 8 descriptors; 8 items of 64 bytes
+    /// or more). Measured per machine state
+    /// (docs/BENCHMARKS.md): for 64-byte items 8 lines beat 2 and 4 and
+    /// matched 16; for `u64` items one line ahead, the next one, left the
+    /// prefetch no time where a line takes 230 ns or more to cross between
+    /// the CPUs. On the first development VM 4 lines were as good as 8 or
+    /// a little better; on the AMD EPYC VM 8 lines moved 1.08 times as many
+    /// as 4 where the CPUs are far apart (82.0 against 75.8 M/s) and as many
+    /// where near.
+    const AHEAD: u32 = 8 * Self::LINE_ITEMS;
 
     /// Whether slots `from .. from + n` are all free as far as we know
     /// (cached consumer index), so that prefetching them for writing never
