@@ -10,13 +10,15 @@
 //! back in 60 to 80 ns and one where that takes 300 to 800 ns (presumably
 //! the host moving a vCPU to another socket); every ring's rate differs
 //! about fourfold between them, so a median over rounds that mix them lands
-//! wherever the mix puts it. Each round is therefore bracketed by a
-//! *probe*, a ping-pong of one cache line between the two pinned threads,
-//! and the rounds are reported all together and then per state ("near",
-//! "far"): a round is near when both its probes take less than `--near-ns`
-//! (200 ns by default), far when both take more but less than `--busy-ns`
-//! (2,000 ns by default; a probe that slow means a vCPU lost its CPU to
-//! something else meanwhile), and counts in neither otherwise.
+//! wherever the mix puts it. Each round therefore starts with a *probe*, a
+//! ping-pong of one cache line between the two pinned threads, and probes
+//! again after every run in it (a round of slow rings lasts long enough
+//! for the state to change and change back unseen between two probes at
+//! its ends). The rounds are reported all together and then per state
+//! ("near", "far"): a round is near when all its probes take less than
+//! `--near-ns` (200 ns by default), far when all take more but less than
+//! `--busy-ns` (2,000 ns by default; a probe that slow means a vCPU lost
+//! its CPU to something else meanwhile), and counts in neither otherwise.
 //!
 //! Each table gives every ring's median rate with the minimum and maximum,
 //! pvchannel's median over the best peer's median, and the median over the
@@ -227,15 +229,17 @@ fn main() {
             rates: vec![Vec::new(); rings.len()],
         })
         .collect();
-    let mut probes = Vec::new();
+    // Every round's probes: one before it and one after each run.
+    let mut probes: Vec<Vec<f64>> = Vec::new();
     for round in 0..o.rounds {
-        let before = probe();
-        let mut line = format!("round {:>2}: probe {before:.0} ns", round + 1);
+        let mut seen = vec![probe()];
+        let mut line = format!("round {:>2}: probe {:.0} ns", round + 1, seen[0]);
         for ((w, rings), results) in chosen_workloads.iter().zip(&mut workloads) {
             for k in 0..rings.len() {
                 let ri = (k + round) % rings.len();
                 let (_, run) = rings[ri];
                 results.rates[ri].push(mps(o.items, run(o.items, o.slots)));
+                seen.push(probe());
             }
             let cells: Vec<_> = results
                 .rates
@@ -244,11 +248,15 @@ fn main() {
                 .collect();
             line += &format!("  {w} {}", cells.join("/"));
         }
-        let after = probe();
-        probes.push((before, after));
         if !o.quiet {
-            println!("{line}  probe {after:.0} ns");
+            let lo = seen.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = seen.iter().copied().fold(0.0, f64::max);
+            println!(
+                "{line}  probes {lo:.0} to {hi:.0} ns, last probe {:.0} ns",
+                seen[seen.len() - 1]
+            );
         }
+        probes.push(seen);
     }
     println!();
     let rings: Vec<&str> = chosen_workloads
@@ -270,8 +278,8 @@ fn main() {
         }
     };
     let state_of_round = |k: usize| {
-        let (a, b) = probes[k];
-        state_of(a).filter(|&s| state_of(b) == Some(s))
+        let first = state_of(probes[k][0]);
+        first.filter(|_| probes[k].iter().all(|&ns| state_of(ns) == first))
     };
     for state in ["near", "far"] {
         let rounds: Vec<usize> = all
@@ -281,7 +289,7 @@ fn main() {
             .collect();
         let times: Vec<f64> = rounds
             .iter()
-            .flat_map(|&k| [probes[k].0, probes[k].1])
+            .flat_map(|&k| probes[k].iter().copied())
             .collect();
         if rounds.is_empty() {
             println!("The {state} state: no rounds.");
@@ -298,9 +306,9 @@ fn main() {
     }
     let neither = all.iter().filter(|&&k| state_of_round(k).is_none()).count();
     println!(
-        "Near: both probes below {:.0} ns (--near-ns); far: both between that and {:.0} ns \
-         (--busy-ns); rounds that changed state midway or had a slower probe, left out of \
-         both: {neither}",
+        "Near: every probe of the round below {:.0} ns (--near-ns); far: every probe between \
+         that and {:.0} ns (--busy-ns); rounds that changed state or had a slower probe, left \
+         out of both: {neither}",
         o.near_ns, o.busy_ns
     );
     println!();
