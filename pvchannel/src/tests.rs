@@ -90,6 +90,10 @@ fn header_is_written_and_validated() {
     hw(2, KNOWN_FEATURES);
     hw(1, 9);
     assert_eq!(try_attach(), Some(LayoutError::BadVersion(9)));
+    // A ring formatted by the previous layout (indices on consecutive
+    // lines, slots at 320) is refused by its version, not misread.
+    hw(1, 1);
+    assert_eq!(try_attach(), Some(LayoutError::BadVersion(1)));
     hw(1, VERSION);
     hw(0, 0);
     assert_eq!(try_attach(), Some(LayoutError::BadMagic(0)));
