@@ -31,8 +31,14 @@
 //! cargo bench -p pvchannel --bench rounds -- [--items 20000000] [--slots 1024]
 //!     [--rounds 9] [--only u64_single,desc64_single,u64_batch64,desc64_batch64]
 //!     [--rings pvchannel,rtrb,ringbuf,arrayqueue] [--candidate] [--near-ns 200]
-//!     [--busy-ns 2000] [--quiet]
+//!     [--busy-ns 2000] [--quiet] [--replay RUN.txt,RUN.txt,...]
 //! ```
+//!
+//! `--replay` runs nothing: it reads the saved output of earlier runs
+//! (`common::record`) and reports their rounds pooled, and each run's
+//! ratios on its own. `cargo xtask rings` uses it to pool runs of several
+//! code layouts of this bench, because which of two rings is ahead in one
+//! binary can be a matter of its layout (docs/BENCHMARKS.md).
 //!
 //! Results in docs/BENCHMARKS.md ("pvchannel rings").
 
@@ -43,7 +49,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{CANDIDATE, Run, WORKLOADS, cpus, two_threads};
+use common::record;
+use common::{BATCH, CANDIDATE, Run, WORKLOADS, cpus, two_threads};
 
 struct Options {
     items: u64,
@@ -55,6 +62,7 @@ struct Options {
     near_ns: f64,
     busy_ns: f64,
     quiet: bool,
+    replay: Option<Vec<String>>,
 }
 
 fn options() -> Options {
@@ -68,6 +76,7 @@ fn options() -> Options {
         near_ns: 200.0,
         busy_ns: 2000.0,
         quiet: false,
+        replay: None,
     };
     let list = |s: String| Some(s.split(',').map(str::to_owned).collect());
     let mut args = std::env::args().skip(1);
@@ -83,9 +92,16 @@ fn options() -> Options {
             "--near-ns" => o.near_ns = value().parse().expect("--near-ns NANOSECONDS"),
             "--busy-ns" => o.busy_ns = value().parse().expect("--busy-ns NANOSECONDS"),
             "--quiet" => o.quiet = true,
+            "--replay" => o.replay = list(value()),
             // `cargo bench` passes `--bench`; ignore it and anything else.
             _ => {}
         }
+    }
+    // A batch workload's producer sends whole batches and its consumer
+    // waits for every item: any other count would never finish.
+    if o.replay.is_none() && (o.items == 0 || !o.items.is_multiple_of(BATCH as u64)) {
+        eprintln!("rounds: --items must be a positive multiple of {BATCH} (the batch size)");
+        std::process::exit(2);
     }
     o
 }
@@ -142,28 +158,50 @@ fn probe() -> f64 {
 }
 
 /// One workload's rates: `rates[ring][round]`, M items/s.
-struct Workload<'a> {
-    name: &'a str,
+struct Workload {
+    name: String,
     rates: Vec<Vec<f64>>,
 }
 
+/// Every round of a run, or of the runs replayed together.
+struct Gathered {
+    rings: Vec<String>,
+    workloads: Vec<Workload>,
+    /// Each round's lowest and highest probe, ns.
+    probes: Vec<(f64, f64)>,
+    /// Which replayed run each round came from (all 0 for a run).
+    layout: Vec<usize>,
+}
+
+/// The ring with the best median among the peers: every ring but
+/// pvchannel (first, when chosen) and the candidate. `None` when pvchannel
+/// is not first or there is no peer.
+fn best_peer(rings: &[String], medians: &[f64]) -> Option<usize> {
+    if rings.first().map(String::as_str) != Some("pvchannel") {
+        return None;
+    }
+    (1..rings.len())
+        .filter(|&i| rings[i] != CANDIDATE.0)
+        .max_by(|&a, &b| medians[a].total_cmp(&medians[b]))
+}
+
+/// A workload's rates over the rounds in `rounds`, per ring.
+fn picked(w: &Workload, rounds: &[usize]) -> Vec<Vec<f64>> {
+    w.rates
+        .iter()
+        .map(|r| rounds.iter().map(|&k| r[k]).collect())
+        .collect()
+}
+
 /// Print one table over the rounds in `rounds`.
-fn table(rings: &[&str], workloads: &[Workload<'_>], rounds: &[usize]) {
+fn table(g: &Gathered, rounds: &[usize]) {
     println!(
         "| workload | {} | pvchannel / best peer | paired ratio |",
-        rings.join(" | ")
+        g.rings.join(" | ")
     );
-    println!("| --- |{} ---: | ---: |", " ---: |".repeat(rings.len()));
-    // Peers: every ring but pvchannel (first, when chosen) and the candidate.
-    let peers: Vec<usize> = (1..rings.len())
-        .filter(|&i| rings[i] != CANDIDATE.0)
-        .collect();
-    for w in workloads {
-        let picked: Vec<Vec<f64>> = w
-            .rates
-            .iter()
-            .map(|r| rounds.iter().map(|&k| r[k]).collect())
-            .collect();
+    println!("| --- |{} ---: | ---: |", " ---: |".repeat(g.rings.len()));
+    for w in &g.workloads {
+        let picked = picked(w, rounds);
         let medians: Vec<f64> = picked.iter().map(|v| median(v)).collect();
         let cells: Vec<String> = picked
             .iter()
@@ -174,21 +212,17 @@ fn table(rings: &[&str], workloads: &[Workload<'_>], rounds: &[usize]) {
                 format!("{m:.1} ({lo:.1} to {hi:.1})")
             })
             .collect();
-        let best = peers
-            .iter()
-            .copied()
-            .max_by(|&a, &b| medians[a].total_cmp(&medians[b]));
-        let (ratio, paired) = match best {
-            Some(b) if rings.first() == Some(&"pvchannel") => {
+        let (ratio, paired) = match best_peer(&g.rings, &medians) {
+            Some(b) => {
                 let per: Vec<f64> = (0..rounds.len())
                     .map(|k| picked[0][k] / picked[b][k])
                     .collect();
                 (
-                    format!("{:.2} ({})", medians[0] / medians[b], rings[b]),
+                    format!("{:.2} ({})", medians[0] / medians[b], g.rings[b]),
                     format!("{:.2}", median(&per)),
                 )
             }
-            _ => ("-".into(), "-".into()),
+            None => ("-".into(), "-".into()),
         };
         println!(
             "| {} | {} | {ratio} | {paired} |",
@@ -199,8 +233,47 @@ fn table(rings: &[&str], workloads: &[Workload<'_>], rounds: &[usize]) {
     println!();
 }
 
-fn main() {
-    let o = options();
+/// Print, per replayed run, pvchannel's median over the best peer's median
+/// among that run's rounds in `rounds`, and the median of those ratios.
+fn layout_table(g: &Gathered, layouts: &[String], rounds: &[usize]) {
+    let names: Vec<&str> = g.workloads.iter().map(|w| w.name.as_str()).collect();
+    println!("| run | rounds | {} |", names.join(" | "));
+    println!("| --- | ---: |{}", " ---: |".repeat(names.len()));
+    let mut ratios = vec![Vec::new(); names.len()];
+    for (l, layout) in layouts.iter().enumerate() {
+        let mine: Vec<usize> = rounds
+            .iter()
+            .copied()
+            .filter(|&k| g.layout[k] == l)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = g
+            .workloads
+            .iter()
+            .zip(&mut ratios)
+            .map(|(w, all)| {
+                let medians: Vec<f64> = picked(w, &mine).iter().map(|v| median(v)).collect();
+                match best_peer(&g.rings, &medians) {
+                    Some(b) => {
+                        let r = medians[0] / medians[b];
+                        all.push(r);
+                        format!("{r:.2} ({})", g.rings[b])
+                    }
+                    None => "-".into(),
+                }
+            })
+            .collect();
+        println!("| {layout} | {} | {} |", mine.len(), cells.join(" | "));
+    }
+    let medians: Vec<String> = ratios.iter().map(|r| format!("{:.2}", median(r))).collect();
+    println!("| median over the runs | | {} |", medians.join(" | "));
+    println!();
+}
+
+/// Run the rounds, printing each one.
+fn run(o: &Options) -> Gathered {
     assert!(cpus().len() >= 2, "the benchmark needs two CPUs");
     let chosen_workloads: Vec<(&str, Vec<(&str, Run)>)> = WORKLOADS
         .iter()
@@ -218,56 +291,127 @@ fn main() {
             (*w, rings)
         })
         .collect();
+    let rings: Vec<&str> = chosen_workloads
+        .first()
+        .map(|(_, rings)| rings.iter().map(|(r, _)| *r).collect())
+        .unwrap_or_default();
     println!(
         "{} items per run, {} slots, {} rounds, producer on CPU 0, consumer on CPU 1",
         o.items, o.slots, o.rounds
     );
-    let mut workloads: Vec<Workload<'_>> = chosen_workloads
-        .iter()
-        .map(|(w, rings)| Workload {
-            name: w,
-            rates: vec![Vec::new(); rings.len()],
-        })
-        .collect();
-    // Every round's probes: one before it and one after each run.
-    let mut probes: Vec<Vec<f64>> = Vec::new();
+    println!("{}", record::rings_line(&rings));
+    let mut g = Gathered {
+        rings: rings.iter().map(|r| r.to_string()).collect(),
+        workloads: chosen_workloads
+            .iter()
+            .map(|(w, rings)| Workload {
+                name: w.to_string(),
+                rates: vec![Vec::new(); rings.len()],
+            })
+            .collect(),
+        probes: Vec::new(),
+        layout: vec![0; o.rounds],
+    };
     for round in 0..o.rounds {
+        // One probe before the round and one after each run in it.
         let mut seen = vec![probe()];
-        let mut line = format!("round {:>2}: probe {:.0} ns", round + 1, seen[0]);
-        for ((w, rings), results) in chosen_workloads.iter().zip(&mut workloads) {
+        for ((_, rings), results) in chosen_workloads.iter().zip(&mut g.workloads) {
             for k in 0..rings.len() {
                 let ri = (k + round) % rings.len();
                 let (_, run) = rings[ri];
                 results.rates[ri].push(mps(o.items, run(o.items, o.slots)));
                 seen.push(probe());
             }
-            let cells: Vec<_> = results
-                .rates
-                .iter()
-                .map(|r| format!("{:.1}", r[round]))
-                .collect();
-            line += &format!("  {w} {}", cells.join("/"));
         }
         if !o.quiet {
-            let lo = seen.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = seen.iter().copied().fold(0.0, f64::max);
-            println!(
-                "{line}  probes {lo:.0} to {hi:.0} ns, last probe {:.0} ns",
-                seen[seen.len() - 1]
-            );
+            let rates: Vec<Vec<f64>> = g
+                .workloads
+                .iter()
+                .map(|w| w.rates.iter().map(|r| r[round]).collect())
+                .collect();
+            let cells: Vec<(&str, &[f64])> = g
+                .workloads
+                .iter()
+                .zip(&rates)
+                .map(|(w, r)| (w.name.as_str(), r.as_slice()))
+                .collect();
+            println!("{}", record::round_line(round + 1, &seen, &cells));
         }
-        probes.push(seen);
+        let lo = seen.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = seen.iter().copied().fold(0.0, f64::max);
+        g.probes.push((lo, hi));
     }
     println!();
-    let rings: Vec<&str> = chosen_workloads
-        .first()
-        .map(|(_, rings)| rings.iter().map(|(r, _)| *r).collect())
-        .unwrap_or_default();
-    let all: Vec<usize> = (0..o.rounds).collect();
-    println!("All {} rounds:", o.rounds);
+    g
+}
+
+/// Read saved runs back and pool their rounds. They must have measured the
+/// same rings and workloads.
+fn replay(files: &[String]) -> Result<Gathered, String> {
+    let mut g: Option<Gathered> = None;
+    for (l, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let run = record::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+        let g = g.get_or_insert_with(|| Gathered {
+            rings: run.rings.clone(),
+            workloads: run.rounds[0]
+                .rates
+                .iter()
+                .map(|(w, _)| Workload {
+                    name: w.clone(),
+                    rates: vec![Vec::new(); run.rings.len()],
+                })
+                .collect(),
+            probes: Vec::new(),
+            layout: Vec::new(),
+        });
+        if run.rings != g.rings {
+            return Err(format!(
+                "{file}: rings {} where the first run had {}",
+                run.rings.join("/"),
+                g.rings.join("/")
+            ));
+        }
+        for (k, round) in run.rounds.iter().enumerate() {
+            let names: Vec<&str> = round.rates.iter().map(|(w, _)| w.as_str()).collect();
+            let want: Vec<&str> = g.workloads.iter().map(|w| w.name.as_str()).collect();
+            if names != want {
+                return Err(format!(
+                    "{file}: round {} has workloads {names:?}, the first run {want:?}",
+                    k + 1
+                ));
+            }
+            for (w, (_, rates)) in g.workloads.iter_mut().zip(&round.rates) {
+                for (ring, &rate) in w.rates.iter_mut().zip(rates) {
+                    ring.push(rate);
+                }
+            }
+            g.probes.push(round.probes);
+            g.layout.push(l);
+        }
+    }
+    g.ok_or_else(|| "--replay needs at least one file".into())
+}
+
+fn main() {
+    let o = options();
+    let g = match &o.replay {
+        None => run(&o),
+        Some(files) => replay(files).unwrap_or_else(|e| {
+            eprintln!("rounds: {e}");
+            std::process::exit(2)
+        }),
+    };
+    let all: Vec<usize> = (0..g.probes.len()).collect();
+    match &o.replay {
+        Some(files) => println!("All {} rounds of {} runs:", all.len(), files.len()),
+        None => println!("All {} rounds:", all.len()),
+    }
     println!();
-    table(&rings, &workloads, &all);
-    // Which state a probe saw: near, far, or neither (a busy machine).
+    table(&g, &all);
+    // Which state a probe saw: near, far, or neither (a busy machine). A
+    // round is in a state when all its probes are, that is when its lowest
+    // and its highest are.
     let state_of = |ns: f64| {
         if ns < o.near_ns {
             Some("near")
@@ -278,8 +422,8 @@ fn main() {
         }
     };
     let state_of_round = |k: usize| {
-        let first = state_of(probes[k][0]);
-        first.filter(|_| probes[k].iter().all(|&ns| state_of(ns) == first))
+        let (lo, hi) = g.probes[k];
+        state_of(lo).filter(|&s| state_of(hi) == Some(s))
     };
     for state in ["near", "far"] {
         let rounds: Vec<usize> = all
@@ -287,22 +431,39 @@ fn main() {
             .copied()
             .filter(|&k| state_of_round(k) == Some(state))
             .collect();
-        let times: Vec<f64> = rounds
-            .iter()
-            .flat_map(|&k| probes[k].iter().copied())
-            .collect();
         if rounds.is_empty() {
             println!("The {state} state: no rounds.");
             println!();
             continue;
         }
+        // The middle of each round's probe range stands for the round.
+        let times: Vec<f64> = rounds
+            .iter()
+            .map(|&k| (g.probes[k].0 + g.probes[k].1) / 2.0)
+            .collect();
         println!(
             "The {state} state ({} rounds, line round trip median {:.0} ns):",
             rounds.len(),
             median(&times)
         );
         println!();
-        table(&rings, &workloads, &rounds);
+        table(&g, &rounds);
+        if let Some(files) = o.replay.as_ref().filter(|f| f.len() > 1) {
+            // Each run by its file's name.
+            let names: Vec<String> = files
+                .iter()
+                .map(|f| {
+                    let path = std::path::Path::new(f);
+                    path.file_name()
+                        .unwrap_or(path.as_os_str())
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            println!("The {state} state, each run on its own:");
+            println!();
+            layout_table(&g, &names, &rounds);
+        }
     }
     let neither = all.iter().filter(|&&k| state_of_round(k).is_none()).count();
     println!(

@@ -25,7 +25,8 @@ pub struct Image {
     pub initrd: PathBuf,
 }
 
-fn cargo() -> Command {
+/// `cargo` (the one running xtask), in the workspace root.
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd

@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod new_server;
 pub mod qemu;
 pub mod qmp;
+pub mod rings;
 pub mod soak;
 pub mod stress;
 pub mod summary;

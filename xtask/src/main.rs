@@ -1,12 +1,13 @@
 //! `cargo xtask`: build the kernel and initrd, run them in QEMU, run the tests.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use xtask::build::{self, cargo};
 use xtask::qemu::{self, Accel, Machine};
-use xtask::{build, summary, workspace_root};
+use xtask::{summary, workspace_root};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,11 @@ enum Cmd {
     /// batch size (plus ping-pong round trips), then a table of messages/s,
     /// kernel entries, context switches and VM exits per message.
     Stress(xtask::stress::StressArgs),
+    /// pvchannel's ring benchmark (pvchannel/benches/rounds.rs) over several
+    /// code layouts of the same source: builds the bench once per layout,
+    /// runs the layouts in turn and pools their rounds into one table per
+    /// machine state, with each run's ratio on its own.
+    Rings(xtask::rings::RingsArgs),
     /// Supervision soak (minutes; not in CI): make apic, timer, console and
     /// echo fault --faults times in turn while clients run, and check that
     /// the kernel stays up, no client hangs and every request has an
@@ -185,12 +191,6 @@ fn run(args: &RunArgs, gdb: bool) -> Result<ExitCode> {
     })
 }
 
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root());
-    cmd
-}
-
 /// The host-testable crates (the kernel's pure logic is its library).
 const HOST_TEST_PACKAGES: &[&str] = &[
     "abi",
@@ -275,6 +275,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args, false),
         Cmd::Gdb(args) => run(&args, true),
         Cmd::Stress(args) => xtask::stress::main(&args),
+        Cmd::Rings(args) => xtask::rings::main(&args),
         Cmd::Soak(args) => xtask::soak::run(&args),
         Cmd::NewServer { name, provides } => {
             xtask::new_server::run(&workspace_root(), &name, provides.as_deref())

@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod record;
 pub mod stamped;
 
 use std::hint::{black_box, spin_loop};
@@ -124,8 +125,11 @@ const ALIGN_TRIES: usize = 64;
 /// slots line-aligned ringbuf moved such batches faster than pvchannel,
 /// 16 bytes in pvchannel was 1.2 to 1.37 times as fast, and which one a
 /// run got was `malloc`'s choice. The misses stay allocated until one
-/// fits, so that each try gets a new address. After [`ALIGN_TRIES`] it
-/// warns and keeps the last one.
+/// fits, so that each try gets a new address, each with a small block of
+/// its own of a size that changes from try to try: without it, tries whose
+/// allocations sum to a multiple of 128 bytes all land on the same offset
+/// in a line (this happened). After [`ALIGN_TRIES`] it warns and keeps the
+/// last one.
 pub fn line_aligned<E>(
     name: &str,
     make: impl Fn() -> E,
@@ -144,7 +148,8 @@ pub fn line_aligned<E>(
             );
             return ends;
         }
-        misses.push(ends);
+        let shift = Vec::<u8>::with_capacity(8 + 16 * (misses.len() % 7));
+        misses.push((ends, shift));
     }
 }
 
