@@ -167,8 +167,7 @@ struct Workload {
 struct Gathered {
     rings: Vec<String>,
     workloads: Vec<Workload>,
-    /// Each round's lowest and highest probe, ns.
-    probes: Vec<(f64, f64)>,
+    probes: Vec<record::Probes>,
     /// Which replayed run each round came from (all 0 for a run).
     layout: Vec<usize>,
 }
@@ -323,6 +322,7 @@ fn run(o: &Options) -> Gathered {
                 seen.push(probe());
             }
         }
+        let probes = record::Probes::of(&seen);
         if !o.quiet {
             let rates: Vec<Vec<f64>> = g
                 .workloads
@@ -335,11 +335,9 @@ fn run(o: &Options) -> Gathered {
                 .zip(&rates)
                 .map(|(w, r)| (w.name.as_str(), r.as_slice()))
                 .collect();
-            println!("{}", record::round_line(round + 1, &seen, &cells));
+            println!("{}", record::round_line(round + 1, probes, &cells));
         }
-        let lo = seen.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = seen.iter().copied().fold(0.0, f64::max);
-        g.probes.push((lo, hi));
+        g.probes.push(probes);
     }
     println!();
     g
@@ -422,8 +420,8 @@ fn main() {
         }
     };
     let state_of_round = |k: usize| {
-        let (lo, hi) = g.probes[k];
-        state_of(lo).filter(|&s| state_of(hi) == Some(s))
+        let p = g.probes[k];
+        state_of(p.lowest).filter(|&s| state_of(p.highest) == Some(s))
     };
     for state in ["near", "far"] {
         let rounds: Vec<usize> = all
@@ -436,10 +434,9 @@ fn main() {
             println!();
             continue;
         }
-        // The middle of each round's probe range stands for the round.
         let times: Vec<f64> = rounds
             .iter()
-            .map(|&k| (g.probes[k].0 + g.probes[k].1) / 2.0)
+            .flat_map(|&k| [g.probes[k].first, g.probes[k].last])
             .collect();
         println!(
             "The {state} state ({} rounds, line round trip median {:.0} ns):",

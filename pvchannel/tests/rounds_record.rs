@@ -5,7 +5,7 @@
 #[path = "../benches/common/record.rs"]
 mod record;
 
-use record::{Round, Run, parse, rings_line, round_line};
+use record::{Probes, Round, Run, parse, rings_line, round_line};
 
 fn sample() -> String {
     let probes = [63.0, 60.4, 95.2, 64.0];
@@ -17,12 +17,12 @@ fn sample() -> String {
         rings_line(&["pvchannel", "rtrb", "ringbuf", "arrayqueue"]),
         round_line(
             1,
-            &probes,
+            Probes::of(&probes),
             &[("u64_single", &single), ("u64_batch64", &batch)],
         ),
         round_line(
             12,
-            &[340.0],
+            Probes::of(&[340.0]),
             &[("u64_single", &single), ("u64_batch64", &batch)],
         ),
         String::new(),
@@ -48,12 +48,23 @@ fn printed_rounds_read_back_to_their_rates_and_probe_ranges() {
                 .to_vec(),
             rounds: vec![
                 Round {
-                    probes: (60.0, 95.0),
+                    // Whole nanoseconds, as printed.
+                    probes: Probes {
+                        first: 63.0,
+                        lowest: 60.0,
+                        highest: 95.0,
+                        last: 64.0,
+                    },
                     // One decimal, as printed.
                     rates: rates([399.3, 274.1, 266.8, 27.2], [1898.5, 1595.4, 1962.4, 27.7]),
                 },
                 Round {
-                    probes: (340.0, 340.0),
+                    probes: Probes {
+                        first: 340.0,
+                        lowest: 340.0,
+                        highest: 340.0,
+                        last: 340.0,
+                    },
                     rates: rates([399.3, 274.1, 266.8, 27.2], [1898.5, 1595.4, 1962.4, 27.7]),
                 },
             ],
@@ -64,7 +75,11 @@ fn printed_rounds_read_back_to_their_rates_and_probe_ranges() {
 #[test]
 fn a_round_line_keeps_its_layout() {
     assert_eq!(
-        round_line(3, &[70.0, 65.0, 80.0], &[("u64_single", &[1.26, 2.0])]),
+        round_line(
+            3,
+            Probes::of(&[70.0, 65.0, 80.0]),
+            &[("u64_single", &[1.26, 2.0])]
+        ),
         "round  3: probe 70 ns  u64_single 1.3/2.0  probes 65 to 80 ns, last probe 80 ns"
     );
 }
@@ -92,4 +107,6 @@ fn what_is_not_a_run_is_refused_by_name() {
     assert!(parse(garbled).unwrap_err().contains("not a number: \"x\""));
     let cut = "rings: a/b\nround  1: probe 63 ns  u64_single 1.0/2.0";
     assert!(parse(cut).unwrap_err().contains("probes LO to HI"));
+    let unprobed = "rings: a/b\nround  1: u64_single 1.0/2.0  probes 60 to 72 ns, last probe 64 ns";
+    assert!(parse(unprobed).unwrap_err().contains("probe FIRST"));
 }

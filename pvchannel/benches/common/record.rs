@@ -8,15 +8,35 @@
 //! ```
 //!
 //! Rates are M items/s, one per ring in the order of the `rings:` line;
-//! the probes are the round's line round trips in ns (the first, the
-//! lowest, the highest and the last), of which the state of the machine
-//! during the round (`rounds.rs`) needs only the lowest and the highest.
+//! the probes are the round's line round trips in ns.
 
-/// One round: its probe range and each workload's rates.
+/// A round's probes, ns: the state of the machine during the round
+/// (`rounds.rs`) needs the lowest and the highest; the first and the last
+/// stand for its typical round trip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probes {
+    pub first: f64,
+    pub lowest: f64,
+    pub highest: f64,
+    pub last: f64,
+}
+
+impl Probes {
+    /// Of the probes in the order they were taken (at least one).
+    pub fn of(taken: &[f64]) -> Self {
+        Self {
+            first: taken[0],
+            lowest: taken.iter().copied().fold(f64::INFINITY, f64::min),
+            highest: taken.iter().copied().fold(0.0, f64::max),
+            last: taken[taken.len() - 1],
+        }
+    }
+}
+
+/// One round: its probes and each workload's rates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
-    /// The lowest and the highest probe of the round, ns.
-    pub probes: (f64, f64),
+    pub probes: Probes,
     /// Each workload's name and its rates, one per ring.
     pub rates: Vec<(String, Vec<f64>)>,
 }
@@ -37,19 +57,17 @@ pub fn rings_line(rings: &[&str]) -> String {
     format!("{RINGS}{}", rings.join("/"))
 }
 
-/// The line of round `number` (from 1): `probes` in the order they were
-/// taken (at least one), `rates` per workload in the order of the rings.
-pub fn round_line(number: usize, probes: &[f64], rates: &[(&str, &[f64])]) -> String {
-    let lo = probes.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = probes.iter().copied().fold(0.0, f64::max);
-    let mut line = format!("{ROUND}{number:>2}: probe {:.0} ns", probes[0]);
+/// The line of round `number` (from 1): `rates` per workload in the order
+/// of the rings.
+pub fn round_line(number: usize, probes: Probes, rates: &[(&str, &[f64])]) -> String {
+    let mut line = format!("{ROUND}{number:>2}: probe {:.0} ns", probes.first);
     for (workload, cells) in rates {
         let cells: Vec<String> = cells.iter().map(|r| format!("{r:.1}")).collect();
         line += &format!("  {workload} {}", cells.join("/"));
     }
     line + &format!(
-        "  probes {lo:.0} to {hi:.0} ns, last probe {:.0} ns",
-        probes[probes.len() - 1]
+        "  probes {:.0} to {:.0} ns, last probe {:.0} ns",
+        probes.lowest, probes.highest, probes.last
     )
 }
 
@@ -81,17 +99,31 @@ fn parse_round(line: &str, rings: usize) -> Result<Round, String> {
         .split_once(": ")
         .ok_or("no ': ' after the round number")?;
     let fields: Vec<&str> = rest.split("  ").collect();
-    let (last, middle) = match fields.as_slice() {
-        [_first_probe, middle @ .., last] => (last, middle),
+    let (first, middle, end) = match fields.as_slice() {
+        [first, middle @ .., end] => (first, middle, end),
         _ => return Err("too few fields".into()),
     };
     let number = |s: &str| s.parse::<f64>().map_err(|_| format!("not a number: {s:?}"));
-    let probes = last
+    let first = first
+        .strip_prefix("probe ")
+        .and_then(|s| s.strip_suffix(" ns"))
+        .ok_or("no 'probe FIRST ns' after the round number")?;
+    let (range, last) = end
         .strip_prefix("probes ")
-        .and_then(|s| s.split_once(" ns,"))
-        .and_then(|(range, _)| range.split_once(" to "))
-        .ok_or("no 'probes LO to HI ns' at the end")?;
-    let probes = (number(probes.0)?, number(probes.1)?);
+        .and_then(|s| s.split_once(" ns, last probe "))
+        .ok_or("no 'probes LO to HI ns, last probe LAST ns' at the end")?;
+    let (lowest, highest) = range
+        .split_once(" to ")
+        .ok_or("no 'LO to HI' in the probes")?;
+    let last = last
+        .strip_suffix(" ns")
+        .ok_or("no ' ns' after the last probe")?;
+    let probes = Probes {
+        first: number(first)?,
+        lowest: number(lowest)?,
+        highest: number(highest)?,
+        last: number(last)?,
+    };
     let mut rates = Vec::new();
     for field in middle {
         let (workload, cells) = field
