@@ -103,10 +103,21 @@ fn build_layout(dir: &Path, layout: u32) -> Result<PathBuf> {
     Ok(copy)
 }
 
-pub fn main(args: &RingsArgs) -> Result<ExitCode> {
-    if args.rounds_args.iter().any(|a| a == "--replay") {
+/// Refuse the `rounds` arguments that would spoil the runs, before any is
+/// built: `--replay` (what `rings` does at the end) and `--quiet` (which
+/// leaves out the round lines the replay reads).
+pub fn check_rounds_args(rounds_args: &[String]) -> Result<()> {
+    if rounds_args.iter().any(|a| a == "--replay") {
         bail!("--replay is what `rings` does at the end; give it to `rounds` directly");
     }
+    if rounds_args.iter().any(|a| a == "--quiet") {
+        bail!("--quiet leaves out the round lines that `rings` pools; drop it");
+    }
+    Ok(())
+}
+
+pub fn main(args: &RingsArgs) -> Result<ExitCode> {
+    check_rounds_args(&args.rounds_args)?;
     let dir = target_dir().join("rings");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut binaries = Vec::new();
@@ -186,6 +197,16 @@ mod tests {
             executable_from_messages(r#"{"reason":"build-finished"}"#),
             None
         );
+    }
+
+    #[test]
+    fn arguments_that_would_spoil_the_runs_are_refused_up_front() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_rounds_args(&args(&["--items", "640000", "--candidate"])).is_ok());
+        let quiet = check_rounds_args(&args(&["--rounds", "3", "--quiet"])).unwrap_err();
+        assert!(quiet.to_string().contains("--quiet"), "{quiet}");
+        let replay = check_rounds_args(&args(&["--replay", "a.txt"])).unwrap_err();
+        assert!(replay.to_string().contains("--replay"), "{replay}");
     }
 
     #[test]
