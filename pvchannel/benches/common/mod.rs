@@ -113,23 +113,22 @@ fn end_thread<E: Send + 'static, R: Send + 'static>(
 pub const SLOTS_ALIGN: usize = 128;
 
 /// Allocations [`line_aligned`] tries before it settles for a misaligned
-/// one. Small arrays come from the heap, where successive allocations of
-/// one size move by 16 bytes modulo 128, so a few tries find one; large
-/// ones may be mapped whole, and those always start 16 bytes into a page.
+/// one. Arrays from the heap take a few tries; an array mapped whole
+/// (a large one) starts 16 bytes into a page, however often it is tried.
 const ALIGN_TRIES: usize = 64;
 
 /// A peer's ends, made again until `slots_addr` (the address of slot 0)
 /// is [`SLOTS_ALIGN`]-aligned. A batch of 64 `u64`s that starts 16 bytes
-/// into a line spans nine lines, and the line it shares with the next
-/// batch is written by the producer while the consumer reads it: with its
-/// slots line-aligned ringbuf moved such batches faster than pvchannel,
-/// 16 bytes in pvchannel was 1.2 to 1.37 times as fast, and which one a
-/// run got was `malloc`'s choice. The misses stay allocated until one
-/// fits, so that each try gets a new address, each with a small block of
-/// its own of a size that changes from try to try: without it, tries whose
-/// allocations sum to a multiple of 128 bytes all land on the same offset
-/// in a line (this happened). After [`ALIGN_TRIES`] it warns and keeps the
-/// last one.
+/// into a line spans nine lines and shares one with the next batch, which
+/// the producer writes while the consumer reads: pvchannel moved batches
+/// 1.2 to 1.37 times as fast as such a ringbuf and more slowly than a
+/// line-aligned one, and which one a run got was `malloc`'s choice.
+///
+/// The misses stay allocated until one fits, so that each try gets a new
+/// address, each beside a small block whose size changes from try to try:
+/// without it, tries whose allocations summed to a multiple of 128 bytes
+/// all landed on the same offset in a line (this happened). After
+/// [`ALIGN_TRIES`] it warns and keeps the last one.
 pub fn line_aligned<E>(
     name: &str,
     make: impl Fn() -> E,
