@@ -81,13 +81,7 @@ impl<T: Copy> Push<T> for rtrb::Producer<T> {
     }
     #[inline]
     fn put_batch(&mut self, items: &[T; BATCH]) -> bool {
-        match self.write_chunk_uninit(BATCH) {
-            Ok(chunk) => {
-                chunk.fill_from_iter(items.iter().copied());
-                true
-            }
-            Err(_) => false,
-        }
+        common::rtrb_push_all(self, items)
     }
 }
 impl<T: Copy> Pop<T> for rtrb::Consumer<T> {
@@ -97,16 +91,7 @@ impl<T: Copy> Pop<T> for rtrb::Consumer<T> {
     }
     #[inline]
     fn get_batch(&mut self, out: &mut [T; BATCH]) -> usize {
-        let k = self.slots().min(BATCH);
-        if k == 0 {
-            return 0;
-        }
-        let chunk = self.read_chunk(k).unwrap();
-        let (a, b) = chunk.as_slices();
-        out[..a.len()].copy_from_slice(a);
-        out[a.len()..a.len() + b.len()].copy_from_slice(b);
-        chunk.commit_all();
-        k
+        common::rtrb_pop_slice(self, out)
     }
 }
 impl<T: Copy> Push<T> for HeapProd<T> {

@@ -322,30 +322,37 @@ pub fn batch_pvchannel<T: Item + pvchannel::Slot>(n: u64, slots: usize) -> Durat
     )
 }
 
+/// rtrb's batch write as the batch workload uses it: all of `src` or
+/// nothing (false: it does not fit).
+#[inline]
+pub fn rtrb_push_all<T: Copy>(p: &mut rtrb::Producer<T>, src: &[T]) -> bool {
+    match p.write_chunk_uninit(src.len()) {
+        Ok(chunk) => {
+            chunk.fill_from_iter(src.iter().copied());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// rtrb's batch read as the batch workload uses it: up to `out.len()`
+/// items into `out`; how many.
+#[inline]
+pub fn rtrb_pop_slice<T: Copy>(c: &mut rtrb::Consumer<T>, out: &mut [T]) -> usize {
+    let k = c.slots().min(out.len());
+    if k == 0 {
+        return 0;
+    }
+    let chunk = c.read_chunk(k).unwrap();
+    let (a, b) = chunk.as_slices();
+    out[..a.len()].copy_from_slice(a);
+    out[a.len()..a.len() + b.len()].copy_from_slice(b);
+    chunk.commit_all();
+    k
+}
+
 pub fn batch_rtrb<T: Item>(n: u64, slots: usize) -> Duration {
-    batch_whole(
-        n,
-        rtrb_ends::<T>(slots),
-        |p, src: &[T]| match p.write_chunk_uninit(src.len()) {
-            Ok(chunk) => {
-                chunk.fill_from_iter(src.iter().copied());
-                true
-            }
-            Err(_) => false,
-        },
-        |c, out: &mut [T]| {
-            let k = c.slots().min(out.len());
-            if k == 0 {
-                return 0;
-            }
-            let chunk = c.read_chunk(k).unwrap();
-            let (a, b) = chunk.as_slices();
-            out[..a.len()].copy_from_slice(a);
-            out[a.len()..a.len() + b.len()].copy_from_slice(b);
-            chunk.commit_all();
-            k
-        },
-    )
+    batch_whole(n, rtrb_ends::<T>(slots), rtrb_push_all, rtrb_pop_slice)
 }
 
 /// The batch workload on a ring whose producer writes as much of a batch
