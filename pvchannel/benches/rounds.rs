@@ -371,12 +371,13 @@ fn replay(files: &[String]) -> Result<Gathered, String> {
             ));
         }
         for (k, round) in run.rounds.iter().enumerate() {
-            let names: Vec<&str> = round.rates.iter().map(|(w, _)| w.as_str()).collect();
-            let want: Vec<&str> = g.workloads.iter().map(|w| w.name.as_str()).collect();
-            if names != want {
+            let names = round.rates.iter().map(|(w, _)| w);
+            if !names.clone().eq(g.workloads.iter().map(|w| &w.name)) {
+                let want: Vec<&String> = g.workloads.iter().map(|w| &w.name).collect();
                 return Err(format!(
-                    "{file}: round {} has workloads {names:?}, the first run {want:?}",
-                    k + 1
+                    "{file}: round {} has workloads {:?}, the first run {want:?}",
+                    k + 1,
+                    names.collect::<Vec<_>>()
                 ));
             }
             for (w, (_, rates)) in g.workloads.iter_mut().zip(&round.rates) {
